@@ -1,0 +1,105 @@
+"""`python -m bridge`: the composition root. Builds every client once and runs until SIGTERM."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import sys
+from collections.abc import Sequence
+from types import FrameType
+
+from bridge.devices import DeviceRegistry
+from bridge.health import BridgeCollector, check_health, metrics_text
+from bridge.history import HistoryReader
+from bridge.influx import InfluxError, InfluxTarget, InfluxV1
+from bridge.ingest import Ingest
+from bridge.rejections import RejectionLog
+from bridge.settings import BridgeSettings, load_settings
+from common.mqtt import make_client
+from common.settings import SettingsError, exit_bad_setting
+from common.topics import Topics
+from webui import AssetsMissing, WebContext, create_app, make_socketio
+
+log = logging.getLogger("bridge")
+
+
+def prepare_influx(influx: InfluxV1, history: HistoryReader, devices: DeviceRegistry) -> None:
+    """Say which server this is, create the database, learn the known devices.
+
+    InfluxDB may be down at start: then log it and go on; writes retry until it is back.
+    """
+    try:
+        version = influx.ping()
+        log.info("InfluxDB %s at %s, database %r, v1 API", version, influx.target.url, influx.target.database)
+        influx.ensure_database()
+        devices.saw_readings(history.latest_per_device())
+    except InfluxError as exc:
+        log.error("InfluxDB not ready (%s); readings wait at the broker until it is", exc)
+
+
+def serve(settings: BridgeSettings) -> int:
+    """Run the bridge with these settings until SIGTERM or SIGINT."""
+    topics = Topics(settings.topic_prefix)
+    influx = InfluxV1(InfluxTarget(settings.influx_url, settings.influx_db, settings.influx_token))
+    devices = DeviceRegistry()
+    rejections = RejectionLog()
+    history = HistoryReader(influx, settings.influx_measurement)
+    client = make_client(settings.mqtt_url, settings.mqtt_client_id, persistent=True, manual_ack=True)
+    socketio, live = make_socketio()
+    ingest = Ingest(client, topics, influx, settings.influx_measurement, devices, rejections, sinks=[live])
+    context = WebContext(
+        devices=devices,
+        rejections=rejections,
+        history=history,
+        health=lambda: check_health(ingest, influx),
+        metrics=metrics_text(BridgeCollector(ingest, rejections, lambda: live.clients)),
+    )
+    try:
+        app = create_app(context, socketio)
+    except AssetsMissing as exc:
+        print(f"bridge: {exc}", file=sys.stderr)
+        return 1
+    prepare_influx(influx, history, devices)
+    ingest.start()
+    client.connect_async(settings.mqtt_url.host, settings.mqtt_url.port, keepalive=30)
+    client.loop_start()
+    log.info(
+        "broker %s, topics %s/+/reading; dashboard on http://%s:%d/",
+        settings.mqtt_url,
+        settings.topic_prefix,
+        settings.web_host,
+        settings.web_port,
+    )
+    try:
+        socketio.run(app, host=settings.web_host, port=settings.web_port, allow_unsafe_werkzeug=True, log_output=False)
+    except OSError as exc:
+        print(f"bridge: cannot serve on {settings.web_host}:{settings.web_port}: {exc.strerror}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        pass
+    finally:
+        log.info("stopping")
+        client.disconnect()
+        client.loop_stop()
+        ingest.stop()
+        influx.close()
+    return 0
+
+
+def _interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt  # leaves the web server's loop in the main thread
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        settings = load_settings(sys.argv[1:] if argv is None else argv, os.environ)
+    except SettingsError as exc:
+        exit_bad_setting("bridge", exc)
+    signal.signal(signal.SIGTERM, _interrupt)
+    return serve(settings)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,82 @@
+"""The bridge's settings: one typed object, built once from defaults, environment and flags."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from common.settings import (
+    MqttUrl,
+    Option,
+    load,
+    parse_http_url,
+    parse_mqtt_url,
+    parse_nonempty,
+    parse_port,
+    parse_prefix,
+)
+
+NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
+CLIENT_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+
+
+def _name(raw: str) -> str:
+    if not NAME.fullmatch(raw):
+        raise ValueError("must be 1 to 64 of A-Z a-z 0-9 _ . -")
+    return raw
+
+
+def _client_id(raw: str) -> str:
+    if not CLIENT_ID.fullmatch(raw):
+        raise ValueError("must be 1 to 64 of A-Z a-z 0-9 _ . -")
+    return raw
+
+
+def _host(raw: str) -> str:
+    return parse_nonempty(raw).strip()
+
+
+OPTIONS = [
+    Option(
+        "SENSORPIPE_MQTT_URL",
+        "mqtt://127.0.0.1:1883",
+        "broker, mqtt[s]://[user:password@]host[:port]",
+        parse_mqtt_url,
+        secret=True,
+    ),
+    Option("SENSORPIPE_TOPIC_PREFIX", "sensors", "first topic level", parse_prefix),
+    Option(
+        "SENSORPIPE_MQTT_CLIENT_ID",
+        "sensorpipe-bridge",
+        "fixed MQTT client id: the broker keeps this session's queue while the bridge is away",
+        _client_id,
+    ),
+    Option("SENSORPIPE_INFLUX_URL", "http://127.0.0.1:8086", "InfluxDB base URL", parse_http_url),
+    Option("SENSORPIPE_INFLUX_DB", "sensors", "database (1.x) or bucket (2.x, 3.x)", _name),
+    Option("SENSORPIPE_INFLUX_TOKEN", "", "2.x/3.x token, or user:password for 1.x", secret=True),
+    Option("SENSORPIPE_INFLUX_MEASUREMENT", "environment", "measurement the readings go to", _name),
+    Option("SENSORPIPE_WEB_HOST", "127.0.0.1", "address the web UI listens on", _host),
+    Option("SENSORPIPE_WEB_PORT", "5000", "port the web UI listens on", parse_port),
+]
+
+
+@dataclass(frozen=True)
+class BridgeSettings:
+    """Everything the bridge needs to know, validated."""
+
+    mqtt_url: MqttUrl
+    topic_prefix: str
+    mqtt_client_id: str
+    influx_url: str
+    influx_db: str
+    influx_token: str
+    influx_measurement: str
+    web_host: str
+    web_port: int
+
+
+def load_settings(argv: Sequence[str], environ: Mapping[str, str]) -> BridgeSettings:
+    """Build the settings; raise SettingsError with one line naming the bad setting."""
+    values = load("bridge", "Store MQTT readings in InfluxDB and serve the live dashboard.", OPTIONS, argv, environ)
+    return BridgeSettings(**values)

@@ -1,0 +1,1 @@
+"""Shared by publisher and bridge: the reading, its JSON form and validation, topics, settings."""

@@ -1,0 +1,161 @@
+"""Settings machinery shared by both programs: defaults, then `SENSORPIPE_*`, then flags.
+
+Each program declares its options once (name, default, parser, help) and gets back typed
+values or one `SettingsError` line naming the setting. Nothing else reads `os.environ`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, NoReturn
+from urllib.parse import unquote, urlsplit
+
+from common.topics import check_prefix
+
+
+class SettingsError(Exception):
+    """A setting's value is wrong; the message is one line naming the setting and why."""
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting: environment variable `env`, flag derived from it, default and parser."""
+
+    env: str
+    default: str
+    help: str
+    parse: Callable[[str], Any] = str
+    secret: bool = False
+
+    @property
+    def key(self) -> str:
+        return self.env.removeprefix("SENSORPIPE_").lower()
+
+    @property
+    def flag(self) -> str:
+        return "--" + self.key.replace("_", "-")
+
+
+class _OneLineParser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise SettingsError(message)
+
+
+def load(
+    prog: str, description: str, options: Sequence[Option], argv: Sequence[str], environ: Mapping[str, str]
+) -> dict[str, Any]:
+    """Parse `options` from flags, then environment, then defaults; raise SettingsError."""
+    parser = _OneLineParser(prog=prog, description=description)
+    for option in options:
+        shown = "(empty)" if option.default == "" else option.default
+        parser.add_argument(
+            option.flag, dest=option.key, metavar="VALUE", help=f"{option.help} [{option.env}, default {shown}]"
+        )
+    namespace = parser.parse_args(list(argv))
+    values: dict[str, Any] = {}
+    for option in options:
+        raw = getattr(namespace, option.key)
+        if raw is None:
+            raw = environ.get(option.env, option.default)
+        try:
+            values[option.key] = option.parse(raw)
+        except ValueError as exc:
+            shown = "***" if option.secret else repr(raw)
+            raise SettingsError(f"{option.env} ({option.flag}) = {shown}: {exc}") from None
+    return values
+
+
+def exit_bad_setting(prog: str, error: SettingsError) -> NoReturn:
+    """Stop the program with one line on stderr and exit status 2."""
+    print(f"{prog}: bad setting: {error}", file=sys.stderr)
+    raise SystemExit(2)
+
+
+# --- parsers -------------------------------------------------------------------------
+
+
+def parse_port(raw: str) -> int:
+    """A TCP port number, 1 to 65535."""
+    try:
+        port = int(raw)
+    except ValueError:
+        raise ValueError("must be a port number") from None
+    if not 1 <= port <= 65535:
+        raise ValueError("must be a port number from 1 to 65535")
+    return port
+
+
+def parse_positive_float(raw: str) -> float:
+    """A finite number above zero."""
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError("must be a number") from None
+    if not value > 0 or value == float("inf"):
+        raise ValueError("must be a number above 0")
+    return value
+
+
+def parse_prefix(raw: str) -> str:
+    """An MQTT topic prefix."""
+    return check_prefix(raw)
+
+
+def parse_nonempty(raw: str) -> str:
+    """Any text that is not empty."""
+    if not raw.strip():
+        raise ValueError("must not be empty")
+    return raw
+
+
+@dataclass(frozen=True)
+class MqttUrl:
+    """Where the broker is: `mqtt://[user:password@]host[:port]`, `mqtts://` for TLS."""
+
+    host: str
+    port: int
+    tls: bool
+    username: str | None
+    password: str | None
+
+    def __str__(self) -> str:  # never shows the password
+        user = f"{self.username}@" if self.username else ""
+        return f"{'mqtts' if self.tls else 'mqtt'}://{user}{self.host}:{self.port}"
+
+
+def parse_mqtt_url(raw: str) -> MqttUrl:
+    """Parse a broker URL; raise ValueError with the reason."""
+    parts = urlsplit(raw)
+    if parts.scheme not in ("mqtt", "mqtts"):
+        raise ValueError("must start with mqtt:// or mqtts://")
+    if parts.path not in ("", "/") or parts.query or parts.fragment:
+        raise ValueError("must be mqtt[s]://[user:password@]host[:port] with nothing after the port")
+    try:
+        port = parts.port
+    except ValueError:
+        raise ValueError("has a port that is not a number from 0 to 65535") from None
+    if not parts.hostname:
+        raise ValueError("has no host")
+    tls = parts.scheme == "mqtts"
+    return MqttUrl(
+        host=parts.hostname,
+        port=port or (8883 if tls else 1883),
+        tls=tls,
+        username=unquote(parts.username) if parts.username else None,
+        password=unquote(parts.password) if parts.password is not None else None,
+    )
+
+
+def parse_http_url(raw: str) -> str:
+    """An http(s) base URL, returned without a trailing slash."""
+    parts = urlsplit(raw)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError("must be http://host[:port] or https://host[:port]")
+    try:
+        parts.port  # noqa: B018  # raises on a bad port
+    except ValueError:
+        raise ValueError("has a port that is not a number") from None
+    return raw.rstrip("/")

@@ -1,0 +1,1 @@
+"""Private servers and the local demo; used by `scripts/demo` and the tests."""

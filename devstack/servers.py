@@ -1,0 +1,160 @@
+"""Private Mosquitto and InfluxDB servers for the demo and the tests.
+
+Each runs as a child process on loopback ports in a folder of its own, and never touches
+the system's services or their files.
+"""
+
+from __future__ import annotations
+
+import os
+import pwd
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO
+
+MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+INFLUXD = shutil.which("influxd") or "/usr/bin/influxd"
+
+
+class ServerError(RuntimeError):
+    """A private server did not start."""
+
+
+def free_port(preferred: int | None = None) -> int:
+    """`preferred` if nothing listens there on 127.0.0.1, otherwise a free port the OS picks."""
+    candidates = ([preferred] if preferred else []) + [0]
+    for port in candidates:
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return int(sock.getsockname()[1])
+    raise ServerError("no free port")  # unreachable: port 0 always binds
+
+
+def _wait_for_port(port: int, process: subprocess.Popen[bytes], log_path: Path, timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise ServerError(f"exited with {process.returncode}: {log_path.read_text()[-2000:]}")
+        with socket.socket() as sock:
+            if sock.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.05)
+    raise ServerError(f"not listening on {port} after {timeout} s: {log_path.read_text()[-2000:]}")
+
+
+@dataclass
+class Server:
+    """A running private server: its port, folder and process."""
+
+    name: str
+    port: int
+    folder: Path
+    args: list[str]
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+    _log: IO[bytes] | None = field(default=None, repr=False)
+
+    def start(self, timeout: float = 30.0) -> None:
+        """Start the process and wait until it listens; raises ServerError."""
+        self._log = self.log_path.open("ab")
+        self.process = subprocess.Popen(self.args, stdout=self._log, stderr=subprocess.STDOUT)
+        try:
+            _wait_for_port(self.port, self.process, self.log_path, timeout)
+        except ServerError as exc:
+            self.stop()
+            raise ServerError(f"{self.name}: {exc}") from None
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 15.0) -> None:
+        """Stop the process by its id (SIGTERM lets both servers save their state)."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        if self._log is not None:
+            self._log.close()
+            self._log = None
+
+    def kill(self) -> None:
+        """kill -9: no chance to save anything."""
+        self.stop(signal.SIGKILL)
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+
+def mosquitto(folder: Path, port: int | None = None, extra_config: str = "") -> Server:
+    """A Mosquitto (not yet started) listening on 127.0.0.1, anonymous, persistent in `folder`.
+
+    The queue and in-flight limits are those of the shipped `mosquitto/mosquitto.conf`.
+    """
+    folder.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    data = folder / "data"
+    data.mkdir(exist_ok=True)
+    limits = (Path(__file__).resolve().parent.parent / "mosquitto" / "limits.conf").read_text()
+    config = folder / "mosquitto.conf"
+    config.write_text(
+        f"listener {port} 127.0.0.1\n"
+        "allow_anonymous true\n"
+        "persistence true\n"
+        f"persistence_location {data}/\n"
+        "log_dest stderr\n"
+        "log_type error\nlog_type warning\nlog_type notice\n"
+        f"{limits}\n{extra_config}\n"
+    )
+    if os.geteuid() == 0:
+        # Started as root, Mosquitto switches to user `mosquitto`: it must own its folder
+        # or it silently never saves its persistence file.
+        try:
+            user = pwd.getpwnam("mosquitto")
+            os.chown(data, user.pw_uid, user.pw_gid)
+        except KeyError:
+            config.write_text(config.read_text() + "user root\n")
+    return Server("mosquitto", port, folder, [MOSQUITTO, "-c", str(config)], folder / "mosquitto.log")
+
+
+def influxdb(folder: Path, port: int | None = None) -> Server:
+    """An InfluxDB 1.x (not yet started) on 127.0.0.1 with all its state in `folder`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    rpc_port = free_port()
+    config = folder / "influxdb.conf"
+    config.write_text(
+        "reporting-disabled = true\n"
+        f'bind-address = "127.0.0.1:{rpc_port}"\n'
+        f'[meta]\n  dir = "{folder}/meta"\n'
+        f'[data]\n  dir = "{folder}/data"\n  wal-dir = "{folder}/wal"\n'
+        '  query-log-enabled = false\n  index-version = "inmem"\n'
+        f'[http]\n  bind-address = "127.0.0.1:{port}"\n  log-enabled = false\n'
+        "[monitor]\n  store-enabled = false\n"
+        "[continuous_queries]\n  enabled = false\n"
+    )
+    return Server("influxdb", port, folder, [INFLUXD, "-config", str(config)], folder / "influxdb.log")
+
+
+def wait_influx_ready(port: int, timeout: float = 30.0) -> None:
+    """Wait until `/ping` answers 204: the port opens a little before queries work."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/ping", timeout=2) as response:
+                if response.status == 204:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.1)
+    raise ServerError(f"influxdb on {port} did not answer /ping within {timeout} s")

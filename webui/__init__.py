@@ -1,0 +1,37 @@
+"""The web UI: the Flask app with the dashboard, the JSON API and Socket.IO."""
+
+from __future__ import annotations
+
+from flask import Flask
+from flask_socketio import SocketIO
+
+from webui.api import api
+from webui.context import WebContext
+from webui.live import LiveBroadcaster
+from webui.pages import AssetsMissing, check_vendor_files, pages
+
+__all__ = ["AssetsMissing", "WebContext", "create_app", "make_socketio"]
+
+
+def create_app(context: WebContext, socketio: SocketIO) -> Flask:
+    """Build the app and bind `socketio` to it; raises AssetsMissing without the npm packages.
+
+    `socketio` is made by the caller (with `make_socketio`) so that the live broadcaster
+    can be handed to the ingest loop before the app exists.
+    """
+    check_vendor_files()
+    app = Flask(__name__)
+    app.extensions["sensorpipe"] = context
+    app.json.sort_keys = False  # type: ignore[attr-defined]  # keep our field order
+    app.register_blueprint(pages)
+    app.register_blueprint(api)
+    socketio.init_app(app)
+    return app
+
+
+def make_socketio() -> tuple[SocketIO, LiveBroadcaster]:
+    """The Socket.IO server (not yet bound to an app) and its broadcaster."""
+    # threading mode, explicitly: auto-detection would pick eventlet if it were installed.
+    # No cors_allowed_origins: Socket.IO accepts the dashboard's own origin only.
+    socketio = SocketIO(async_mode="threading")
+    return socketio, LiveBroadcaster(socketio)

@@ -1,0 +1,82 @@
+"""The JSON API: devices, history, rejections, health and metrics."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import asdict
+
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from bridge.influx import InfluxError
+from common.reading import METRIC_NAME
+from common.topics import DEVICE_ID
+from webui.context import WebContext
+
+api = Blueprint("api", __name__)
+
+RANGE = re.compile(r"([1-9][0-9]{0,5})([smhdw])")
+UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+MAX_RANGE_S = 366 * 86400
+MAX_POINTS = 5000
+DEFAULT_POINTS = 1000
+
+
+def _context() -> WebContext:
+    context: WebContext = current_app.extensions["sensorpipe"]
+    return context
+
+
+def _bad_request(message: str) -> tuple[Response, int]:
+    return jsonify(error=message), 400
+
+
+@api.get("/api/devices")
+def devices() -> Response:
+    """Every known device: online, last_seen (epoch ms), metrics and latest values."""
+    return jsonify(_context().devices.snapshot())
+
+
+@api.get("/api/history")
+def history() -> Response | tuple[Response, int]:
+    """One device's metric over `since` (e.g. 15m, 1h, 7d), as at most `points` points."""
+    device = request.args.get("device", "")
+    metric = request.args.get("metric", "")
+    since = request.args.get("since", "1h")
+    points_raw = request.args.get("points", str(DEFAULT_POINTS))
+    if not DEVICE_ID.fullmatch(device):
+        return _bad_request("device: give a device id, e.g. device=pi-kitchen")
+    if not METRIC_NAME.fullmatch(metric):
+        return _bad_request("metric: give a metric name, e.g. metric=temperature")
+    match = RANGE.fullmatch(since)
+    if match is None:
+        return _bad_request("since: a number and a unit s, m, h, d or w, e.g. since=1h")
+    range_s = int(match.group(1)) * UNIT_S[match.group(2)]
+    if range_s > MAX_RANGE_S:
+        return _bad_request("since: at most 366 days")
+    if not points_raw.isdigit() or not 1 <= int(points_raw) <= MAX_POINTS:
+        return _bad_request(f"points: a whole number from 1 to {MAX_POINTS}")
+    try:
+        series = _context().history.series(device, metric, range_s, int(points_raw))
+    except InfluxError as exc:
+        return jsonify(error=f"InfluxDB: {exc}"), 503
+    return jsonify(asdict(series))
+
+
+@api.get("/api/rejections")
+def rejections() -> Response:
+    """Counts of rejected messages by reason and the latest ones, newest first."""
+    log = _context().rejections
+    return jsonify(counts=log.counts(), latest=log.latest())
+
+
+@api.get("/healthz")
+def healthz() -> tuple[Response, int]:
+    """200 when MQTT and InfluxDB are reachable, 503 with the reasons when not."""
+    healthy, details = _context().health()
+    return jsonify(status="ok" if healthy else "unavailable", **details), 200 if healthy else 503
+
+
+@api.get("/metrics")
+def metrics() -> Response:
+    """Prometheus text exposition."""
+    return Response(_context().metrics(), mimetype="text/plain; version=0.0.4")

@@ -1,0 +1,96 @@
+"""Live updates over Socket.IO: stored readings and status changes, to the browsers that want them.
+
+Every browser starts in the room `all`; a `subscribe` event with a list of devices moves it
+to one room per device instead, so it receives only those.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+from flask import request
+from flask_socketio import SocketIO, join_room, leave_room, rooms
+
+from common.reading import Reading
+from common.topics import DEVICE_ID
+
+log = logging.getLogger(__name__)
+
+ALL = "all"
+MAX_SUBSCRIBED = 1000
+
+
+def _room(device: str) -> str:
+    return f"device:{device}"
+
+
+def reading_json(reading: Reading) -> dict[str, Any]:
+    """A reading as the browser gets it: `ts` in epoch milliseconds (fraction: microseconds)."""
+    body: dict[str, Any] = {"device": reading.device, "ts": reading.ts_ms, "metrics": reading.metrics}
+    if reading.seq is not None:
+        body["seq"] = reading.seq
+    return body
+
+
+class LiveBroadcaster:
+    """The Socket.IO sink of the ingest loop, and the handlers of the browser's events."""
+
+    def __init__(self, socketio: SocketIO) -> None:
+        self._socketio = socketio
+        self._clients = 0
+        self._lock = threading.Lock()
+        socketio.on_event("connect", self._on_connect)
+        socketio.on_event("disconnect", self._on_disconnect)
+        socketio.on_event("subscribe", self._on_subscribe)
+
+    @property
+    def clients(self) -> int:
+        """Browsers connected now."""
+        return self._clients
+
+    def readings(self, readings: Sequence[Reading]) -> None:
+        """Send stored readings: all of them to `all`, each device's to its own room."""
+        if not readings:
+            return
+        per_device: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for reading in readings:
+            per_device[reading.device].append(reading_json(reading))
+        self._socketio.emit("readings", [r for items in per_device.values() for r in items], to=ALL)
+        for device, items in per_device.items():
+            self._socketio.emit("readings", items, to=_room(device))
+
+    def status(self, device: str, online: bool) -> None:
+        """Send a device's status change to those who see it."""
+        self._socketio.emit("status", {"device": device, "online": online}, to=[ALL, _room(device)])
+
+    def _on_connect(self, auth: Any = None) -> None:
+        join_room(ALL)
+        with self._lock:
+            self._clients += 1
+
+    def _on_disconnect(self, reason: Any = None) -> None:
+        with self._lock:
+            self._clients -= 1
+
+    def _on_subscribe(self, data: Any) -> dict[str, Any]:
+        """`{"devices": [...]}`: only these from now on; empty or missing: all devices."""
+        devices = data.get("devices") if isinstance(data, dict) else None
+        if devices is None:
+            devices = []
+        if (
+            not isinstance(devices, list)
+            or len(devices) > MAX_SUBSCRIBED
+            or not all(isinstance(d, str) and DEVICE_ID.fullmatch(d) for d in devices)
+        ):
+            return {"ok": False, "error": f"devices must be a list of at most {MAX_SUBSCRIBED} device ids"}
+        sid = request.sid  # type: ignore[attr-defined]  # set by Flask-SocketIO per event
+        for room in rooms():
+            if room != sid:
+                leave_room(room)
+        for room in [_room(d) for d in devices] or [ALL]:
+            join_room(room)
+        return {"ok": True, "devices": devices}
