@@ -13,7 +13,10 @@ TAG_AND_SPECIAL_COLUMNS = frozenset({"time", "device", "sensor", "location", "se
 
 @dataclass(frozen=True)
 class Series:
-    """One metric of one device: `points` as [epoch ms, value] pairs, oldest first."""
+    """One metric of one device: `points` as [epoch ms, value] pairs, oldest first.
+
+    `interval_ms` is the bucket width when the points are bucket means, 0 when raw.
+    """
 
     device: str
     metric: str
@@ -31,25 +34,33 @@ class HistoryReader:
         self._measurement = quote_ident(measurement)
 
     def series(self, device: str, metric: str, range_s: float, points: int) -> Series:
-        """The last `range_s` seconds, averaged into at most `points` equal time buckets.
+        """The last `range_s` seconds of one metric, as at most `points` points.
 
-        A bucket without a reading is left out (`fill(none)`), so a gap stays a gap.
+        When the range holds no more than `points` readings they come back as stored.
+        Otherwise the range is cut into equal buckets (aligned to the clock, as InfluxDB's
+        `GROUP BY time` does) and each bucket with readings gives one point: their mean, at
+        the bucket's middle. A bucket without readings gives none, so a gap stays a gap.
         Raises InfluxUnavailable or InfluxRejected.
         """
         end_us = now_us()
         start_us = end_us - int(range_s * 1_000_000)
-        interval_ms = max(1, math.ceil(range_s * 1000 / points))
-        query = (
-            f"SELECT mean({quote_ident(metric)}) FROM {self._measurement} "
-            f'WHERE "device" = {quote_string(device)} '
-            f"AND time >= {start_us * 1000} AND time <= {end_us * 1000} "
-            f"GROUP BY time({interval_ms}ms) fill(none)"
+        where = (
+            f'FROM {self._measurement} WHERE "device" = {quote_string(device)} '
+            f"AND time >= {start_us * 1000} AND time <= {end_us * 1000}"
         )
-        rows: list[list[float]] = []
-        for serie in self._influx.query(query):
-            rows.extend([row[0], row[1]] for row in serie["values"] if row[1] is not None)
-        # GROUP BY time aligns buckets to multiples of the interval: the first may start
-        # a little before the range and hold one bucket more than asked.
+        field = quote_ident(metric)
+        counted = self._influx.query(f"SELECT count({field}) {where}")
+        count = counted[0]["values"][0][1] if counted else 0
+        if count <= points:
+            rows = [
+                [row[0], row[1]] for serie in self._influx.query(f"SELECT {field} {where}") for row in serie["values"]
+            ]
+            return Series(device, metric, start_us / 1000, end_us / 1000, 0, [r for r in rows if r[1] is not None])
+        interval_ms = max(1, math.ceil(range_s * 1000 / points))
+        grouped = self._influx.query(f"SELECT mean({field}) {where} GROUP BY time({interval_ms}ms) fill(none)")
+        rows = [[row[0] + interval_ms / 2, row[1]] for serie in grouped for row in serie["values"]]
+        # Buckets are aligned to multiples of the interval: the first may start before the
+        # range, giving one bucket more than asked for; drop the oldest then.
         return Series(device, metric, start_us / 1000, end_us / 1000, interval_ms, rows[-points:])
 
     def latest_per_device(self) -> list[Reading]:

@@ -138,6 +138,8 @@ Press Ctrl-C to stop everything.""",
         print(f"demo: {exc}", file=sys.stderr)
         return 1
     finally:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not leave servers behind
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         for child in reversed(children):
             child.stop()
         for server in reversed(servers):

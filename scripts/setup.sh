@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Installs what sensorpipe needs and is missing, and nothing else; safe to run again.
+#   scripts/setup.sh demo   Debian packages for the demo, the Python venv, the npm packages
+#   scripts/setup.sh test   the same, plus Chromium and the test tools
+# Runs as root, or as a user who may sudo (only apt-get is run through sudo).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+purpose=${1:-demo}
+
+as_root() {
+  if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+    echo "setup: need root for: $* (run as root or install sudo)" >&2; exit 1
+  fi
+}
+
+packages=(mosquitto mosquitto-clients influxdb influxdb-client python3-venv)
+[ "$purpose" = test ] && packages+=(chromium docker-compose)
+command -v npm >/dev/null || packages+=(nodejs npm)
+missing=()
+for package in "${packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "install ok installed" || missing+=("$package")
+done
+# A Python that is not Debian's (pyenv, say) brings its own venv module.
+if [[ " ${missing[*]} " == *" python3-venv "* ]] && python3 -c "import ensurepip, venv" 2>/dev/null; then
+  missing=("${missing[@]/python3-venv}")
+fi
+read -r -a missing <<< "${missing[*]}"
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "setup: installing Debian packages: ${missing[*]}"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+lock=requirements.lock
+[ "$purpose" = test ] && lock=requirements-dev.lock
+stamp=.venv/.installed-$(cat requirements.lock "$lock" | sha256sum | cut -c1-16)
+if [ ! -e "$stamp" ]; then
+  echo "setup: Python packages from $lock into .venv"
+  [ -x .venv/bin/python ] || python3 -m venv .venv
+  .venv/bin/python -m pip install -q --disable-pip-version-check -r "$lock"
+  rm -f .venv/.installed-*
+  touch "$stamp"
+fi
+
+npm_stamp=webui/node_modules/.installed-$(sha256sum webui/package-lock.json | cut -c1-16)
+if [ ! -e "$npm_stamp" ]; then
+  echo "setup: front-end packages from webui/package-lock.json"
+  (cd webui && npm ci --no-audit --no-fund --loglevel=error)
+  touch "$npm_stamp"
+fi

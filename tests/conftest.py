@@ -1,0 +1,263 @@
+"""Fixtures: a private Mosquitto and InfluxDB 1.6.7 on free loopback ports, our programs as
+real processes, and headless Chromium."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+import requests
+from paho.mqtt.enums import CallbackAPIVersion
+from playwright.sync_api import sync_playwright
+
+from bridge.influx import InfluxTarget, InfluxV1
+from devstack.servers import Server, free_port, influxdb, mosquitto, wait_influx_ready
+
+ROOT = Path(__file__).resolve().parent.parent
+CHROMIUM = "/usr/lib/chromium/chromium"
+
+
+def wait_until(condition: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
+    """Poll `condition` until it returns something truthy; fail the test after `timeout`."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = condition()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout} s waiting for {what}")
+        time.sleep(0.1)
+
+
+# --- servers ---------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def influx_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One private InfluxDB for the session; each test gets its own database."""
+    server = influxdb(tmp_path_factory.mktemp("influxdb"))
+    server.start()
+    wait_influx_ready(server.port)
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """One private Mosquitto for the session; each test gets its own topic prefix."""
+    server = mosquitto(tmp_path_factory.mktemp("mosquitto"))
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def private_broker(tmp_path: Path) -> Iterator[Server]:
+    """A Mosquitto of this test's own, for tests that stop or restart it."""
+    server = mosquitto(tmp_path / "mosquitto")
+    server.start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def influx(influx_server: Server) -> Iterator[InfluxV1]:
+    """A client on a fresh database of the private InfluxDB."""
+    client = InfluxV1(InfluxTarget(f"http://127.0.0.1:{influx_server.port}", f"test_{uuid.uuid4().hex[:12]}"))
+    client.ensure_database()
+    yield client
+    client.close()
+
+
+def points(influx: InfluxV1, where: str = "") -> list[dict[str, Any]]:
+    """Every stored point of the `environment` measurement as dicts, oldest first."""
+    series = influx.query(f"SELECT * FROM environment {where}")
+    return [dict(zip(s["columns"], row, strict=True)) for s in series for row in s["values"]]
+
+
+@pytest.fixture
+def prefix() -> str:
+    """A topic prefix of this test's own, so tests sharing a broker do not see each other."""
+    return f"t{uuid.uuid4().hex[:10]}"
+
+
+# --- our programs ----------------------------------------------------------------------
+
+
+@dataclass
+class Program:
+    """One of our programs running as a child process (`python -m ...`)."""
+
+    module: str
+    env: dict[str, str]
+    log_path: Path
+    process: subprocess.Popen[bytes] = field(init=False)
+
+    def start(self) -> Program:
+        with self.log_path.open("ab") as log:
+            self.process = subprocess.Popen(
+                [sys.executable, "-m", self.module], env=self.env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT
+            )
+        return self
+
+    def stop(self, sig: int = signal.SIGTERM) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(sig)
+            try:
+                self.process.wait(20)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+@dataclass
+class BridgeProcess(Program):
+    """The bridge, with the address of its web server."""
+
+    port: int = 0
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def wait_ready(self) -> BridgeProcess:
+        def answers() -> bool:
+            if self.process.poll() is not None:
+                pytest.fail(f"the bridge exited with {self.process.returncode}:\n{self.log()}")
+            try:
+                return requests.get(self.url + "/healthz", timeout=2).status_code == 200
+            except requests.ConnectionError:
+                return False
+
+        wait_until(answers, 60, "the bridge's /healthz to answer 200")
+        return self
+
+    def get(self, path: str) -> Any:
+        response = requests.get(self.url + path, timeout=10)
+        response.raise_for_status()
+        return response.json()
+
+
+def base_env(broker: Server, influx: InfluxV1, prefix: str) -> dict[str, str]:
+    """Settings pointing our programs at this test's broker, database and prefix."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SENSORPIPE_")}
+    env.update(
+        PYTHONUNBUFFERED="1",
+        SENSORPIPE_MQTT_URL=f"mqtt://127.0.0.1:{broker.port}",
+        SENSORPIPE_TOPIC_PREFIX=prefix,
+        SENSORPIPE_INFLUX_URL=influx.target.url,
+        SENSORPIPE_INFLUX_DB=influx.target.database,
+    )
+    return env
+
+
+@pytest.fixture
+def start_bridge(
+    broker: Server, influx: InfluxV1, prefix: str, tmp_path: Path
+) -> Iterator[Callable[..., BridgeProcess]]:
+    """Start `python -m bridge` against the session broker (or `on=` another) and this test's DB."""
+    started: list[BridgeProcess] = []
+
+    def start(on: Server | None = None, wait: bool = True, **settings: str) -> BridgeProcess:
+        env = base_env(on or broker, influx, prefix)
+        env["SENSORPIPE_MQTT_CLIENT_ID"] = f"bridge-{prefix}"
+        port = free_port()
+        env["SENSORPIPE_WEB_PORT"] = str(port)
+        env.update(settings)
+        bridge = BridgeProcess("bridge", env, tmp_path / f"bridge-{len(started)}.log", port=port)
+        started.append(bridge.start())
+        return bridge.wait_ready() if wait else bridge
+
+    yield start
+    for bridge in started:
+        bridge.stop()
+
+
+@pytest.fixture
+def run_publisher(broker: Server, influx: InfluxV1, prefix: str, tmp_path: Path) -> Callable[..., Program]:
+    """Start `python -m publisher` (simulated sensor) for one device."""
+    count = 0
+
+    def start(device: str, on: Server | None = None, **settings: str) -> Program:
+        nonlocal count
+        count += 1
+        env = base_env(on or broker, influx, prefix)
+        env["SENSORPIPE_DEVICE"] = device
+        env.update(settings)
+        return Program("publisher", env, tmp_path / f"publisher-{device}-{count}.log").start()
+
+    return start
+
+
+class Mqtt:
+    """A plain paho client for tests: publishes with QoS 1 and waits for the broker's ack."""
+
+    def __init__(self, server: Server) -> None:
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"test-{uuid.uuid4().hex[:8]}")
+        self.client.connect("127.0.0.1", server.port)
+        self.client.loop_start()
+        self.received: list[mqtt.MQTTMessage] = []
+        self._lock = threading.Lock()
+        self.client.on_message = self._on_message
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        with self._lock:
+            self.received.append(message)
+
+    def publish(self, topic: str, payload: bytes | str | dict[str, Any], retain: bool = False) -> None:
+        body = json.dumps(payload).encode() if isinstance(payload, dict) else payload
+        self.client.publish(topic, body, qos=1, retain=retain).wait_for_publish(10)
+
+    def subscribe(self, topic: str) -> None:
+        self.client.subscribe(topic, qos=1)
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture
+def mqtt_client(broker: Server) -> Iterator[Mqtt]:
+    client = Mqtt(broker)
+    yield client
+    client.close()
+
+
+# --- the browser -----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def browser() -> Iterator[Any]:
+    """Headless Debian Chromium through Playwright (no browser download)."""
+    with sync_playwright() as playwright:
+        launched = playwright.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=["--disable-background-networking", "--disable-component-update", "--no-first-run"],
+        )
+        yield launched
+        launched.close()
+
+
+@pytest.fixture
+def artifacts() -> Path:
+    """Where tests save screenshots for people to look at (test-artifacts/, not committed)."""
+    folder = ROOT / "test-artifacts"
+    folder.mkdir(exist_ok=True)
+    return folder

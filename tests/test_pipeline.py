@@ -1,0 +1,122 @@
+"""End to end with real processes: simulated publishers -> Mosquitto -> bridge -> InfluxDB and API."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from bridge.influx import InfluxV1
+from common.reading import format_ts, now_us
+from tests.conftest import BridgeProcess, Mqtt, Program, points, wait_until
+
+
+def test_simulated_publishers_reach_influxdb_and_the_api(
+    start_bridge: Callable[..., BridgeProcess],
+    run_publisher: Callable[..., Program],
+    influx: InfluxV1,
+) -> None:
+    bridge = start_bridge()
+    publishers = [
+        run_publisher(device, SENSORPIPE_COUNT="5", SENSORPIPE_INTERVAL="0.2", SENSORPIPE_LOCATION="Lab 1")
+        for device in ("sim-a", "sim-b")
+    ]
+    for publisher in publishers:
+        assert publisher.process.wait(30) == 0, publisher.log()
+
+    stored = wait_until(lambda: len(found := points(influx)) == 10 and found, what="10 points in InfluxDB")
+    for device in ("sim-a", "sim-b"):
+        mine = [p for p in stored if p["device"] == device]
+        assert [p["seq"] for p in mine] == [0, 1, 2, 3, 4]
+        assert all(p["location"] == "Lab 1" and p["sensor"] == "simulated" for p in mine)
+        assert all(isinstance(p["temperature"], float | int) and 0 < p["humidity"] < 100 for p in mine)
+
+    # The publishers said goodbye: retained status `offline`, seen by the bridge.
+    devices = wait_until(
+        lambda: (listed := bridge.get("/api/devices")) and all(d["online"] is False for d in listed) and listed,
+        what="both devices offline",
+    )
+    assert [d["device"] for d in devices] == ["sim-a", "sim-b"]
+    newest = max((p for p in stored if p["device"] == "sim-a"), key=lambda p: p["time"])
+    assert devices[0]["latest"] == {"temperature": newest["temperature"], "humidity": newest["humidity"]}
+    assert devices[0]["seq"] == 4
+    assert abs(devices[0]["last_seen"] - newest["time"]) < 1
+
+    history = bridge.get("/api/history?device=sim-a&metric=temperature&since=15m&points=1000")
+    assert history["interval_ms"] == 0  # 5 readings fit in 1000 points: as stored
+    assert history["points"] == [[p["time"], p["temperature"]] for p in stored if p["device"] == "sim-a"]
+
+
+def test_history_is_downsampled_on_the_server_into_bucket_means(
+    start_bridge: Callable[..., BridgeProcess], mqtt_client: Mqtt, influx: InfluxV1, prefix: str
+) -> None:
+    bridge = start_bridge()
+    minute_us = 60_000_000
+    start_us = (now_us() // minute_us - 20) * minute_us  # 20 readings, one a minute, on minute marks
+    sent = {start_us + i * minute_us: float(i) for i in range(20)}
+    for ts_us, value in sent.items():
+        mqtt_client.publish(f"{prefix}/desk/reading", {"ts": format_ts(ts_us), "temperature": value})
+    wait_until(lambda: len(points(influx)) == 20, what="20 points")
+
+    raw = bridge.get("/api/history?device=desk&metric=temperature&since=1h&points=1000")
+    assert raw["points"] == [[ts_us / 1000, value] for ts_us, value in sent.items()]
+
+    # 1 h in 6 points: 10-minute buckets aligned to the clock, each the mean of its readings
+    # at the bucket's middle.
+    coarse = bridge.get("/api/history?device=desk&metric=temperature&since=1h&points=6")
+    assert coarse["interval_ms"] == 600_000
+    buckets: dict[int, list[float]] = {}
+    for ts_us, value in sent.items():
+        buckets.setdefault(ts_us // 600_000_000 * 600_000, []).append(value)
+    expected = [[start + 300_000, sum(vs) / len(vs)] for start, vs in sorted(buckets.items())]
+    assert coarse["points"] == expected[-6:]
+    assert len(coarse["points"]) <= 6
+
+    nothing = bridge.get("/api/history?device=desk&metric=humidity&since=1h&points=6")
+    assert nothing["points"] == []
+
+
+def test_hand_published_reading_is_stored_and_shown(
+    start_bridge: Callable[..., BridgeProcess], mqtt_client: Mqtt, influx: InfluxV1, prefix: str
+) -> None:
+    bridge = start_bridge()
+    before = now_us()
+    mqtt_client.publish(f"{prefix}/desk/reading", b'{"temperature": 22.5}')
+    stored = wait_until(lambda: points(influx), what="the point")
+    assert len(stored) == 1
+    assert stored[0]["device"] == "desk"
+    assert stored[0]["temperature"] == 22.5
+    assert before / 1000 - 1 <= stored[0]["time"] <= now_us() / 1000 + 1  # stamped on receipt
+    devices = wait_until(lambda: bridge.get("/api/devices"), what="the device in the API")
+    assert devices[0]["device"] == "desk" and devices[0]["latest"] == {"temperature": 22.5}
+
+
+def test_a_redelivered_reading_is_stored_once(
+    start_bridge: Callable[..., BridgeProcess], mqtt_client: Mqtt, influx: InfluxV1, prefix: str
+) -> None:
+    start_bridge()
+    ts = format_ts(now_us())
+    for value in (20.0, 20.0, 21.0):  # the same reading twice, then a correction for the same ts
+        mqtt_client.publish(f"{prefix}/desk/reading", {"ts": ts, "seq": 1, "temperature": value})
+    mqtt_client.publish(f"{prefix}/desk/reading", {"ts": ts[:-4] + "999Z", "temperature": 19.0})
+    wait_until(lambda: len(points(influx)) == 2 and points(influx)[0]["temperature"] == 21.0, what="two points")
+
+
+def test_two_readings_a_fraction_of_a_millisecond_apart_are_two_points(
+    start_bridge: Callable[..., BridgeProcess], mqtt_client: Mqtt, influx: InfluxV1, prefix: str
+) -> None:
+    start_bridge()
+    for ts in ("2026-11-25T11:16:11.000100Z", "2026-11-25T11:16:11.000200Z"):
+        mqtt_client.publish(f"{prefix}/desk/reading", {"ts": ts, "temperature": 1.5})
+    found = wait_until(
+        lambda: len(p := influx.query("SELECT temperature FROM environment")) == 1 and len(p[0]["values"]) == 2,
+        what="two points",
+    )
+    assert found
+
+
+def test_bridge_started_before_influxdb_database_exists_creates_it(
+    start_bridge: Callable[..., BridgeProcess], mqtt_client: Mqtt, influx: InfluxV1, prefix: str
+) -> None:
+    influx.query(f'DROP DATABASE "{influx.target.database}"', write=True)
+    start_bridge()
+    mqtt_client.publish(f"{prefix}/desk/reading", {"temperature": 3.0})
+    wait_until(lambda: points(influx), what="the point in the re-created database")
