@@ -1,0 +1,1 @@
+"""sensorpipe tests: real Mosquitto, InfluxDB and Chromium, started by the fixtures."""
