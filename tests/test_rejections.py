@@ -1,0 +1,81 @@
+"""Bad messages through the real bridge: rejected with their reason, never stored, no crash."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+
+import requests
+
+from bridge.influx import InfluxV1
+from common.reading import MAX_PAYLOAD_BYTES, format_ts, now_us
+from tests.conftest import BridgeProcess, Mqtt, points, wait_until
+
+# (topic below the prefix, payload, reason shown at /api/rejections). A topic of another
+# depth never matches the bridge's subscriptions (`<prefix>/+/reading`), so never arrives.
+BAD_MESSAGES: list[tuple[str, bytes, str]] = [
+    ("desk/reading", b"garbage", "not_json"),
+    ("desk/reading", b"\xc3\x28", "not_utf8"),
+    ("desk/reading", b"[21.5]", "not_object"),
+    ("desk/reading", b'{"temperature": NaN}', "bad_metric_value"),
+    ("desk/reading", b'{"temperature": "warm"}', "bad_metric_value"),
+    ("desk/reading", b'{"temperature": true}', "bad_metric_value"),
+    ("desk/reading", b'{"Temp": 1}', "bad_metric_name"),
+    ("desk/reading", b'{"ts": "soon", "temperature": 1}', "bad_ts"),
+    (
+        "desk/reading",
+        json.dumps({"ts": format_ts(now_us() + 3_600_000_000), "temperature": 1}).encode(),
+        "ts_in_future",
+    ),
+    ("desk/reading", b'{"seq": -4, "temperature": 1}', "bad_seq"),
+    ("desk/reading", b"{}", "no_metrics"),
+    ("desk/reading", json.dumps({f"m{i}": i for i in range(40)}).encode(), "too_many_metrics"),
+    ("desk/reading", b'{"t": 1, "pad": "' + b"x" * MAX_PAYLOAD_BYTES + b'"}', "too_large"),
+    ("desk/reading", b'{"location": "", "temperature": 1}', "bad_tag"),
+    ("bad,device/reading", b'{"temperature": 1}', "bad_device"),
+    ("bad device/reading", b'{"temperature": 1}', "bad_device"),
+    ("k\xc3\xbcche/reading".encode().decode(), b'{"temperature": 1}', "bad_device"),
+    ("desk/status", b"sleeping", "bad_status"),
+    ("desk/health", b"not json", "bad_health"),
+]
+
+
+def test_bad_messages_are_listed_with_their_reason_and_nothing_is_stored(
+    start_bridge: Callable[..., BridgeProcess], mqtt_client: Mqtt, influx: InfluxV1, prefix: str
+) -> None:
+    bridge = start_bridge()
+    for topic, payload, _ in BAD_MESSAGES:
+        mqtt_client.publish(f"{prefix}/{topic}", payload)
+    mqtt_client.publish(f"{prefix}/desk/reading", b'{"temperature": 20.5}')  # a good one after them
+
+    wait_until(lambda: points(influx), what="the good reading stored")
+    listed = wait_until(
+        lambda: len((body := bridge.get("/api/rejections"))["latest"]) >= len(BAD_MESSAGES) and body,
+        what="every rejection listed",
+    )
+    expected_counts: dict[str, int] = {}
+    for _, _, reason in BAD_MESSAGES:
+        expected_counts[reason] = expected_counts.get(reason, 0) + 1
+    assert listed["counts"] == expected_counts
+    # Newest first, each with its topic, reason and the start of its payload.
+    by_topic_reason = {(r["topic"], r["reason"]) for r in listed["latest"]}
+    assert {(f"{prefix}/{t}", reason) for t, _, reason in BAD_MESSAGES} == by_topic_reason
+    garbage = next(r for r in listed["latest"] if r["reason"] == "not_json")
+    assert garbage["payload_start"] == "garbage" and garbage["detail"]
+    assert len(next(r for r in listed["latest"] if r["reason"] == "too_large")["payload_start"]) <= 200
+
+    stored = points(influx)
+    assert [(p["device"], p["temperature"]) for p in stored] == [("desk", 20.5)]
+    assert bridge.process.poll() is None
+    metrics = bridge_metrics(bridge)
+    assert metrics['sensorpipe_readings_rejected_total{reason="not_json"}'] == 1
+    assert metrics["sensorpipe_readings_stored_total"] == 1
+
+
+def bridge_metrics(bridge: BridgeProcess) -> dict[str, float]:
+    text = requests.get(bridge.url + "/metrics", timeout=10).text
+    return {
+        line.rsplit(" ", 1)[0]: float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line and not line.startswith("#")
+    }
