@@ -69,7 +69,7 @@ def test_influxdb_down_then_back_loses_nothing_and_health_says_why(
             return response.json() if response.status_code == 503 else None
 
         health = wait_until(unhealthy, what="/healthz to say 503")
-        assert any("InfluxDB" in reason for reason in health["reasons"])  # type: ignore[union-attr]
+        assert any("InfluxDB" in reason for reason in health["reasons"])
 
         server.start()
         wait_influx_ready(server.port)
