@@ -28,7 +28,7 @@
     const card = template.content.firstElementChild.cloneNode(true);
     card.dataset.device = id;
     card.querySelector(".name").textContent = id;
-    setBadge(card.querySelector(".online"), "unknown", "status unknown");
+    setBadge(card.querySelector(".online"), "unknown", "no status");
     device = { card, series: new Map() };
     devices.set(id, device);
     // Keep the cards in device order.
@@ -59,7 +59,8 @@
         width: chartWidth(device),
         height: 160,
         legend: { show: false },
-        scales: { x: { time: true } },
+        // Always the whole window up to now, so every chart reads the same way.
+        scales: { x: { time: true, range: () => [Date.now() / 1000 - WINDOW_S, Date.now() / 1000] } },
         series: [{}, { label: metric, stroke: metric === "humidity" ? "#3b82f6" : "#ef6c00", width: 1.5, spanGaps: false }],
         axes: [{ stroke: "currentColor" }, { stroke: "currentColor", size: 50 }],
       },
@@ -136,7 +137,7 @@
 
   function setOnline(device, online) {
     const badge = device.card.querySelector(".online");
-    if (online == null) setBadge(badge, "unknown", "status unknown");
+    if (online == null) setBadge(badge, "unknown", "no status");
     else setBadge(badge, online ? "online" : "offline", online ? "online" : "offline");
   }
 

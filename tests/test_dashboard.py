@@ -1,0 +1,81 @@
+"""The dashboard in headless Chromium: history on open, live updates, nothing from a CDN."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from common.reading import format_ts, now_us
+from tests.conftest import BridgeProcess, Mqtt, Program, wait_until
+
+
+@pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    context = browser.new_context(viewport={"width": 1200, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    yield page
+    context.close()
+
+
+def chart_points(page: Any, device: str, metric: str) -> int:
+    selector = f'article[data-device="{device}"] .chart[data-metric="{metric}"]'
+    value = page.get_attribute(selector, "data-points")
+    return int(value or 0)
+
+
+def test_history_then_live_points_and_a_new_device_appears(
+    start_bridge: Callable[..., BridgeProcess],
+    run_publisher: Callable[..., Program],
+    mqtt_client: Mqtt,
+    prefix: str,
+    page: Any,
+    artifacts: Path,
+) -> None:
+    bridge = start_bridge()
+    minute_us = 60_000_000
+    for minutes_ago in range(30, 0, -1):  # half an hour of history, one reading a minute
+        ts = format_ts(now_us() - minutes_ago * minute_us)
+        mqtt_client.publish(f"{prefix}/desk/reading", {"ts": ts, "temperature": 20 + minutes_ago / 10})
+    wait_until(lambda: bridge.get("/api/devices"), what="the device known to the bridge")
+
+    requested: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+    page.goto(bridge.url + "/")
+    page.wait_for_selector('#connection[data-state="connected"]')
+    wait_until(lambda: chart_points(page, "desk", "temperature") == 30, what="30 history points on the chart")
+    assert page.text_content('article[data-device="desk"] .name') == "desk"
+
+    # A live reading: one more point, and the latest value shown.
+    mqtt_client.publish(f"{prefix}/desk/reading", {"temperature": 23.4})
+    wait_until(lambda: chart_points(page, "desk", "temperature") == 31, what="the live point on the chart")
+    page.wait_for_function(
+        """() => document.querySelector('article[data-device="desk"] .latest [data-metric="temperature"] dd')
+                   ?.textContent === '23.4 °C'"""
+    )
+
+    # A publisher that starts now shows up without a reload, online, with both charts moving.
+    publisher = run_publisher("sim-live", SENSORPIPE_INTERVAL="0.5")
+    try:
+        page.wait_for_selector('article[data-device="sim-live"] .online[data-state="online"]')
+        wait_until(lambda: chart_points(page, "sim-live", "humidity") >= 3, what="live humidity points")
+        wait_until(lambda: chart_points(page, "sim-live", "temperature") >= 3, what="live temperature points")
+        page.screenshot(path=str(artifacts / "dashboard.png"), full_page=True)
+    finally:
+        publisher.stop()
+    page.wait_for_selector('article[data-device="sim-live"] .online[data-state="offline"]')
+
+    assert requested, "the page made no requests"
+    assert all(url.startswith(bridge.url) for url in requested), [u for u in requested if bridge.url not in u]
+
+
+def test_a_new_install_shows_how_to_publish_a_first_reading(
+    start_bridge: Callable[..., BridgeProcess], page: Any
+) -> None:
+    bridge = start_bridge()
+    page.goto(bridge.url + "/")
+    page.wait_for_selector("#empty:not([hidden])")
+    assert "mosquitto_pub" in page.text_content("#empty")

@@ -1,0 +1,99 @@
+"""Settings: every one listed by --help; a wrong one stops the program with one clear line."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from bridge.settings import OPTIONS as BRIDGE_OPTIONS
+from publisher.settings import OPTIONS as PUBLISHER_OPTIONS
+from tests.conftest import ROOT
+
+CONTRACT_SETTINGS = {
+    "publisher": {
+        "SENSORPIPE_MQTT_URL",
+        "SENSORPIPE_TOPIC_PREFIX",
+        "SENSORPIPE_DEVICE",
+        "SENSORPIPE_SENSOR",
+        "SENSORPIPE_PIN",
+        "SENSORPIPE_INTERVAL",
+    },
+    "bridge": {
+        "SENSORPIPE_MQTT_URL",
+        "SENSORPIPE_TOPIC_PREFIX",
+        "SENSORPIPE_INFLUX_URL",
+        "SENSORPIPE_INFLUX_DB",
+        "SENSORPIPE_INFLUX_TOKEN",
+        "SENSORPIPE_WEB_HOST",
+        "SENSORPIPE_WEB_PORT",
+    },
+}
+
+
+def run(program: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("SENSORPIPE_")}
+    return subprocess.run(
+        [sys.executable, "-m", program, *args],
+        env={**clean, **env},
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+@pytest.mark.parametrize("program", ["publisher", "bridge"])
+def test_help_lists_every_setting_with_its_variable_and_flag(program: str) -> None:
+    result = run(program, "--help")
+    assert result.returncode == 0
+    options = PUBLISHER_OPTIONS if program == "publisher" else BRIDGE_OPTIONS
+    assert CONTRACT_SETTINGS[program] <= {option.env for option in options}
+    for option in options:
+        assert option.env in result.stdout
+        assert option.flag in result.stdout
+
+
+@pytest.mark.parametrize(
+    ("program", "args", "env", "named"),
+    [
+        ("publisher", ["--sensor", "bme280"], {}, "SENSORPIPE_SENSOR"),
+        ("publisher", [], {"SENSORPIPE_SENSOR": "dht22", "SENSORPIPE_INTERVAL": "1"}, "SENSORPIPE_INTERVAL"),
+        ("publisher", ["--interval", "0"], {}, "SENSORPIPE_INTERVAL"),
+        ("publisher", ["--interval", "soon"], {}, "SENSORPIPE_INTERVAL"),
+        ("publisher", ["--pin", "GPIO4"], {}, "SENSORPIPE_PIN"),
+        ("publisher", ["--pin", "D40"], {}, "SENSORPIPE_PIN"),
+        ("publisher", ["--device", "my device"], {}, "SENSORPIPE_DEVICE"),
+        ("publisher", ["--mqtt-url", "http://broker"], {}, "SENSORPIPE_MQTT_URL"),
+        ("publisher", ["--mqtt-url", "mqtt://broker:99999"], {}, "SENSORPIPE_MQTT_URL"),
+        ("publisher", [], {"SENSORPIPE_MQTT_URL": "mqtt://"}, "SENSORPIPE_MQTT_URL"),
+        ("publisher", ["--topic-prefix", "sensors/#"], {}, "SENSORPIPE_TOPIC_PREFIX"),
+        ("publisher", ["--count", "-1"], {}, "SENSORPIPE_COUNT"),
+        ("publisher", ["--colour", "red"], {}, "unrecognized arguments"),
+        ("bridge", ["--web-port", "70000"], {}, "SENSORPIPE_WEB_PORT"),
+        ("bridge", [], {"SENSORPIPE_WEB_PORT": "http"}, "SENSORPIPE_WEB_PORT"),
+        ("bridge", ["--influx-url", "127.0.0.1:8086"], {}, "SENSORPIPE_INFLUX_URL"),
+        ("bridge", ["--influx-db", "my db"], {}, "SENSORPIPE_INFLUX_DB"),
+        ("bridge", ["--mqtt-client-id", ""], {}, "SENSORPIPE_MQTT_CLIENT_ID"),
+        ("bridge", ["--topic-prefix", ""], {}, "SENSORPIPE_TOPIC_PREFIX"),
+    ],
+)
+def test_a_bad_setting_stops_with_one_line_naming_it(
+    program: str, args: list[str], env: dict[str, str], named: str
+) -> None:
+    result = run(program, *args, **env)
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"{program}: bad setting: ")
+    assert named in lines[0]
+
+
+def test_a_password_in_a_bad_setting_is_not_shown() -> None:
+    result = run("bridge", "--mqtt-url", "mqtp://user:s3cret@broker")
+    assert result.returncode == 2
+    assert "s3cret" not in result.stderr
+    assert "SENSORPIPE_MQTT_URL" in result.stderr
