@@ -102,6 +102,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SettingsError as exc:
         exit_bad_setting("bridge", exc)
     signal.signal(signal.SIGTERM, _interrupt)
+    signal.signal(signal.SIGINT, _interrupt)  # also when started with SIGINT ignored
     return serve(settings)
 
 

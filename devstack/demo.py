@@ -67,7 +67,9 @@ def main() -> int:
     state: Path = args.state.resolve()
     logs = state / "logs"
     logs.mkdir(parents=True, exist_ok=True)
+    # Explicitly: a shell starting this in the background may have set SIGINT to be ignored.
     signal.signal(signal.SIGTERM, _stop_on_signal)
+    signal.signal(signal.SIGINT, _stop_on_signal)
 
     servers: list[Server] = []
     children: list[Child] = []

@@ -32,6 +32,8 @@ def free_port(preferred: int | None = None) -> int:
     candidates = ([preferred] if preferred else []) + [0]
     for port in candidates:
         with socket.socket() as sock:
+            # As the servers do: a port with only closed connections lingering is free.
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 sock.bind(("127.0.0.1", port))
             except OSError:
