@@ -7,14 +7,13 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from common.settings import (
+    BROKER_OPTIONS,
     MqttUrl,
     Option,
     load,
     parse_http_url,
-    parse_mqtt_url,
     parse_nonempty,
     parse_port,
-    parse_prefix,
 )
 
 NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
@@ -38,14 +37,7 @@ def _host(raw: str) -> str:
 
 
 OPTIONS = [
-    Option(
-        "SENSORPIPE_MQTT_URL",
-        "mqtt://127.0.0.1:1883",
-        "broker, mqtt[s]://[user:password@]host[:port]",
-        parse_mqtt_url,
-        secret=True,
-    ),
-    Option("SENSORPIPE_TOPIC_PREFIX", "sensors", "first topic level", parse_prefix),
+    *BROKER_OPTIONS,
     Option(
         "SENSORPIPE_MQTT_CLIENT_ID",
         "sensorpipe-bridge",

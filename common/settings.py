@@ -149,6 +149,19 @@ def parse_mqtt_url(raw: str) -> MqttUrl:
     )
 
 
+# The broker settings both programs share.
+BROKER_OPTIONS = [
+    Option(
+        "SENSORPIPE_MQTT_URL",
+        "mqtt://127.0.0.1:1883",
+        "broker, mqtt[s]://[user:password@]host[:port]",
+        parse_mqtt_url,
+        secret=True,
+    ),
+    Option("SENSORPIPE_TOPIC_PREFIX", "sensors", "first topic level", parse_prefix),
+]
+
+
 def parse_http_url(raw: str) -> str:
     """An http(s) base URL, returned without a trailing slash."""
     parts = urlsplit(raw)

@@ -10,13 +10,12 @@ from dataclasses import dataclass
 
 from common.reading import TAG_MAX_CHARS
 from common.settings import (
+    BROKER_OPTIONS,
     MqttUrl,
     Option,
     SettingsError,
     load,
-    parse_mqtt_url,
     parse_positive_float,
-    parse_prefix,
 )
 from common.topics import check_device_id
 from publisher.sensors import SENSORS
@@ -71,14 +70,7 @@ def _count(raw: str) -> int:
 
 
 OPTIONS = [
-    Option(
-        "SENSORPIPE_MQTT_URL",
-        "mqtt://127.0.0.1:1883",
-        "broker, mqtt[s]://[user:password@]host[:port]",
-        parse_mqtt_url,
-        secret=True,
-    ),
-    Option("SENSORPIPE_TOPIC_PREFIX", "sensors", "first topic level", parse_prefix),
+    *BROKER_OPTIONS,
     Option("SENSORPIPE_DEVICE", "", "this device's id (default: the host name)"),
     Option("SENSORPIPE_SENSOR", "simulated", "sensor driver: dht22, dht11 or simulated", _sensor),
     Option("SENSORPIPE_PIN", "D4", "GPIO pin of a DHT sensor (Blinka name, D0-D27)", _pin),
