@@ -6,11 +6,13 @@ compatibility, so one client covers them all.
 
 from __future__ import annotations
 
+import http.client
+import json
 import logging
+import threading
 from dataclasses import dataclass
 from typing import Any
-
-import requests
+from urllib.parse import urlencode, urlsplit
 
 log = logging.getLogger(__name__)
 
@@ -49,31 +51,60 @@ def quote_ident(name: str) -> str:
 
 
 class InfluxV1:
-    """A small, thread-safe client for the v1 API; one `requests.Session` per instance."""
+    """A small client for the v1 API on http.client; thread-safe (one connection per thread).
+
+    Plain http.client: no dependency, and one kept-alive connection per thread (the ingest
+    worker writes while web requests query; a requests.Session is not made for sharing).
+    """
 
     def __init__(self, target: InfluxTarget) -> None:
         self.target = target
-        self._session = requests.Session()
+        parts = urlsplit(target.url)
+        self._https = parts.scheme == "https"
+        self._host = parts.hostname or "127.0.0.1"
+        self._port = parts.port or (443 if self._https else 80)
+        self._base_path = parts.path.rstrip("/")
+        self._headers: dict[str, str] = {}
+        self._params: dict[str, str] = {}
         if ":" in target.token:
             user, _, password = target.token.partition(":")
             self._params = {"u": user, "p": password}
-        else:
-            self._params = {}
-            if target.token:
-                self._session.headers["Authorization"] = f"Token {target.token}"
+        elif target.token:
+            self._headers["Authorization"] = f"Token {target.token}"
+        self._local = threading.local()
 
-    def _request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
-        try:
-            return self._session.request(method, self.target.url + path, timeout=TIMEOUT_S, **kwargs)
-        except requests.RequestException as exc:
-            raise InfluxUnavailable(f"{self.target.url} unreachable: {type(exc).__name__}") from None
+    def _connection(self) -> tuple[http.client.HTTPConnection, bool]:
+        """This thread's connection, and whether it was used before (may have gone stale)."""
+        connection: http.client.HTTPConnection | None = getattr(self._local, "connection", None)
+        if connection is not None:
+            return connection, True
+        if self._https:
+            connection = http.client.HTTPSConnection(self._host, self._port, timeout=TIMEOUT_S)
+        else:
+            connection = http.client.HTTPConnection(self._host, self._port, timeout=TIMEOUT_S)
+        self._local.connection = connection
+        return connection, False
+
+    def _request(self, method: str, path: str, params: dict[str, str], body: bytes | None = None) -> Answer:
+        url = f"{self._base_path}{path}?{urlencode({**self._params, **params})}"
+        while True:
+            connection, reused = self._connection()
+            try:
+                connection.request(method, url, body=body, headers=self._headers)
+                response = connection.getresponse()
+                return Answer(response.status, response.getheader("X-Influxdb-Version"), response.read())
+            except (OSError, http.client.HTTPException) as exc:
+                connection.close()
+                self._local.connection = None
+                if not reused:  # a kept-alive connection the server closed: try once anew
+                    raise InfluxUnavailable(f"{self.target.url} unreachable: {type(exc).__name__}") from None
 
     def ping(self) -> str:
         """The server's version (from `/ping`); raises InfluxUnavailable."""
-        response = self._request("GET", "/ping")
-        if response.status_code != 204:
-            raise InfluxUnavailable(f"/ping answered {response.status_code}")
-        return response.headers.get("X-Influxdb-Version", "unknown")
+        answer = self._request("GET", "/ping", {})
+        if answer.status != 204:
+            raise InfluxUnavailable(f"/ping answered {answer.status}")
+        return answer.version or "unknown"
 
     def ensure_database(self) -> None:
         """Create the database if it is missing (a no-op on 1.x when it exists)."""
@@ -84,33 +115,28 @@ class InfluxV1:
 
         On InfluxRejected some lines of the request may have been stored (a partial write).
         """
-        response = self._request(
-            "POST",
-            "/write",
-            params={**self._params, "db": self.target.database, "precision": "u"},
-            data="\n".join(lines).encode(),
+        answer = self._request(
+            "POST", "/write", {"db": self.target.database, "precision": "u"}, "\n".join(lines).encode()
         )
-        if response.status_code == 204:
+        if answer.status == 204:
             return
-        message = _error_message(response)
-        if response.status_code == 400:
+        message = answer.error()
+        if answer.status == 400:
             raise InfluxRejected(message)
-        if response.status_code == 404 and "database not found" in message:
+        if answer.status == 404 and "database not found" in message:
             raise InfluxUnavailable(f"database {self.target.database!r} not found")
-        raise InfluxUnavailable(f"/write answered {response.status_code}: {message}")
+        raise InfluxUnavailable(f"/write answered {answer.status}: {message}")
 
     def query(self, influxql: str, *, write: bool = False) -> list[dict[str, Any]]:
         """Run InfluxQL; return the statement's `series` list (times in epoch ms)."""
-        response = self._request(
-            "POST" if write else "GET",
-            "/query",
-            params={**self._params, "db": self.target.database, "q": influxql, "epoch": "ms"},
+        answer = self._request(
+            "POST" if write else "GET", "/query", {"db": self.target.database, "q": influxql, "epoch": "ms"}
         )
-        if response.status_code >= 500 or response.status_code in (401, 403):
-            raise InfluxUnavailable(f"/query answered {response.status_code}: {_error_message(response)}")
-        if response.status_code != 200:
-            raise InfluxRejected(f"/query answered {response.status_code}: {_error_message(response)}")
-        results = response.json().get("results", [])
+        if answer.status >= 500 or answer.status in (401, 403):
+            raise InfluxUnavailable(f"/query answered {answer.status}: {answer.error()}")
+        if answer.status != 200:
+            raise InfluxRejected(f"/query answered {answer.status}: {answer.error()}")
+        results = json.loads(answer.body).get("results", [])
         if not results:
             return []
         if "error" in results[0]:
@@ -119,11 +145,24 @@ class InfluxV1:
         return series
 
     def close(self) -> None:
-        self._session.close()
+        """Close this thread's connection (others close with their threads)."""
+        connection = getattr(self._local, "connection", None)
+        if connection is not None:
+            connection.close()
+            self._local.connection = None
 
 
-def _error_message(response: requests.Response) -> str:
-    try:
-        return str(response.json().get("error", response.text))[:300]
-    except ValueError:
-        return response.text[:300]
+@dataclass(frozen=True)
+class Answer:
+    """What the server said: status, version header and body."""
+
+    status: int
+    version: str | None
+    body: bytes
+
+    def error(self) -> str:
+        """The server's error message, from its JSON `error` or the raw body."""
+        try:
+            return str(json.loads(self.body).get("error", self.body))[:300]
+        except (ValueError, AttributeError):
+            return self.body.decode("utf-8", errors="replace")[:300]

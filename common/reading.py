@@ -10,8 +10,8 @@ import json
 import math
 import re
 import time
-from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta, timezone
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 MAX_PAYLOAD_BYTES = 16 * 1024
 MAX_METRICS = 32
@@ -39,7 +39,7 @@ class RejectedMessage(ValueError):
         self.detail = detail
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class Reading:
     """One reading of one device: microsecond Unix time, metrics as floats."""
 
@@ -49,15 +49,16 @@ class Reading:
     seq: int | None = None
     sensor: str | None = None
     location: str | None = None
-    tags: dict[str, str] = field(init=False, repr=False, compare=False)
 
-    def __post_init__(self) -> None:
+    @property
+    def tags(self) -> dict[str, str]:
+        """The InfluxDB tags: `device`, and `sensor` and `location` when given."""
         tags = {"device": self.device}
         if self.sensor is not None:
             tags["sensor"] = self.sensor
         if self.location is not None:
             tags["location"] = self.location
-        object.__setattr__(self, "tags", tags)
+        return tags
 
     @property
     def ts_ms(self) -> float:
@@ -107,25 +108,38 @@ def parse_ts(value: object) -> int:
     match = RFC3339.fullmatch(value)
     if match is None:
         raise RejectedMessage("bad_ts", f"ts {value[:40]!r} is not RFC 3339 with a zone")
-    year, month, day, hour, minute, second = (int(match.group(i)) for i in range(1, 7))
-    fraction = (match.group(7) or "").ljust(6, "0")[:6]  # beyond microseconds: truncated
-    if match.group(8):
-        offset = timedelta(0)
-    else:
-        sign = 1 if match.group(9) == "+" else -1
-        hours, minutes = int(match.group(10)), int(match.group(11))
-        if hours > 23 or minutes > 59:
+    # Plain arithmetic rather than datetime objects: this runs for every reading.
+    year, month, day, hour, minute, second, fraction, zulu, sign, off_h, off_m = match.groups()
+    y, mo, d, h, mi, sec = int(year), int(month), int(day), int(hour), int(minute), int(second)
+    if not (1 <= mo <= 12 and 1 <= d <= _days_in_month(y, mo) and h <= 23 and mi <= 59 and sec <= 60):
+        raise RejectedMessage("bad_ts", f"ts {value!r} is not a real date and time")
+    offset_s = 0
+    if not zulu:
+        if int(off_h) > 23 or int(off_m) > 59:
             raise RejectedMessage("bad_ts", f"ts {value!r} has an impossible zone offset")
-        offset = sign * timedelta(hours=hours, minutes=minutes)
-    try:
-        moment = datetime(year, month, day, hour, minute, min(second, 59), int(fraction), tzinfo=timezone(offset))
-    except ValueError as exc:
-        raise RejectedMessage("bad_ts", f"ts {value!r}: {exc}") from None
-    delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
-    ts_us = (delta.days * 86400 + delta.seconds) * 1_000_000 + delta.microseconds
+        offset_s = (int(off_h) * 3600 + int(off_m) * 60) * (1 if sign == "+" else -1)
+    seconds = _days_since_epoch(y, mo, d) * 86400 + h * 3600 + mi * 60 + min(sec, 59) - offset_s
+    micros = int(fraction[:6].ljust(6, "0")) if fraction else 0  # beyond microseconds: cut
+    ts_us = seconds * 1_000_000 + micros
     if ts_us < 0:
         raise RejectedMessage("bad_ts", f"ts {value!r} is before 1970")
     return ts_us
+
+
+def _days_in_month(year: int, month: int) -> int:
+    if month == 2:
+        return 29 if year % 4 == 0 and (year % 100 != 0 or year % 400 == 0) else 28
+    return 30 if month in (4, 6, 9, 11) else 31
+
+
+def _days_since_epoch(year: int, month: int, day: int) -> int:
+    """Days from 1970-01-01 to a proleptic Gregorian date (H. Hinnant's days_from_civil)."""
+    year -= month <= 2
+    era = year // 400
+    year_of_era = year - era * 400
+    day_of_year = (153 * (month - 3 if month > 2 else month + 9) + 2) // 5 + day - 1
+    day_of_era = year_of_era * 365 + year_of_era // 4 - year_of_era // 100 + day_of_year
+    return era * 146097 + day_of_era - 719468
 
 
 def _tag(body: dict[str, object], key: str) -> str | None:
@@ -161,6 +175,10 @@ def _reject_constant(token: str) -> float:
     raise RejectedMessage("bad_metric_value", f"{token} is not a finite number")
 
 
+# One decoder for all: json.loads with an argument builds a new one per call.
+_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+
+
 def parse_reading(device: str, payload: bytes, received_us: int) -> Reading:
     """Validate a payload per the contract and return the Reading, or raise RejectedMessage.
 
@@ -174,7 +192,7 @@ def parse_reading(device: str, payload: bytes, received_us: int) -> Reading:
     except UnicodeDecodeError as exc:
         raise RejectedMessage("not_utf8", str(exc)) from None
     try:
-        body = json.loads(text, parse_constant=_reject_constant)
+        body = _DECODER.decode(text)
     except RecursionError:
         raise RejectedMessage("not_json", "nested too deeply") from None
     except json.JSONDecodeError as exc:

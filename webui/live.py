@@ -54,7 +54,7 @@ class LiveBroadcaster:
 
     def readings(self, readings: Sequence[Reading]) -> None:
         """Send stored readings: all of them to `all`, each device's to its own room."""
-        if not readings:
+        if not readings or not self._clients:
             return
         per_device: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for reading in readings:

@@ -1,0 +1,178 @@
+"""Ingest ceiling: how fast the bridge drains a backlog into InfluxDB, beside a bare subscriber.
+
+    .venv/bin/python bench/ingest.py [--readings 200000] [--devices 100]
+
+Starts a private Mosquitto and InfluxDB 1.6.7 (loopback, temporary folders). Two persistent
+sessions subscribe and go away: one for a bare paho subscriber that only acknowledges, one
+for the bridge. Then the backlog is published (QoS 1, 100 devices) and queued for both.
+The bare subscriber drains its copy first, then the bridge (a real `python -m bridge`
+process) drains its copy into InfluxDB; the time runs until InfluxDB holds every reading.
+Prints both rates, their ratio, and the command to reproduce.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import requests
+from paho.mqtt.enums import CallbackAPIVersion
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from common.reading import Reading, encode_reading, now_us  # noqa: E402
+from devstack.servers import free_port, influxdb, mosquitto, wait_influx_ready  # noqa: E402
+
+PREFIX = "bench"
+
+
+def make_session(port: int, client_id: str) -> None:
+    """Create a persistent session subscribed to every reading, then leave it."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    client.subscribe(f"{PREFIX}/+/reading", qos=1)[1]
+    time.sleep(0.5)
+    client.disconnect()
+    client.loop_stop()
+
+
+def publish_backlog(port: int, readings: int, devices: int) -> float:
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-pub")
+    client.max_inflight_messages_set(1000)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    started = time.monotonic()
+    base = now_us() - readings * 10
+    last = None
+    for i in range(readings):
+        device = f"dev-{i % devices:03d}"
+        reading = Reading(device, base + i * 10, {"temperature": 20 + (i % 100) / 10, "humidity": 45.0}, seq=i)
+        last = client.publish(f"{PREFIX}/{device}/reading", encode_reading(reading), qos=1)
+        if i % 1000 == 999:
+            last.wait_for_publish(60)
+    assert last is not None
+    last.wait_for_publish(60)
+    elapsed = time.monotonic() - started
+    client.disconnect()
+    client.loop_stop()
+    return elapsed
+
+
+def bare_drain(port: int, client_id: str, expected: int) -> float:
+    """Seconds for a paho subscriber that only acknowledges to receive `expected` messages."""
+    done = threading.Event()
+    count = 0
+    first: list[float] = []
+
+    def on_message(client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        nonlocal count
+        if not first:
+            first.append(time.monotonic())
+        client.ack(message.mid, message.qos)
+        count += 1
+        if count >= expected:
+            done.set()
+
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False, manual_ack=True)
+    client.on_message = on_message
+    started = time.monotonic()
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    if not done.wait(600):
+        raise RuntimeError(f"bare subscriber got {count} of {expected}")
+    elapsed = time.monotonic() - started
+    client.disconnect()
+    client.loop_stop()
+    return elapsed
+
+
+def stored(influx_url: str) -> int:
+    response = requests.get(
+        influx_url + "/query", params={"db": "sensors", "q": "SELECT count(seq) FROM environment"}, timeout=30
+    )
+    series = response.json()["results"][0].get("series")
+    return int(series[0]["values"][0][1]) if series else 0
+
+
+def bridge_drain(port: int, influx_url: str, client_id: str, expected: int, log: Path) -> tuple[float, float]:
+    """(seconds the bridge takes for `expected` readings at its drain rate, its CPU seconds)."""
+    env = {
+        **os.environ,
+        "SENSORPIPE_MQTT_URL": f"mqtt://127.0.0.1:{port}",
+        "SENSORPIPE_TOPIC_PREFIX": PREFIX,
+        "SENSORPIPE_MQTT_CLIENT_ID": client_id,
+        "SENSORPIPE_INFLUX_URL": influx_url,
+        "SENSORPIPE_WEB_PORT": str(free_port()),
+    }
+    started = time.monotonic()
+    with log.open("wb") as out:
+        bridge = subprocess.Popen([sys.executable, "-m", "bridge"], env=env, cwd=ROOT, stdout=out, stderr=out)
+    try:
+        # The clock starts at the first stored reading: Python's start-up is not ingest.
+        first: tuple[float, int] | None = None
+        while (count := stored(influx_url)) < expected:
+            if bridge.poll() is not None:
+                raise RuntimeError(f"bridge exited, see {log}")
+            if time.monotonic() - started > 900:
+                raise RuntimeError(f"bridge stored {count} of {expected} in 900 s")
+            if first is None and count:
+                first = (time.monotonic(), count)
+            time.sleep(0.1)
+        assert first is not None
+        elapsed = (time.monotonic() - first[0]) * expected / (expected - first[1])
+        with open(f"/proc/{bridge.pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+        cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    finally:
+        bridge.terminate()
+        bridge.wait(30)
+    return elapsed, cpu
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--readings", type=int, default=200_000)
+    parser.add_argument("--devices", type=int, default=100)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as folder:
+        broker = mosquitto(Path(folder) / "mosquitto")
+        database = influxdb(Path(folder) / "influxdb")
+        broker.start()
+        database.start()
+        wait_influx_ready(database.port)
+        influx_url = f"http://127.0.0.1:{database.port}"
+        try:
+            make_session(broker.port, "bench-bare")
+            make_session(broker.port, "bench-bridge")
+            publish_s = publish_backlog(broker.port, args.readings, args.devices)
+            print(f"backlog: {args.readings} readings from {args.devices} devices published in {publish_s:.1f} s")
+            bare_s = bare_drain(broker.port, "bench-bare", args.readings)
+            bare_rate = args.readings / bare_s
+            print(f"bare paho subscriber (ack only): {bare_s:.1f} s, {bare_rate:,.0f} readings/s")
+            bridge_s, cpu_s = bridge_drain(
+                broker.port, influx_url, "bench-bridge", args.readings, Path(folder) / "bridge.log"
+            )
+            bridge_rate = args.readings / bridge_s
+            print(
+                f"bridge into InfluxDB: {bridge_s:.1f} s, {bridge_rate:,.0f} readings/s "
+                f"(bridge CPU {cpu_s:.1f} s, {cpu_s / args.readings * 1e6:.0f} µs per reading, incl. start-up)"
+            )
+            print(f"ratio bridge/bare: {bridge_rate / bare_rate:.2f}")
+        finally:
+            broker.stop()
+            database.stop()
+    print(f"reproduce: .venv/bin/python bench/ingest.py --readings {args.readings} --devices {args.devices}")
+
+
+if __name__ == "__main__":
+    main()
