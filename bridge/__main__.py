@@ -9,11 +9,14 @@ import sys
 from collections.abc import Sequence
 from types import FrameType
 
+from prometheus_client import CollectorRegistry
+
 from bridge.devices import DeviceRegistry
-from bridge.health import BridgeCollector, check_health, metrics_text
+from bridge.health import check_health
 from bridge.history import HistoryReader
 from bridge.influx import InfluxError, InfluxTarget, InfluxV1
 from bridge.ingest import Ingest
+from bridge.metrics import BridgeCollector, IngestMetrics, metrics_text
 from bridge.rejections import RejectionLog
 from bridge.settings import BridgeSettings, load_settings
 from common.mqtt import make_client
@@ -47,13 +50,17 @@ def serve(settings: BridgeSettings) -> int:
     history = HistoryReader(influx, settings.influx_measurement)
     client = make_client(settings.mqtt_url, settings.mqtt_client_id, persistent=True, manual_ack=True)
     socketio, live = make_socketio()
-    ingest = Ingest(client, topics, influx, settings.influx_measurement, devices, rejections, sinks=[live])
+    registry = CollectorRegistry(auto_describe=False)
+    ingest = Ingest(
+        client, topics, influx, settings.influx_measurement, devices, rejections, IngestMetrics(registry), sinks=[live]
+    )
+    registry.register(BridgeCollector(ingest, rejections, lambda: live.clients))
     context = WebContext(
         devices=devices,
         rejections=rejections,
         history=history,
         health=lambda: check_health(ingest, influx),
-        metrics=metrics_text(BridgeCollector(ingest, rejections, lambda: live.clients)),
+        metrics=metrics_text(registry),
     )
     try:
         app = create_app(context, socketio)

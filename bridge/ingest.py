@@ -13,6 +13,7 @@ import json
 import logging
 import queue
 import threading
+import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ import paho.mqtt.client as mqtt
 from bridge.devices import DeviceRegistry
 from bridge.influx import InfluxRejected, InfluxUnavailable, InfluxV1
 from bridge.lineprotocol import to_line
+from bridge.metrics import IngestMetrics
 from bridge.rejections import RejectionLog
 from common.reading import Reading, RejectedMessage, now_us, parse_reading
 from common.topics import STATUS_OFFLINE, STATUS_ONLINE, Topics
@@ -78,6 +80,7 @@ class Ingest:
         measurement: str,
         devices: DeviceRegistry,
         rejections: RejectionLog,
+        metrics: IngestMetrics,
         sinks: Sequence[Sink] = (),
     ) -> None:
         self._client = client
@@ -87,6 +90,8 @@ class Ingest:
         self._devices = devices
         self._rejections = rejections
         self._sinks = list(sinks)
+        self._metrics = metrics
+        self._in_hand = 0  # taken from the queue, not yet acknowledged
         # SimpleQueue: C-implemented, several times faster per message than queue.Queue.
         self._queue: queue.SimpleQueue[Incoming] = queue.SimpleQueue()
         self._stop = threading.Event()
@@ -138,9 +143,9 @@ class Ingest:
 
     # --- the worker thread -------------------------------------------------------------
 
-    def queue_depth(self) -> int:
-        """Messages received and not yet handled."""
-        return self._queue.qsize()
+    def unacknowledged(self) -> int:
+        """Messages received from the broker and not yet acknowledged."""
+        return self._queue.qsize() + self._in_hand + len(self._ack_ready)
 
     def start(self) -> None:
         """Start the worker; the caller connects the client (connect_async + loop_start)."""
@@ -163,10 +168,12 @@ class Ingest:
                     batch.append(self._queue.get_nowait())
                 except queue.Empty:
                     break
+            self._in_hand = len(batch)
             try:
                 self._handle(batch)
             except Exception:  # the loop must outlive any bug in one batch; it is not acked
                 log.exception("unexpected error handling a batch of %d; it will be redelivered", len(batch))
+            self._in_hand = 0
         self._flush_acks()
 
     def _handle(self, batch: list[Incoming]) -> None:
@@ -237,7 +244,11 @@ class Ingest:
         delay = BACKOFF_MIN_S
         while True:
             try:
-                return self._write_isolating(lines, list(range(len(lines))))
+                started = time.perf_counter()
+                refused = self._write_isolating(lines, list(range(len(lines))))
+                self._metrics.write_seconds.observe(time.perf_counter() - started)
+                self._metrics.batch_size.observe(len(lines))
+                return refused
             except InfluxUnavailable as exc:
                 self._flush_acks()  # what earlier batches stored must not wait for this one
                 if self.state.influx_error is None:

@@ -70,6 +70,9 @@ def test_bad_messages_are_listed_with_their_reason_and_nothing_is_stored(
     metrics = bridge_metrics(bridge)
     assert metrics['sensorpipe_readings_rejected_total{reason="not_json"}'] == 1
     assert metrics["sensorpipe_readings_stored_total"] == 1
+    assert metrics["sensorpipe_ingest_batch_size_count"] == metrics["sensorpipe_influxdb_write_seconds_count"] >= 1
+    assert metrics["sensorpipe_ingest_unacknowledged"] == 0
+    assert metrics["sensorpipe_mqtt_connected"] == metrics["sensorpipe_influxdb_writes_ok"] == 1
 
 
 def bridge_metrics(bridge: BridgeProcess) -> dict[str, float]:

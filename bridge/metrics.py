@@ -1,0 +1,73 @@
+"""`/metrics`: what the bridge has done, in the Prometheus text format."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import CollectorRegistry, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from bridge.rejections import RejectionLog
+
+if TYPE_CHECKING:
+    from bridge.ingest import Ingest
+
+
+class IngestMetrics:
+    """What the ingest loop observes once per batch (never per message: it is the hot path)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.write_seconds = Histogram(
+            "sensorpipe_influxdb_write_seconds",
+            "time of one successful batch write to InfluxDB",
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+            registry=registry,
+        )
+        self.batch_size = Histogram(
+            "sensorpipe_ingest_batch_size",
+            "readings per InfluxDB write",
+            buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500),
+            registry=registry,
+        )
+
+
+class BridgeCollector(Collector):
+    """Reads the counters the ingest loop keeps; nothing is counted twice."""
+
+    def __init__(self, ingest: Ingest, rejections: RejectionLog, browsers: Callable[[], int]) -> None:
+        self._ingest = ingest
+        self._rejections = rejections
+        self._browsers = browsers
+
+    def collect(self) -> Iterator[Any]:
+        state = self._ingest.state
+        yield CounterMetricFamily("sensorpipe_readings_received", "MQTT messages received", value=state.received)
+        yield CounterMetricFamily("sensorpipe_readings_stored", "readings stored in InfluxDB", value=state.stored)
+        yield CounterMetricFamily(
+            "sensorpipe_readings_redelivered", "messages the broker sent again (DUP)", value=state.redelivered
+        )
+        rejected = CounterMetricFamily(
+            "sensorpipe_readings_rejected", "messages rejected, by reason", labels=["reason"]
+        )
+        for reason, count in sorted(self._rejections.counts().items()):
+            rejected.add_metric([reason], count)
+        yield rejected
+        yield GaugeMetricFamily(
+            "sensorpipe_ingest_unacknowledged",
+            "messages received from the broker and not yet acknowledged",
+            value=self._ingest.unacknowledged(),
+        )
+        yield GaugeMetricFamily(
+            "sensorpipe_mqtt_connected", "1 when connected to the broker", value=int(state.mqtt_connected)
+        )
+        yield GaugeMetricFamily(
+            "sensorpipe_influxdb_writes_ok", "0 while InfluxDB writes fail", value=int(state.influx_error is None)
+        )
+        yield GaugeMetricFamily("sensorpipe_socketio_clients", "browsers connected", value=self._browsers())
+
+
+def metrics_text(registry: CollectorRegistry) -> Callable[[], bytes]:
+    """A function that renders the registry in the Prometheus text format."""
+    return lambda: generate_latest(registry)
