@@ -127,10 +127,10 @@ class InfluxV1:
             raise InfluxUnavailable(f"database {self.target.database!r} not found")
         raise InfluxUnavailable(f"/write answered {answer.status}: {message}")
 
-    def query(self, influxql: str, *, write: bool = False) -> list[dict[str, Any]]:
-        """Run InfluxQL; return the statement's `series` list (times in epoch ms)."""
+    def query(self, influxql: str, *, write: bool = False, epoch: str = "ms") -> list[dict[str, Any]]:
+        """Run InfluxQL; return the statement's `series` list (times in epoch `epoch`: ms, u, ns)."""
         answer = self._request(
-            "POST" if write else "GET", "/query", {"db": self.target.database, "q": influxql, "epoch": "ms"}
+            "POST" if write else "GET", "/query", {"db": self.target.database, "q": influxql, "epoch": epoch}
         )
         if answer.status >= 500 or answer.status in (401, 403):
             raise InfluxUnavailable(f"/query answered {answer.status}: {answer.error()}")
