@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections import deque
+from typing import Any
+
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
@@ -32,3 +35,31 @@ def make_client(url: MqttUrl, client_id: str, *, persistent: bool, manual_ack: b
     # paho keeps outgoing QoS 1 messages in memory and by default allows 20 in flight.
     client.max_inflight_messages_set(100)
     return client
+
+
+class AckTracker:
+    """Counts QoS 1 messages the broker has not acknowledged yet.
+
+    `sent(mid)` and `unacked()` are called from one thread (the publishing one);
+    `on_publish` is paho's callback and only appends to a deque. No lock is shared with
+    paho: it holds its own while calling on_publish, so a lock taken there and around
+    `publish()` deadlocks. A message published while disconnected stays queued in paho
+    (its info says MQTT_ERR_NO_CONN and `is_published()` raises), so mids are tracked here.
+    """
+
+    def __init__(self) -> None:
+        self._acked: deque[int] = deque()
+        self._pending: set[int] = set()
+
+    def on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, props: Any) -> None:
+        self._acked.append(mid)
+
+    def sent(self, mid: int) -> None:
+        """Record a message handed to paho's publish()."""
+        self._pending.add(mid)
+
+    def unacked(self) -> int:
+        """How many recorded messages still wait for the broker's acknowledgement."""
+        while self._acked:
+            self._pending.discard(self._acked.popleft())
+        return len(self._pending)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import logging
-import threading
+import time
 from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from common.mqtt import make_client
+from common.mqtt import AckTracker, make_client
 from common.reading import Reading, encode_reading
 from common.settings import MqttUrl
 from common.topics import STATUS_OFFLINE, STATUS_ONLINE, Topics
@@ -31,9 +31,8 @@ class ReadingLink:
         self._client.will_set(topics.status(device), STATUS_OFFLINE, qos=1, retain=True)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
-        self._unacked: set[int] = set()
-        self._lock = threading.Condition()
-        self._client.on_publish = self._on_publish
+        self._acks = AckTracker()
+        self._client.on_publish = self._acks.on_publish
         self._url = url
 
     def start(self) -> None:
@@ -42,20 +41,22 @@ class ReadingLink:
         self._client.loop_start()
 
     def publish(self, reading: Reading) -> None:
-        """Queue one reading for delivery at QoS 1."""
-        with self._lock:
-            info = self._client.publish(self._topics.reading(self._device), encode_reading(reading), qos=1)
-            self._unacked.add(info.mid)
+        """Queue one reading for delivery at QoS 1 (call from one thread)."""
+        info = self._client.publish(self._topics.reading(self._device), encode_reading(reading), qos=1)
+        self._acks.sent(info.mid)
 
     def unacked(self) -> int:
         """Readings published but not yet acknowledged by the broker."""
-        with self._lock:
-            return len(self._unacked)
+        return self._acks.unacked()
 
     def wait_all_acked(self, timeout: float) -> bool:
         """Wait until the broker acknowledged every reading; False on timeout."""
-        with self._lock:
-            return self._lock.wait_for(lambda: not self._unacked, timeout)
+        deadline = time.monotonic() + timeout
+        while self.unacked():
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.05)
+        return True
 
     def stop(self, timeout: float = 5.0) -> None:
         """Say `offline` (retained), then disconnect cleanly."""
@@ -77,8 +78,3 @@ class ReadingLink:
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         if reason.is_failure:
             log.warning("lost the broker (%s); reconnecting, readings wait in memory", reason)
-
-    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, props: Any) -> None:
-        with self._lock:
-            self._unacked.discard(mid)
-            self._lock.notify_all()
