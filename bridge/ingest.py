@@ -33,7 +33,7 @@ log = logging.getLogger(__name__)
 
 MAX_BATCH = 500
 BACKOFF_MIN_S = 0.2
-BACKOFF_MAX_S = 30.0
+BACKOFF_MAX_S = 5.0  # a local InfluxDB back from a restart is written to within 5 s
 
 
 class Sink(Protocol):

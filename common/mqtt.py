@@ -11,7 +11,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from common.settings import MqttUrl
 
 RECONNECT_MIN_S = 1
-RECONNECT_MAX_S = 30
+RECONNECT_MAX_S = 10
 
 
 def make_client(url: MqttUrl, client_id: str, *, persistent: bool, manual_ack: bool = False) -> mqtt.Client:

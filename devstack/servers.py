@@ -7,7 +7,6 @@ the system's services or their files.
 from __future__ import annotations
 
 import os
-import pwd
 import shutil
 import signal
 import socket
@@ -119,13 +118,10 @@ def mosquitto(folder: Path, port: int | None = None, extra_config: str = "") -> 
         f"{limits}\n{extra_config}\n"
     )
     if os.geteuid() == 0:
-        # Started as root, Mosquitto switches to user `mosquitto`: it must own its folder
-        # or it silently never saves its persistence file.
-        try:
-            user = pwd.getpwnam("mosquitto")
-            os.chown(data, user.pw_uid, user.pw_gid)
-        except KeyError:
-            config.write_text(config.read_text() + "user root\n")
+        # Started as root, Mosquitto switches to user `mosquitto`, which cannot reach a
+        # folder below a 0700 parent (/root, pytest's temporary folders): then it never
+        # saves its queues, silently. `user root` keeps it as the user who started it.
+        config.write_text(config.read_text() + "user root\n")
     return Server("mosquitto", port, folder, [MOSQUITTO, "-c", str(config)], folder / "mosquitto.log")
 
 

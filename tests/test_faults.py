@@ -1,0 +1,144 @@
+"""20,000 readings from 50 devices through real Mosquitto, bridge and InfluxDB, with a fault
+mid-run. Each time InfluxDB ends up with exactly the 20,000: none missing, none doubled."""
+
+from __future__ import annotations
+
+import signal
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+
+from bridge.influx import InfluxTarget, InfluxV1
+from devstack.servers import Server, influxdb, wait_influx_ready
+from tests.conftest import BridgeProcess, wait_until
+from tests.faults import CuttableProxy, SteadyPublisher
+
+DEVICES = [f"room-{i:02d}" for i in range(50)]
+PER_DEVICE = 400  # 20,000 readings
+RATE = 2000  # readings a second: the run lasts ~10 s, so each fault lands mid-run
+
+
+def stored_count(influx: InfluxV1) -> int:
+    series = influx.query("SELECT count(seq) FROM environment")
+    return int(series[0]["values"][0][1]) if series else 0
+
+
+def assert_exactly_all_stored(influx: InfluxV1, timeout: float) -> None:
+    """Every device has seq 0..PER_DEVICE-1 once each, and nothing else is stored."""
+    wait_until(lambda: stored_count(influx) >= len(DEVICES) * PER_DEVICE, timeout, "all 20,000 readings")
+    series = influx.query('SELECT seq FROM environment GROUP BY "device"')
+    per_device = {s["tags"]["device"]: [row[1] for row in s["values"]] for s in series}
+    assert sorted(per_device) == DEVICES
+    for device, seqs in per_device.items():
+        assert sorted(seqs) == list(range(PER_DEVICE)), f"{device}: missing or doubled seq"
+    assert stored_count(influx) == len(DEVICES) * PER_DEVICE
+
+
+def healthz(bridge: BridgeProcess) -> tuple[int, dict[str, Any]]:
+    response = requests.get(bridge.url + "/healthz", timeout=10)
+    return response.status_code, response.json()
+
+
+@pytest.fixture
+def steady(prefix: str) -> Iterator[Callable[[Server], SteadyPublisher]]:
+    started: list[SteadyPublisher] = []
+
+    def start(on: Server) -> SteadyPublisher:
+        publisher = SteadyPublisher(on.port, prefix, DEVICES, PER_DEVICE, RATE).start()
+        started.append(publisher)
+        return publisher
+
+    yield start
+    for publisher in started:
+        publisher.close()
+
+
+def test_bridge_killed_with_sigkill_and_restarted(
+    start_bridge: Callable[..., BridgeProcess],
+    steady: Callable[[Server], SteadyPublisher],
+    broker: Server,
+    influx: InfluxV1,
+) -> None:
+    bridge = start_bridge()
+    publisher = steady(broker)
+    wait_until(lambda: stored_count(influx) >= 5000, 60, "5,000 readings stored")
+    bridge.stop(signal.SIGKILL)
+    start_bridge()
+    assert publisher.wait_done(60)
+    assert_exactly_all_stored(influx, 60)
+
+
+def test_influxdb_stopped_for_30_s(
+    start_bridge: Callable[..., BridgeProcess],
+    steady: Callable[[Server], SteadyPublisher],
+    broker: Server,
+    tmp_path: Path,
+) -> None:
+    server = influxdb(tmp_path / "influxdb")
+    server.start()
+    wait_influx_ready(server.port)
+    influx = InfluxV1(InfluxTarget(f"http://127.0.0.1:{server.port}", "sensors"))
+    try:
+        bridge = start_bridge(SENSORPIPE_INFLUX_URL=influx.target.url, SENSORPIPE_INFLUX_DB="sensors")
+        publisher = steady(broker)
+        wait_until(lambda: stored_count(influx) >= 3000, 60, "3,000 readings stored")
+        server.stop()
+        down_at = time.monotonic()
+        _, body = wait_until(lambda: (h := healthz(bridge))[0] == 503 and h, 30, "/healthz 503")
+        assert any("InfluxDB" in reason for reason in body["reasons"])
+        assert publisher.wait_done(60)  # the broker takes them meanwhile
+        time.sleep(max(0.0, 30 - (time.monotonic() - down_at)))
+        server.start()
+        wait_influx_ready(server.port)
+        assert_exactly_all_stored(influx, 120)
+        wait_until(lambda: healthz(bridge)[0] == 200, 30, "/healthz 200 again")
+        assert bridge.process.poll() is None  # it kept running throughout
+    finally:
+        influx.close()
+        server.stop()
+
+
+def test_mosquitto_restarted_with_sigterm(
+    start_bridge: Callable[..., BridgeProcess],
+    steady: Callable[[Server], SteadyPublisher],
+    private_broker: Server,
+    influx: InfluxV1,
+) -> None:
+    bridge = start_bridge(on=private_broker)
+    publisher = steady(private_broker)
+    wait_until(lambda: stored_count(influx) >= 5000, 60, "5,000 readings stored")
+    private_broker.stop(signal.SIGTERM)  # saves its sessions and queues
+    private_broker.start()
+    assert publisher.wait_done(90)
+    assert_exactly_all_stored(influx, 90)
+    assert bridge.process.poll() is None
+
+
+def test_bridge_cut_off_from_the_broker_for_60_s(
+    start_bridge: Callable[..., BridgeProcess],
+    steady: Callable[[Server], SteadyPublisher],
+    broker: Server,
+    influx: InfluxV1,
+) -> None:
+    proxy = CuttableProxy(broker.port)
+    try:
+        bridge = start_bridge(SENSORPIPE_MQTT_URL=f"mqtt://127.0.0.1:{proxy.port}")
+        publisher = steady(broker)
+        wait_until(lambda: stored_count(influx) >= 3000, 60, "3,000 readings stored")
+        proxy.cut()
+        cut_at = time.monotonic()
+        _, body = wait_until(lambda: (h := healthz(bridge))[0] == 503 and h, 30, "/healthz 503")
+        assert any("MQTT" in reason for reason in body["reasons"])
+        assert publisher.wait_done(60)
+        before = stored_count(influx)
+        time.sleep(max(0.0, 60 - (time.monotonic() - cut_at)))
+        assert stored_count(influx) == before  # nothing can arrive while cut off
+        proxy.restore()
+        assert_exactly_all_stored(influx, 120)
+        wait_until(lambda: healthz(bridge)[0] == 200, 60, "/healthz 200 again")
+    finally:
+        proxy.close()
