@@ -52,7 +52,15 @@ def serve(settings: BridgeSettings) -> int:
     socketio, live = make_socketio()
     registry = CollectorRegistry(auto_describe=False)
     ingest = Ingest(
-        client, topics, influx, settings.influx_measurement, devices, rejections, IngestMetrics(registry), sinks=[live]
+        client,
+        topics,
+        influx,
+        settings.influx_measurement,
+        devices,
+        rejections,
+        IngestMetrics(registry),
+        sinks=[live],
+        linger_s=settings.batch_linger_ms / 1000,
     )
     registry.register(BridgeCollector(ingest, rejections, lambda: live.clients))
     context = WebContext(

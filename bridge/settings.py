@@ -32,6 +32,16 @@ def _client_id(raw: str) -> str:
     return raw
 
 
+def _linger_ms(raw: str) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError("must be a number of milliseconds") from None
+    if not 0 <= value <= 1000:
+        raise ValueError("must be from 0 to 1000 ms")
+    return value
+
+
 def _host(raw: str) -> str:
     return parse_nonempty(raw).strip()
 
@@ -48,6 +58,13 @@ OPTIONS = [
     Option("SENSORPIPE_INFLUX_DB", "sensors", "database (1.x) or bucket (2.x, 3.x)", _name),
     Option("SENSORPIPE_INFLUX_TOKEN", "", "2.x/3.x token, or user:password for 1.x", secret=True),
     Option("SENSORPIPE_INFLUX_MEASUREMENT", "environment", "measurement the readings go to", _name),
+    Option(
+        "SENSORPIPE_BATCH_LINGER_MS",
+        "5",
+        "after a reading arrives, wait this many ms for more before writing them together "
+        "(more: less CPU per reading, more latency)",
+        _linger_ms,
+    ),
     Option("SENSORPIPE_WEB_HOST", "127.0.0.1", "address the web UI listens on", _host),
     Option("SENSORPIPE_WEB_PORT", "5000", "port the web UI listens on", parse_port),
 ]
@@ -64,6 +81,7 @@ class BridgeSettings:
     influx_db: str
     influx_token: str
     influx_measurement: str
+    batch_linger_ms: float
     web_host: str
     web_port: int
 

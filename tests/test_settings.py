@@ -79,6 +79,8 @@ def test_help_lists_every_setting_with_its_variable_and_flag(program: str) -> No
         ("bridge", ["--influx-db", "my db"], {}, "SENSORPIPE_INFLUX_DB"),
         ("bridge", ["--mqtt-client-id", ""], {}, "SENSORPIPE_MQTT_CLIENT_ID"),
         ("bridge", ["--topic-prefix", ""], {}, "SENSORPIPE_TOPIC_PREFIX"),
+        ("bridge", ["--batch-linger-ms", "-1"], {}, "SENSORPIPE_BATCH_LINGER_MS"),
+        ("bridge", ["--batch-linger-ms", "soon"], {}, "SENSORPIPE_BATCH_LINGER_MS"),
     ],
 )
 def test_a_bad_setting_stops_with_one_line_naming_it(

@@ -1,0 +1,205 @@
+"""Latency and cost of the bridge at a steady rate: publish -> stored, publish -> browser.
+
+    .venv/bin/python bench/latency.py [--rate 500] [--seconds 60] [--devices 50]
+
+Starts a private Mosquitto and InfluxDB 1.6.7 and a real `python -m bridge`. A paho client
+publishes readings at `--rate` (QoS 1), each stamped with the time it is published.
+- publish -> stored: the bridge writes to InfluxDB through a small recording proxy; a
+  reading counts as stored when InfluxDB answered 204 to the write that held it.
+- publish -> Socket.IO: a python-socketio client connected to the bridge notes when each
+  reading arrives.
+All clocks are this machine's. Also prints the bridge's CPU time per reading over the
+measured window and its peak resident memory (VmHWM).
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import socketio
+from paho.mqtt.enums import CallbackAPIVersion
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from common.reading import Reading, encode_reading, now_us  # noqa: E402
+from devstack.servers import free_port, influxdb, mosquitto, wait_influx_ready  # noqa: E402
+
+PREFIX = "bench"
+
+
+class RecordingProxy(ThreadingHTTPServer):
+    """Forwards every request to InfluxDB; for each 204 write, notes when each line's
+    timestamp (µs, the reading's publish time) was acknowledged."""
+
+    def __init__(self, influx_port: int) -> None:
+        self.influx_port = influx_port
+        self.stored_at: dict[int, int] = {}
+        self.lock = threading.Lock()
+        super().__init__(("127.0.0.1", 0), ProxyHandler)
+
+
+class ProxyHandler(BaseHTTPRequestHandler):
+    server: RecordingProxy
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: object) -> None:
+        """Quiet: one line per request would flood the terminal."""
+
+    def _forward(self) -> None:
+        body = self.rfile.read(int(self.headers.get("Content-Length", 0) or 0))
+        upstream = http.client.HTTPConnection("127.0.0.1", self.server.influx_port, timeout=30)
+        upstream.request(self.command, self.path, body=body or None, headers=dict(self.headers))
+        response = upstream.getresponse()
+        data = response.read()
+        done_us = now_us()
+        if self.command == "POST" and self.path.startswith("/write") and response.status == 204:
+            stamps = [int(line.rsplit(" ", 1)[1]) for line in body.decode().splitlines() if line]
+            with self.server.lock:
+                for stamp in stamps:
+                    self.server.stored_at.setdefault(stamp, done_us)
+        self.send_response(response.status)
+        for name, value in response.getheaders():
+            if name.lower() not in ("transfer-encoding", "connection", "content-length"):
+                self.send_header(name, value)
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+        upstream.close()
+
+    def do_GET(self) -> None:  # the name http.server calls
+        self._forward()
+
+    def do_POST(self) -> None:  # the name http.server calls
+        self._forward()
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+def proc_cpu_s(pid: int) -> float:
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def proc_hwm_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as status:
+        for line in status:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--rate", type=float, default=500)
+    parser.add_argument("--seconds", type=float, default=60)
+    parser.add_argument("--devices", type=int, default=50)
+    parser.add_argument("--no-browser", action="store_true", help="no Socket.IO client (to see its cost)")
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as folder:
+        broker = mosquitto(Path(folder) / "mosquitto")
+        database = influxdb(Path(folder) / "influxdb")
+        broker.start()
+        database.start()
+        wait_influx_ready(database.port)
+        proxy = RecordingProxy(database.port)
+        threading.Thread(target=proxy.serve_forever, daemon=True).start()
+        web_port = free_port()
+        env = {
+            **os.environ,
+            "SENSORPIPE_MQTT_URL": f"mqtt://127.0.0.1:{broker.port}",
+            "SENSORPIPE_TOPIC_PREFIX": PREFIX,
+            "SENSORPIPE_INFLUX_URL": f"http://127.0.0.1:{proxy.server_address[1]}",
+            "SENSORPIPE_WEB_PORT": str(web_port),
+        }
+        log = (Path(folder) / "bridge.log").open("wb")
+        bridge = subprocess.Popen([sys.executable, "-m", "bridge"], env=env, cwd=ROOT, stdout=log, stderr=log)
+        browser = socketio.Client()
+        seen_at: dict[int, int] = {}
+
+        @browser.on("readings")
+        def on_readings(readings: list[dict[str, object]]) -> None:
+            arrived = now_us()
+            for reading in readings:
+                seen_at.setdefault(round(float(reading["ts"]) * 1000), arrived)  # type: ignore[arg-type]
+
+        try:
+            for _ in range(0 if args.no_browser else 100):
+                try:
+                    browser.connect(f"http://127.0.0.1:{web_port}", transports=["websocket"])
+                    break
+                except socketio.exceptions.ConnectionError:
+                    time.sleep(0.2)
+            publisher = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-latency")
+            publisher.connect("127.0.0.1", broker.port)
+            publisher.loop_start()
+            time.sleep(1)  # let the bridge's subscription settle
+            total = int(args.rate * args.seconds)
+            cpu_before = proc_cpu_s(bridge.pid)
+            started = time.monotonic()
+            sent: list[int] = []
+            for i in range(total):
+                target = started + i / args.rate
+                delay = target - time.monotonic()
+                if delay > 0:
+                    time.sleep(delay)
+                device = f"dev-{i % args.devices:03d}"
+                ts_us = now_us()
+                while sent and ts_us <= sent[-1]:  # unique stamps, so each reading is found again
+                    ts_us += 1
+                sent.append(ts_us)
+                payload = encode_reading(Reading(device, ts_us, {"temperature": 21.5, "humidity": 40.0}, seq=i))
+                publisher.publish(f"{PREFIX}/{device}/reading", payload, qos=1)
+            elapsed = time.monotonic() - started
+            deadline = time.monotonic() + 30
+            expected_seen = 0 if args.no_browser else total
+            while (len(proxy.stored_at) < total or len(seen_at) < expected_seen) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            cpu = proc_cpu_s(bridge.pid) - cpu_before
+            hwm = proc_hwm_mib(bridge.pid)
+            publisher.disconnect()
+            publisher.loop_stop()
+            browser.disconnect()
+        finally:
+            bridge.terminate()
+            bridge.wait(30)
+            log.close()
+            proxy.shutdown()
+            broker.stop()
+            database.stop()
+
+    stored_ms = [(proxy.stored_at[ts] - ts) / 1000 for ts in sent if ts in proxy.stored_at]
+    browser_ms = [(seen_at[ts] - ts) / 1000 for ts in sent if ts in seen_at]
+    print(f"published {total} readings from {args.devices} devices at {total / elapsed:.0f}/s over {elapsed:.0f} s")
+    for name, values in (("publish -> stored in InfluxDB", stored_ms), ("publish -> Socket.IO client", browser_ms)):
+        if not values:
+            continue
+        print(
+            f"{name}: {len(values)}/{total} seen, p50 {statistics.median(values):.1f} ms, "
+            f"p99 {percentile(values, 99):.1f} ms, max {max(values):.1f} ms"
+        )
+    print(f"bridge CPU: {cpu:.2f} s over the run, {cpu / total * 1e6:.0f} µs per reading")
+    print(f"bridge peak memory (VmHWM): {hwm:.0f} MiB")
+    print(
+        f"reproduce: .venv/bin/python bench/latency.py --rate {args.rate:g} --seconds {args.seconds:g} "
+        f"--devices {args.devices}"
+    )
+
+
+if __name__ == "__main__":
+    main()
