@@ -25,6 +25,7 @@ import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any
 
 import paho.mqtt.client as mqtt
 import socketio
@@ -132,11 +133,12 @@ def main() -> None:
         browser = socketio.Client()
         seen_at: dict[int, int] = {}
 
-        @browser.on("readings")
-        def on_readings(readings: list[dict[str, object]]) -> None:
+        def on_readings(readings: list[dict[str, Any]]) -> None:
             arrived = now_us()
             for reading in readings:
-                seen_at.setdefault(round(float(reading["ts"]) * 1000), arrived)  # type: ignore[arg-type]
+                seen_at.setdefault(round(float(reading["ts"]) * 1000), arrived)
+
+        browser.on("readings", on_readings)
 
         try:
             for _ in range(0 if args.no_browser else 100):
