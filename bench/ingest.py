@@ -104,8 +104,9 @@ def stored(influx_url: str) -> int:
     return int(series[0]["values"][0][1]) if series else 0
 
 
-def bridge_drain(port: int, influx_url: str, client_id: str, expected: int, log: Path) -> tuple[float, float]:
-    """(seconds the bridge takes for `expected` readings at its drain rate, its CPU seconds)."""
+def bridge_drain(port: int, influx_url: str, client_id: str, expected: int, log: Path) -> tuple[float, float, float]:
+    """(seconds the bridge takes for `expected` readings at its drain rate, its CPU seconds,
+    its peak resident memory in MiB)."""
     env = {
         **os.environ,
         "SENSORPIPE_MQTT_URL": f"mqtt://127.0.0.1:{port}",
@@ -133,10 +134,12 @@ def bridge_drain(port: int, influx_url: str, client_id: str, expected: int, log:
         with open(f"/proc/{bridge.pid}/stat") as stat:
             fields = stat.read().rsplit(")", 1)[1].split()
         cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        with open(f"/proc/{bridge.pid}/status") as status:
+            hwm = next(int(line.split()[1]) / 1024 for line in status if line.startswith("VmHWM:"))
     finally:
         bridge.terminate()
         bridge.wait(30)
-    return elapsed, cpu
+    return elapsed, cpu, hwm
 
 
 def main() -> None:
@@ -159,7 +162,7 @@ def main() -> None:
             bare_s = bare_drain(broker.port, "bench-bare", args.readings)
             bare_rate = args.readings / bare_s
             print(f"bare paho subscriber (ack only): {bare_s:.1f} s, {bare_rate:,.0f} readings/s")
-            bridge_s, cpu_s = bridge_drain(
+            bridge_s, cpu_s, hwm = bridge_drain(
                 broker.port, influx_url, "bench-bridge", args.readings, Path(folder) / "bridge.log"
             )
             bridge_rate = args.readings / bridge_s
@@ -168,6 +171,7 @@ def main() -> None:
                 f"(bridge CPU {cpu_s:.1f} s, {cpu_s / args.readings * 1e6:.0f} µs per reading, incl. start-up)"
             )
             print(f"ratio bridge/bare: {bridge_rate / bare_rate:.2f}")
+            print(f"bridge peak memory (VmHWM): {hwm:.0f} MiB")
         finally:
             broker.stop()
             database.stop()

@@ -86,6 +86,51 @@ class ProxyHandler(BaseHTTPRequestHandler):
         self._forward()
 
 
+def publish_steadily(client: mqtt.Client, rate: float, total: int, devices: int) -> tuple[list[int], float]:
+    """Publish `total` readings at `rate` a second; return their unique ts (µs) and the seconds taken."""
+    started = time.monotonic()
+    sent: list[int] = []
+    for i in range(total):
+        delay = started + i / rate - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        device = f"dev-{i % devices:03d}"
+        ts_us = now_us()
+        while sent and ts_us <= sent[-1]:  # unique stamps, so each reading is found again
+            ts_us += 1
+        sent.append(ts_us)
+        payload = encode_reading(Reading(device, ts_us, {"temperature": 21.5, "humidity": 40.0}, seq=i))
+        client.publish(f"{PREFIX}/{device}/reading", payload, qos=1)
+    return sent, time.monotonic() - started
+
+
+def bare_subscriber_cpu(broker_port: int, rate: float, total: int, devices: int) -> float:
+    """CPU seconds a paho subscriber that only acknowledges spends on the same stream."""
+    baseline = subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "bench" / "bare_subscriber.py"),
+            str(broker_port),
+            "bench-bare",
+            f"{PREFIX}/+/reading",
+        ]
+    )
+    publisher = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-latency-bare")
+    publisher.connect("127.0.0.1", broker_port)
+    publisher.loop_start()
+    try:
+        time.sleep(1)
+        before = proc_cpu_s(baseline.pid)
+        publish_steadily(publisher, rate, total, devices)
+        time.sleep(1)
+        return proc_cpu_s(baseline.pid) - before
+    finally:
+        publisher.disconnect()
+        publisher.loop_stop()
+        baseline.terminate()
+        baseline.wait(10)
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
@@ -118,6 +163,8 @@ def main() -> None:
         broker.start()
         database.start()
         wait_influx_ready(database.port)
+        total = int(args.rate * args.seconds)
+        bare_cpu = bare_subscriber_cpu(broker.port, args.rate, total, args.devices)
         proxy = RecordingProxy(database.port)
         threading.Thread(target=proxy.serve_forever, daemon=True).start()
         web_port = free_port()
@@ -151,23 +198,8 @@ def main() -> None:
             publisher.connect("127.0.0.1", broker.port)
             publisher.loop_start()
             time.sleep(1)  # let the bridge's subscription settle
-            total = int(args.rate * args.seconds)
             cpu_before = proc_cpu_s(bridge.pid)
-            started = time.monotonic()
-            sent: list[int] = []
-            for i in range(total):
-                target = started + i / args.rate
-                delay = target - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
-                device = f"dev-{i % args.devices:03d}"
-                ts_us = now_us()
-                while sent and ts_us <= sent[-1]:  # unique stamps, so each reading is found again
-                    ts_us += 1
-                sent.append(ts_us)
-                payload = encode_reading(Reading(device, ts_us, {"temperature": 21.5, "humidity": 40.0}, seq=i))
-                publisher.publish(f"{PREFIX}/{device}/reading", payload, qos=1)
-            elapsed = time.monotonic() - started
+            sent, elapsed = publish_steadily(publisher, args.rate, total, args.devices)
             deadline = time.monotonic() + 30
             expected_seen = 0 if args.no_browser else total
             while (len(proxy.stored_at) < total or len(seen_at) < expected_seen) and time.monotonic() < deadline:
@@ -196,6 +228,10 @@ def main() -> None:
             f"p99 {percentile(values, 99):.1f} ms, max {max(values):.1f} ms"
         )
     print(f"bridge CPU: {cpu:.2f} s over the run, {cpu / total * 1e6:.0f} µs per reading")
+    print(
+        f"baseline, a paho subscriber that only acknowledges the same stream: {bare_cpu / total * 1e6:.0f} µs "
+        f"per reading; bridge/baseline {cpu / bare_cpu:.1f}x"
+    )
     print(f"bridge peak memory (VmHWM): {hwm:.0f} MiB")
     print(
         f"reproduce: .venv/bin/python bench/latency.py --rate {args.rate:g} --seconds {args.seconds:g} "
