@@ -19,6 +19,7 @@ from bridge.ingest import Ingest
 from bridge.metrics import BridgeCollector, IngestMetrics, metrics_text
 from bridge.rejections import RejectionLog
 from bridge.settings import BridgeSettings, load_settings
+from bridge.writers import make_writer
 from common.mqtt import make_client
 from common.settings import SettingsError, exit_bad_setting
 from common.topics import Topics
@@ -28,17 +29,22 @@ log = logging.getLogger("bridge")
 
 
 def prepare_influx(influx: InfluxV1, history: HistoryReader, devices: DeviceRegistry) -> None:
-    """Say which server this is, create the database, learn the known devices.
+    """Say which server this is, create a 1.x database, learn the known devices.
 
     InfluxDB may be down at start: then log it and go on; writes retry until it is back.
     """
     try:
         version = influx.ping()
-        log.info("InfluxDB %s at %s, database %r, v1 API", version, influx.target.url, influx.target.database)
-        influx.ensure_database()
+    except InfluxError as exc:
+        log.error("InfluxDB not reachable (%s); readings wait at the broker until it is", exc)
+        return
+    log.info("InfluxDB %s at %s, database or bucket %r", version, influx.target.url, influx.target.database)
+    try:
+        if version.startswith("1."):
+            influx.ensure_database()
         devices.saw_readings(history.latest_per_device())
     except InfluxError as exc:
-        log.error("InfluxDB not ready (%s); readings wait at the broker until it is", exc)
+        log.error("could not read the known devices from InfluxDB: %s", exc)
 
 
 def serve(settings: BridgeSettings) -> int:
@@ -54,7 +60,7 @@ def serve(settings: BridgeSettings) -> int:
     ingest = Ingest(
         client,
         topics,
-        influx,
+        make_writer(settings.influx_api, influx, settings.influx_org),
         settings.influx_measurement,
         devices,
         rejections,

@@ -22,10 +22,11 @@ from typing import Any, Protocol
 import paho.mqtt.client as mqtt
 
 from bridge.devices import DeviceRegistry
-from bridge.influx import InfluxRejected, InfluxUnavailable, InfluxV1
+from bridge.influx import InfluxRejected, InfluxUnavailable
 from bridge.lineprotocol import to_line
 from bridge.metrics import IngestMetrics
 from bridge.rejections import RejectionLog
+from bridge.writers import PointWriter
 from common.reading import Reading, RejectedMessage, now_us, parse_reading
 from common.topics import STATUS_OFFLINE, STATUS_ONLINE, Topics
 
@@ -76,7 +77,7 @@ class Ingest:
         self,
         client: mqtt.Client,
         topics: Topics,
-        influx: InfluxV1,
+        writer: PointWriter,
         measurement: str,
         devices: DeviceRegistry,
         rejections: RejectionLog,
@@ -89,7 +90,7 @@ class Ingest:
         same for one reading as for fifty, so this trades a few ms of latency for CPU."""
         self._client = client
         self._topics = topics
-        self._influx = influx
+        self._writer = writer
         self._measurement = measurement
         self._devices = devices
         self._rejections = rejections
@@ -265,7 +266,7 @@ class Ingest:
                 self.state.influx_error = str(exc)
                 if "database" in str(exc) and "not found" in str(exc):
                     try:
-                        self._influx.ensure_database()
+                        self._writer.ensure_database()
                     except (InfluxUnavailable, InfluxRejected) as create_error:
                         log.error("cannot create the database: %s", create_error)
                 if self._stop.wait(delay):
@@ -275,7 +276,7 @@ class Ingest:
     def _write_isolating(self, lines: list[str], indexes: list[int]) -> dict[int, str]:
         """Write; on a 400, split the batch to find the lines InfluxDB refuses for good."""
         try:
-            self._influx.write([lines[i] for i in indexes])
+            self._writer.write([lines[i] for i in indexes])
         except InfluxRejected as exc:
             if len(indexes) == 1:
                 return {indexes[0]: str(exc)}

@@ -6,6 +6,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from bridge.writers import API_CHOICES
 from common.settings import (
     BROKER_OPTIONS,
     MqttUrl,
@@ -29,6 +30,12 @@ def _name(raw: str) -> str:
 def _client_id(raw: str) -> str:
     if not CLIENT_ID.fullmatch(raw):
         raise ValueError("must be 1 to 64 of A-Z a-z 0-9 _ . -")
+    return raw
+
+
+def _api(raw: str) -> str:
+    if raw not in API_CHOICES:
+        raise ValueError(f"must be one of {', '.join(API_CHOICES)}")
     return raw
 
 
@@ -57,6 +64,13 @@ OPTIONS = [
     Option("SENSORPIPE_INFLUX_URL", "http://127.0.0.1:8086", "InfluxDB base URL", parse_http_url),
     Option("SENSORPIPE_INFLUX_DB", "sensors", "database (1.x) or bucket (2.x, 3.x)", _name),
     Option("SENSORPIPE_INFLUX_TOKEN", "", "2.x/3.x token, or user:password for 1.x", secret=True),
+    Option("SENSORPIPE_INFLUX_ORG", "", "2.x organisation (2.x writes need it; 1.x and 3.x ignore it)"),
+    Option(
+        "SENSORPIPE_INFLUX_API",
+        "auto",
+        "auto (from the server's /ping version), v1 (/write: 1.x) or v2 (influxdb-client: 2.x, 3.x, Cloud)",
+        _api,
+    ),
     Option("SENSORPIPE_INFLUX_MEASUREMENT", "environment", "measurement the readings go to", _name),
     Option(
         "SENSORPIPE_BATCH_LINGER_MS",
@@ -80,6 +94,8 @@ class BridgeSettings:
     influx_url: str
     influx_db: str
     influx_token: str
+    influx_org: str
+    influx_api: str
     influx_measurement: str
     batch_linger_ms: float
     web_host: str

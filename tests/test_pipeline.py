@@ -40,6 +40,7 @@ def test_simulated_publishers_reach_influxdb_and_the_api(
     assert devices[0]["seq"] == 4
     assert abs(devices[0]["last_seen"] - newest["time"]) < 1
 
+    assert "writing with the v1 API" in bridge.log()  # chosen from 1.6.7's /ping
     history = bridge.get("/api/history?device=sim-a&metric=temperature&since=15m&points=1000")
     assert history["interval_ms"] == 0  # 5 readings fit in 1000 points: as stored
     assert history["points"] == [[p["time"], p["temperature"]] for p in stored if p["device"] == "sim-a"]
