@@ -159,6 +159,13 @@ def main() -> None:
             make_session(broker.port, "bench-bridge")
             publish_s = publish_backlog(broker.port, args.readings, args.devices)
             print(f"backlog: {args.readings} readings from {args.devices} devices published in {publish_s:.1f} s")
+            assert broker.process is not None
+            with open(f"/proc/{broker.process.pid}/status") as status:
+                rss = next(int(line.split()[1]) / 1024 for line in status if line.startswith("VmRSS:"))
+            print(
+                f"Mosquitto holding it for 2 sessions ({2 * args.readings} queued messages): {rss:.0f} MiB resident, "
+                f"{rss * 1024 / (2 * args.readings):.2f} KiB per queued message"
+            )
             bare_s = bare_drain(broker.port, "bench-bare", args.readings)
             bare_rate = args.readings / bare_s
             print(f"bare paho subscriber (ack only): {bare_s:.1f} s, {bare_rate:,.0f} readings/s")

@@ -22,6 +22,10 @@ MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 INFLUXD = shutil.which("influxd") or "/usr/bin/influxd"
 
 
+# Settings of the shipped broker config the private brokers take over as they are.
+SHIPPED_LIMITS = ("max_queued_messages", "max_queued_bytes", "max_inflight_messages", "autosave_interval")
+
+
 class ServerError(RuntimeError):
     """A private server did not start."""
 
@@ -106,7 +110,8 @@ def mosquitto(folder: Path, port: int | None = None, extra_config: str = "") -> 
     port = port or free_port()
     data = folder / "data"
     data.mkdir(exist_ok=True)
-    limits = (Path(__file__).resolve().parent.parent / "mosquitto" / "limits.conf").read_text()
+    shipped = (Path(__file__).resolve().parent.parent / "mosquitto" / "mosquitto.conf").read_text()
+    limits = "\n".join(line for line in shipped.splitlines() if line.split(" ", 1)[0] in SHIPPED_LIMITS)
     config = folder / "mosquitto.conf"
     config.write_text(
         f"listener {port} 127.0.0.1\n"
