@@ -182,14 +182,18 @@ class Ingest:
             try:
                 self._handle(batch)
             except Exception:  # the loop must outlive any bug in one batch; it is not acked
-                log.exception("unexpected error handling a batch of %d; it will be redelivered", len(batch))
+                log.exception(
+                    "unexpected error handling a batch of %d; not acknowledged, the broker sends it "
+                    "again after the next reconnect",
+                    len(batch),
+                )
             self._in_hand = 0
         self._flush_acks()
 
     def _handle(self, batch: list[Incoming]) -> None:
         readings: list[Reading] = []
         stored_msgs: list[Incoming] = []
-        done: list[Incoming] = []  # handled without a write: acknowledge right away
+        done: list[Incoming] = []  # status, health and rejected messages: nothing to write
         for item in batch:
             self.state.received += 1
             self.state.redelivered += item.dup
