@@ -52,7 +52,11 @@ def load(
     for option in options:
         shown = "(empty)" if option.default == "" else option.default
         parser.add_argument(
-            option.flag, dest=option.key, metavar="VALUE", help=f"{option.help} [{option.env}, default {shown}]"
+            option.flag,
+            dest=option.key,
+            metavar="VALUE",
+            # argparse %-formats help texts: a literal % (humidity) must be doubled.
+            help=f"{option.help} [{option.env}, default {shown}]".replace("%", "%%"),
         )
     namespace = parser.parse_args(list(argv))
     values: dict[str, Any] = {}
@@ -97,6 +101,46 @@ def parse_positive_float(raw: str) -> float:
     if not value > 0 or value == float("inf"):
         raise ValueError("must be a number above 0")
     return value
+
+
+def parse_count(raw: str) -> int:
+    """A whole number, 0 or more."""
+    try:
+        value = int(raw)
+    except ValueError:
+        raise ValueError("must be a whole number") from None
+    if value < 0:
+        raise ValueError("must be 0 or more")
+    return value
+
+
+def parse_nonnegative_float(raw: str) -> float:
+    """A finite number, 0 or more."""
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError("must be a number") from None
+    if not 0 <= value < float("inf"):
+        raise ValueError("must be a number, 0 or more")
+    return value
+
+
+def parse_fraction(raw: str) -> float:
+    """A share from 0 to 1."""
+    value = parse_nonnegative_float(raw)
+    if value > 1:
+        raise ValueError("must be a number from 0 to 1")
+    return value
+
+
+def parse_switch(raw: str) -> bool:
+    """On or off: 1/0, true/false, yes/no, on/off."""
+    lowered = raw.strip().lower()
+    if lowered in {"1", "true", "yes", "on"}:
+        return True
+    if lowered in {"0", "false", "no", "off", ""}:
+        return False
+    raise ValueError("must be 1 or 0")
 
 
 def parse_prefix(raw: str) -> str:

@@ -98,6 +98,7 @@ def main() -> int:
                 "SENSORPIPE_DEVICE": device,
                 "SENSORPIPE_LOCATION": LOCATIONS[device],
                 "SENSORPIPE_INTERVAL": str(args.interval),
+                "SENSORPIPE_OUTBOX": str(args.state / "outbox" / f"{device}.sqlite"),
             }
             children.append(
                 Child(f"publisher {device}", [sys.executable, "-m", "publisher"], publisher_env, logs / f"{device}.log")

@@ -1,4 +1,8 @@
-"""`python -m publisher`: read the configured sensor every interval and publish each reading."""
+"""`python -m publisher`: read the configured sensor on a schedule and deliver every reading.
+
+The composition root: settings, sensor, outbox, link and sampler are built here and wired
+together; nothing below reads the environment.
+"""
 
 from __future__ import annotations
 
@@ -8,85 +12,102 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
-from common.reading import Reading
 from common.settings import SettingsError, exit_bad_setting
 from common.topics import Topics
+from publisher.discovery import discovery_messages
 from publisher.link import ReadingLink
-from publisher.sensors import Sensor, SensorReadError, open_sensor
+from publisher.outbox import Outbox, OutboxError
+from publisher.plausibility import Plausibility
+from publisher.sampling import Sampler, SamplerConfig
+from publisher.sensors import SensorReadError, open_sensor
 from publisher.settings import PublisherSettings, load_settings
 
 log = logging.getLogger("publisher")
 
-
-def run(settings: PublisherSettings, sensor: Sensor, link: ReadingLink, stop: threading.Event) -> int:
-    """Read and publish until `stop` is set or `settings.count` readings are acknowledged.
-
-    Returns the number of readings published.
-    """
-    seq = 0
-    failed = 0
-    next_at = time.monotonic()
-    while not stop.is_set() and (settings.count == 0 or seq < settings.count):
-        try:
-            measurement = sensor.read()
-        except SensorReadError as exc:
-            failed += 1
-            log.warning("sensor read failed (%d so far): %s", failed, exc)
-        else:
-            link.publish(
-                Reading(
-                    device=settings.device,
-                    ts_us=measurement.ts_us,
-                    metrics=measurement.metrics,
-                    seq=seq,
-                    sensor=settings.sensor,
-                    location=settings.location,
-                )
-            )
-            seq += 1
-        # A fixed schedule: the interval does not stretch by the time a read takes.
-        next_at += settings.interval
-        stop.wait(max(0.0, next_at - time.monotonic()))
-    return seq
+DRAIN_ON_STOP_S = 5.0  # after SIGTERM, wait this long for acks; the rest waits in the outbox
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point: settings, sensor and MQTT link are built here and passed down."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         settings = load_settings(sys.argv[1:] if argv is None else argv, os.environ)
     except SettingsError as exc:
         exit_bad_setting("publisher", exc)
     try:
-        sensor = open_sensor(settings.sensor, settings.pin, settings.sim_seed)
+        outbox = Outbox(settings.outbox, settings.device, settings.outbox_max)
+    except OutboxError as exc:
+        exit_bad_setting("publisher", SettingsError(f"SENSORPIPE_OUTBOX (--outbox): {exc}"))
+    try:
+        sensor = open_sensor(settings.sensor, settings.pin, settings.sim_seed, settings.sim_faults)
     except SensorReadError as exc:
         print(f"publisher: cannot open the {settings.sensor} sensor: {exc}", file=sys.stderr)
         return 1
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    link = ReadingLink(settings.mqtt_url, Topics(settings.topic_prefix), settings.device)
+    topics = Topics(settings.topic_prefix)
+    link = ReadingLink(settings.mqtt_url, topics, settings.device, outbox)
+    sampler = Sampler(
+        SamplerConfig(settings.device, settings.sensor, settings.interval, settings.location, settings.count),
+        sensor,
+        Plausibility(
+            sensor.ranges,
+            {"temperature": settings.max_jump_temperature, "humidity": settings.max_jump_humidity},
+        ),
+        outbox,
+        on_stored=link.notify,
+    )
     log.info(
-        "device %s: %s sensor every %g s to %s", settings.device, settings.sensor, settings.interval, settings.mqtt_url
+        "device %s: %s sensor every %g s to %s; outbox %s (%d waiting, next seq %d)",
+        settings.device,
+        settings.sensor,
+        settings.interval,
+        settings.mqtt_url,
+        settings.outbox,
+        outbox.depth,
+        outbox.next_seq,
     )
     link.start()
     try:
-        published = run(settings, sensor, link, stop)
-        # With --count, wait for every acknowledgement; once stopped, give it 5 s at most.
-        deadline = None if settings.count and not stop.is_set() else time.monotonic() + 5.0
-        while not link.wait_all_acked(timeout=0.2):
-            if deadline is None and stop.is_set():
-                deadline = time.monotonic() + 5.0
-            if deadline is not None and time.monotonic() > deadline:
-                log.warning("%d readings were not acknowledged by the broker and are lost", link.unacked())
-                break
-        log.info("published %d readings", published)
+        sampler.run(stop, every_slot=_announcer(settings, topics, link, sampler))
+        # With --count, wait for every acknowledgement; once stopped, give it a few seconds.
+        if settings.count and not stop.is_set():
+            while not link.wait_drained(0.2) and not stop.is_set():
+                pass
+        if not link.wait_drained(DRAIN_ON_STOP_S):
+            log.warning("%d readings not yet acknowledged wait in the outbox for the next start", outbox.depth)
+        link.publish_retained(topics.health(settings.device), sampler.health())
+        log.info("stored %d readings this run", sampler.stats.stored)
     finally:
         link.stop()
         sensor.close()
+        outbox.close()
     return 0
+
+
+def _announcer(settings: PublisherSettings, topics: Topics, link: ReadingLink, sampler: Sampler) -> Callable[[], None]:
+    """After each slot: health every `health_interval`, discovery after each (re)connect."""
+    last_health = float("-inf")
+    announced = False
+
+    def announce() -> None:
+        nonlocal last_health, announced
+        if not link.connected:
+            announced = False
+            return
+        if settings.ha_discovery and not announced:
+            for topic, config in discovery_messages(
+                settings.ha_prefix, topics, settings.device, settings.sensor, settings.location
+            ):
+                link.publish_retained(topic, config)
+        if not announced or time.monotonic() - last_health >= settings.health_interval:
+            link.publish_retained(topics.health(settings.device), sampler.health())
+            last_health = time.monotonic()
+        announced = True
+
+    return announce
 
 
 if __name__ == "__main__":

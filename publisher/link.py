@@ -1,80 +1,148 @@
-"""The publisher's MQTT link: readings at QoS 1, a retained `online` status, `offline` as will."""
+"""The publisher's MQTT link: sends the outbox in order at QoS 1, plus status and health.
+
+A sender thread hands the outbox's readings to paho, oldest first, at most `WINDOW` not yet
+acknowledged, and only while connected, so paho's in-memory queue stays small whatever the
+length of an outage. A reading leaves the outbox only when its PUBACK arrived. If the
+connection drops, paho sends its unacknowledged messages again after the reconnect, in
+order, before anything newer; if the process dies, the next start sends them from the
+outbox. Either way a reading may reach the broker twice, never zero times: the bridge
+stores it under its own timestamp, so a second copy overwrites the first.
+"""
 
 from __future__ import annotations
 
+import json
 import logging
+import threading
 import time
+from collections import deque
 from typing import Any
 
 import paho.mqtt.client as mqtt
 
-from common.mqtt import AckTracker, make_client
-from common.reading import Reading, encode_reading
+from common.mqtt import make_client
 from common.settings import MqttUrl
 from common.topics import STATUS_OFFLINE, STATUS_ONLINE, Topics
+from publisher.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
+# Readings handed to paho and not yet acknowledged. Large enough for 1,000+ readings/s on a
+# LAN (a round trip of a few ms), small enough that a reconnect resends little.
+WINDOW = 1000
+
 
 class ReadingLink:
-    """Publishes one device's readings and status; reconnects by itself with backoff.
+    """Delivers one device's outbox, status and health; reconnects by itself with backoff."""
 
-    QoS 1 messages published while the broker is unreachable wait in paho's memory and go
-    out after the reconnect (they are lost if this process exits before that).
-    """
-
-    def __init__(self, url: MqttUrl, topics: Topics, device: str) -> None:
+    def __init__(self, url: MqttUrl, topics: Topics, device: str, outbox: Outbox) -> None:
         self._topics = topics
         self._device = device
+        self._outbox = outbox
+        self._url = url
         self._client = make_client(url, client_id=f"sensorpipe-pub-{device}", persistent=False)
-        # Paho's queue is unbounded by default: keep it that way, nothing is dropped.
         self._client.will_set(topics.status(device), STATUS_OFFLINE, qos=1, retain=True)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
-        self._acks = AckTracker()
-        self._client.on_publish = self._acks.on_publish
-        self._url = url
+        self._client.on_publish = self._on_publish
+        # Filled by paho's thread, emptied by the sender thread: a deque needs no lock, and a
+        # lock shared with paho's callbacks can deadlock (it holds its own while calling them).
+        self._acked_mids: deque[int] = deque()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._sender = threading.Thread(target=self._send_loop, name="outbox-sender", daemon=True)
+        self.connected = False
 
     def start(self) -> None:
-        """Connect in the background; the first connection is retried like any other."""
+        """Connect in the background (the first connection is retried like any other)."""
         self._client.connect_async(self._url.host, self._url.port, keepalive=30)
         self._client.loop_start()
+        self._sender.start()
 
-    def publish(self, reading: Reading) -> None:
-        """Queue one reading for delivery at QoS 1 (call from one thread)."""
-        info = self._client.publish(self._topics.reading(self._device), encode_reading(reading), qos=1)
-        self._acks.sent(info.mid)
+    def notify(self) -> None:
+        """A reading was added to the outbox: send it now rather than at the next poll."""
+        self._wake.set()
 
-    def unacked(self) -> int:
-        """Readings published but not yet acknowledged by the broker."""
-        return self._acks.unacked()
+    def publish_retained(self, topic: str, payload: dict[str, Any] | str) -> None:
+        """Publish a retained QoS 1 message (health, discovery) if connected; skip it otherwise.
 
-    def wait_all_acked(self, timeout: float) -> bool:
-        """Wait until the broker acknowledged every reading; False on timeout."""
+        These say how things are now: one sent during an outage would be stale on arrival.
+        """
+        if not self.connected:
+            return
+        body = payload if isinstance(payload, str) else json.dumps(payload, separators=(",", ":"))
+        self._client.publish(topic, body, qos=1, retain=True)
+
+    def wait_drained(self, timeout: float) -> bool:
+        """Wait until the broker acknowledged everything in the outbox; False on timeout."""
         deadline = time.monotonic() + timeout
-        while self.unacked():
+        while self._outbox.depth:
             if time.monotonic() > deadline:
                 return False
             time.sleep(0.05)
         return True
 
     def stop(self, timeout: float = 5.0) -> None:
-        """Say `offline` (retained), then disconnect cleanly."""
-        info = self._client.publish(self._topics.status(self._device), STATUS_OFFLINE, qos=1, retain=True)
-        try:
-            info.wait_for_publish(timeout)
-        except (RuntimeError, ValueError) as exc:  # not connected: the will says offline instead
-            log.warning("could not publish the offline status: %s", exc)
+        """Stop sending, say `offline` (retained), disconnect. The outbox keeps what is left."""
+        self._stop.set()
+        self._wake.set()
+        self._sender.join()
+        if self.connected:
+            info = self._client.publish(self._topics.status(self._device), STATUS_OFFLINE, qos=1, retain=True)
+            try:
+                info.wait_for_publish(timeout)
+            except (RuntimeError, ValueError) as exc:  # lost the connection meanwhile: the will says it
+                log.warning("could not publish the offline status: %s", exc)
         self._client.disconnect()
         self._client.loop_stop()
+
+    # --- the sender thread ----------------------------------------------------------------
+
+    def _send_loop(self) -> None:
+        topic = self._topics.reading(self._device)
+        in_flight: dict[int, int] = {}  # paho mid -> seq
+        last_sent = -1  # the outbox is read after this seq
+        while not self._stop.is_set():
+            self._wake.wait(0.5)
+            self._wake.clear()
+            acked = []
+            while self._acked_mids:
+                seq = in_flight.pop(self._acked_mids.popleft(), None)
+                if seq is not None:  # None: a status or health message
+                    acked.append(seq)
+            try:
+                self._outbox.remove(acked)
+                room = WINDOW - len(in_flight)
+                if not self.connected or room <= 0:
+                    continue
+                entries = self._outbox.after(last_sent, room)
+            except Exception:  # the sender must outlive a full disk; the readings stay in the outbox
+                log.exception("outbox error; retrying in 1 s")
+                time.sleep(1.0)
+                continue
+            for entry in entries:
+                info = self._client.publish(topic, entry.payload, qos=1)
+                in_flight[info.mid] = entry.seq
+                last_sent = entry.seq
+            if len(entries) == room:
+                self._wake.set()  # there may be more to read once acks make room
+
+    # --- paho callbacks (paho's thread; they must not raise) -------------------------------
 
     def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         if reason.is_failure:
             log.error("broker %s refused the connection: %s", self._url, reason)
             return
-        log.info("connected to %s as device %s", self._url, self._device)
+        log.info("connected to %s as device %s; %d readings in the outbox", self._url, self._device, self._outbox.depth)
         client.publish(self._topics.status(self._device), STATUS_ONLINE, qos=1, retain=True)
+        self.connected = True
+        self._wake.set()
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        self.connected = False
         if reason.is_failure:
-            log.warning("lost the broker (%s); reconnecting, readings wait in memory", reason)
+            log.warning("lost the broker (%s); reconnecting, readings wait in the outbox", reason)
+
+    def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, props: Any) -> None:
+        self._acked_mids.append(mid)
+        self._wake.set()

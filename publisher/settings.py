@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import math
 import re
 import socket
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from common.reading import TAG_MAX_CHARS
 from common.settings import (
@@ -15,12 +17,17 @@ from common.settings import (
     Option,
     SettingsError,
     load,
+    parse_count,
+    parse_fraction,
+    parse_nonnegative_float,
     parse_positive_float,
+    parse_switch,
 )
 from common.topics import check_device_id
-from publisher.sensors import SENSORS
+from publisher.sensors import SENSORS, SimFaults
 
 GPIO_PIN = re.compile(r"D([0-9]|[12][0-9])")  # Blinka's names for the Pi's GPIO 0-27
+WEEK_S = 7 * 86400
 
 
 def _device(raw: str) -> str:
@@ -32,7 +39,7 @@ def _device(raw: str) -> str:
 
 def _sensor(raw: str) -> str:
     if raw not in SENSORS:
-        raise ValueError(f"unknown sensor, use one of {', '.join(sorted(SENSORS))}")
+        raise ValueError(f"unknown sensor, use one of {', '.join(SENSORS)}")
     return raw
 
 
@@ -59,14 +66,14 @@ def _seed(raw: str) -> int | None:
         raise ValueError("must be a whole number") from None
 
 
-def _count(raw: str) -> int:
-    try:
-        count = int(raw)
-    except ValueError:
-        raise ValueError("must be a whole number") from None
-    if count < 0:
-        raise ValueError("must be 0 (run until stopped) or more")
-    return count
+def _optional_path(raw: str) -> Path | None:
+    return Path(raw).expanduser() if raw else None
+
+
+def _ha_prefix(raw: str) -> str:
+    if not raw or any(ch in raw for ch in "#+\0") or raw.startswith("/") or raw.endswith("/"):
+        raise ValueError("must be an MQTT topic prefix without wildcards, e.g. homeassistant")
+    return raw
 
 
 OPTIONS = [
@@ -78,8 +85,41 @@ OPTIONS = [
     Option(
         "SENSORPIPE_LOCATION", "", "optional location tag sent with every reading, e.g. 'Living room'", _optional_tag
     ),
+    Option(
+        "SENSORPIPE_OUTBOX",
+        "",
+        "file of readings not yet acknowledged by the broker (default: outbox-<device>.sqlite in "
+        "$STATE_DIRECTORY, else ~/.local/state/sensorpipe)",
+        _optional_path,
+    ),
+    Option(
+        "SENSORPIPE_OUTBOX_MAX",
+        "0",
+        "most readings the outbox keeps during an outage; then the oldest go (0: a week at the interval)",
+        parse_count,
+    ),
+    Option(
+        "SENSORPIPE_MAX_JUMP_TEMPERATURE",
+        "5",
+        "largest temperature change (°C) between two reads taken as real at once (0: no check)",
+        parse_nonnegative_float,
+    ),
+    Option(
+        "SENSORPIPE_MAX_JUMP_HUMIDITY",
+        "20",
+        "largest humidity change (%) between two reads taken as real at once (0: no check)",
+        parse_nonnegative_float,
+    ),
+    Option("SENSORPIPE_HEALTH_INTERVAL", "60", "seconds between health messages", parse_positive_float),
+    Option("SENSORPIPE_HA_DISCOVERY", "0", "1: announce the sensors to Home Assistant (MQTT discovery)", parse_switch),
+    Option("SENSORPIPE_HA_PREFIX", "homeassistant", "Home Assistant's discovery topic prefix", _ha_prefix),
     Option("SENSORPIPE_SIM_SEED", "", "seed of the simulated sensor (default: derived from the device id)", _seed),
-    Option("SENSORPIPE_COUNT", "0", "stop after this many readings are acknowledged (0: run until stopped)", _count),
+    Option("SENSORPIPE_SIM_FAIL_RATE", "0", "simulated sensor: share of reads that fail (0 to 1)", parse_fraction),
+    Option("SENSORPIPE_SIM_SPIKE_RATE", "0", "simulated sensor: share of reads with a glitch (0 to 1)", parse_fraction),
+    Option(
+        "SENSORPIPE_SIM_STUCK_AFTER", "0", "simulated sensor: values freeze after this many reads (0: off)", parse_count
+    ),
+    Option("SENSORPIPE_COUNT", "0", "stop after this many readings are acknowledged (0: never stop)", parse_count),
 ]
 
 
@@ -94,8 +134,23 @@ class PublisherSettings:
     pin: str
     interval: float
     location: str | None
+    outbox: Path
+    outbox_max: int
+    max_jump_temperature: float
+    max_jump_humidity: float
+    health_interval: float
+    ha_discovery: bool
+    ha_prefix: str
     sim_seed: int
+    sim_faults: SimFaults
     count: int
+
+
+def default_outbox(device: str, environ: Mapping[str, str]) -> Path:
+    """Where the outbox lives unless SENSORPIPE_OUTBOX says: systemd's state folder, else the user's."""
+    state = environ.get("STATE_DIRECTORY", "").split(":")[0]
+    folder = Path(state) if state else Path.home() / ".local" / "state" / "sensorpipe"
+    return folder / f"outbox-{device}.sqlite"
 
 
 def load_settings(argv: Sequence[str], environ: Mapping[str, str]) -> PublisherSettings:
@@ -119,6 +174,15 @@ def load_settings(argv: Sequence[str], environ: Mapping[str, str]) -> PublisherS
             f"SENSORPIPE_INTERVAL (--interval) = {values['interval']}: "
             f"a {values['sensor']} measures at most every 2 s, use 2 or more"
         )
+    if values["outbox"] is None:
+        values["outbox"] = default_outbox(values["device"], environ)
+    if values["outbox_max"] == 0:
+        values["outbox_max"] = max(1, math.ceil(WEEK_S / values["interval"]))
     if values["sim_seed"] is None:
         values["sim_seed"] = zlib.crc32(values["device"].encode())
+    values["sim_faults"] = SimFaults(
+        fail_rate=values.pop("sim_fail_rate"),
+        spike_rate=values.pop("sim_spike_rate"),
+        stuck_after=values.pop("sim_stuck_after"),
+    )
     return PublisherSettings(**values)

@@ -190,7 +190,7 @@ def start_bridge(
 
 
 @pytest.fixture
-def run_publisher(broker: Server, influx: InfluxV1, prefix: str, tmp_path: Path) -> Callable[..., Program]:
+def run_publisher(broker: Server, influx: InfluxV1, prefix: str, tmp_path: Path) -> Iterator[Callable[..., Program]]:
     """Start `python -m publisher` (simulated sensor) for one device."""
     count = 0
 
@@ -199,10 +199,17 @@ def run_publisher(broker: Server, influx: InfluxV1, prefix: str, tmp_path: Path)
         count += 1
         env = base_env(on or broker, influx, prefix)
         env["SENSORPIPE_DEVICE"] = device
+        # One outbox per device and test: a restart of the same device finds its own backlog.
+        env["SENSORPIPE_OUTBOX"] = str(tmp_path / f"outbox-{device}.sqlite")
         env.update(settings)
-        return Program("publisher", env, tmp_path / f"publisher-{device}-{count}.log").start()
+        program = Program("publisher", env, tmp_path / f"publisher-{device}-{count}.log").start()
+        started.append(program)
+        return program
 
-    return start
+    started: list[Program] = []
+    yield start
+    for program in started:
+        program.stop()
 
 
 class Mqtt:

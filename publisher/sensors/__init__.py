@@ -2,22 +2,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-
 from publisher.sensors.base import Measurement, Sensor, SensorReadError
-from publisher.sensors.dht import DhtSensor
-from publisher.sensors.simulated import SimulatedSensor
+from publisher.sensors.dht import DhtSensor, open_device
+from publisher.sensors.simulated import SimFaults, SimulatedSensor
 
-__all__ = ["SENSORS", "Measurement", "Sensor", "SensorReadError", "open_sensor"]
+__all__ = ["SENSORS", "Measurement", "Sensor", "SensorReadError", "SimFaults", "open_sensor"]
 
-# name -> factory(pin, seed); the pin is ignored by the simulation, the seed by hardware.
-SENSORS: dict[str, Callable[[str, int], Sensor]] = {
-    "simulated": lambda pin, seed: SimulatedSensor(seed),
-    "dht22": lambda pin, seed: DhtSensor("dht22", pin),
-    "dht11": lambda pin, seed: DhtSensor("dht11", pin),
-}
+SENSORS = ("simulated", "dht22", "dht11")
 
 
-def open_sensor(name: str, pin: str, seed: int) -> Sensor:
-    """Build the driver registered as `name`; raises SensorReadError if the hardware is missing."""
-    return SENSORS[name](pin, seed)
+def open_sensor(name: str, pin: str, seed: int, faults: SimFaults) -> Sensor:
+    """Build the driver `name`; raises SensorReadError if its hardware is missing.
+
+    The pin is for hardware only; the seed and faults for the simulation only.
+    """
+    if name == "simulated":
+        return SimulatedSensor(seed, faults)
+    return DhtSensor(name, open_device(name, pin))

@@ -23,6 +23,8 @@ class Sensor(Protocol):
 
     # The shortest interval between two real measurements, in seconds.
     min_interval_s: float
+    # What the sensor can measure, per metric: (lowest, highest); anything outside is a glitch.
+    ranges: dict[str, tuple[float, float]]
 
     def read(self) -> Measurement: ...
 

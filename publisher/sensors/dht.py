@@ -3,46 +3,86 @@
 from __future__ import annotations
 
 import importlib
+import time
+from collections.abc import Callable
 from typing import Any
 
 from common.reading import now_us
 from publisher.sensors.base import Measurement, SensorReadError
 
+# The library takes a new measurement only when more than 2 s passed since its last attempt
+# (failed ones included) and otherwise returns the previous values as if they were new.
+MIN_INTERVAL_S = 2.0
+SETTLE_S = 0.05  # a little more than 2 s, so its strict `>` is true
+
+# The datasheets' measuring ranges. DHT11 v1.3 parts measure -20..60 °C and 5..95 %; older
+# ones 0..50 °C and 20..90 %: the wider range, so a newer part is not judged by an older one.
+RANGES = {
+    "dht22": {"temperature": (-40.0, 80.0), "humidity": (0.0, 100.0)},
+    "dht11": {"temperature": (-20.0, 60.0), "humidity": (5.0, 95.0)},
+}
+
+
+def open_device(model: str, pin: str) -> Any:
+    """The Adafruit device object for `model` on `pin`; SensorReadError if this is no Pi.
+
+    The hardware libraries are imported here, not at module top, so that everything else
+    runs on any PC. `use_pulseio=False`: Blinka's pulseio helper does not run on a Pi 5's
+    GPIO chip, while bit-banging works on every model (a failed read is retried anyway).
+    """
+    try:
+        board = importlib.import_module("board")
+        adafruit_dht = importlib.import_module("adafruit_dht")
+    except ImportError as exc:
+        raise SensorReadError(f"the {model} driver needs the Pi extras (pip install '.[pi]'): {exc}") from None
+    try:
+        board_pin = getattr(board, pin)
+    except AttributeError:
+        # On a PC `import board` succeeds but has no GPIO pins.
+        raise SensorReadError(f"this board has no pin {pin} (not a Raspberry Pi?)") from None
+    device_class = {"dht22": adafruit_dht.DHT22, "dht11": adafruit_dht.DHT11}[model]
+    return device_class(board_pin, use_pulseio=False)
+
 
 class DhtSensor:
     """One DHT device on one GPIO pin, built once and released by `close()`.
 
-    The hardware libraries are imported here, not at module top, so that everything else
-    runs on any PC.
+    `device` is the Adafruit object (tests pass a fake of it); `clock` and `sleep` are the
+    library's own time.monotonic and time.sleep unless a test replaces them.
     """
 
-    # DHT22: one measurement per 2 s; faster reads return the cached value.
-    min_interval_s = 2.0
+    min_interval_s = MIN_INTERVAL_S
 
-    def __init__(self, model: str, pin: str) -> None:
-        try:
-            board = importlib.import_module("board")
-            adafruit_dht = importlib.import_module("adafruit_dht")
-        except ImportError as exc:
-            raise SensorReadError(f"the {model} driver needs the Pi extras (pip install '.[pi]'): {exc}") from None
-        try:
-            board_pin = getattr(board, pin)
-        except AttributeError:
-            # On a PC `import board` succeeds but has no GPIO pins.
-            raise SensorReadError(f"this board has no pin {pin} (not a Raspberry Pi?)") from None
-        device_class = {"dht22": adafruit_dht.DHT22, "dht11": adafruit_dht.DHT11}[model]
-        self._device: Any = device_class(board_pin)
+    def __init__(
+        self,
+        model: str,
+        device: Any,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
+        self.ranges = RANGES[model]
+        self._device = device
+        self._clock = clock
+        self._sleep = sleep
+        self._last_attempt: float | None = None
 
     def read(self) -> Measurement:
+        # Never ask sooner than the library measures: it would hand back the last values
+        # as a new reading, a silent duplicate.
+        if self._last_attempt is not None:
+            wait = self._last_attempt + MIN_INTERVAL_S + SETTLE_S - self._clock()
+            if wait > 0:
+                self._sleep(wait)
+        self._last_attempt = self._clock()
         try:
             temperature = self._device.temperature
-            humidity = self._device.humidity
+            humidity = self._device.humidity  # the same measurement: cached by the library
         except RuntimeError as exc:
-            # Expected now and then: "Checksum did not validate", "DHT sensor not found".
+            # Expected now and then: "Checksum did not validate. Try again.", "DHT sensor not found, check wiring".
             raise SensorReadError(str(exc)) from None
         if temperature is None or humidity is None:
             raise SensorReadError("the sensor returned no value")
-        # DHT11 humidity comes back as int: always floats, so InfluxDB fields stay float.
+        # DHT11 values come back as int: always floats, so InfluxDB fields stay float.
         return Measurement(now_us(), {"temperature": float(temperature), "humidity": float(humidity)})
 
     def close(self) -> None:
