@@ -1,0 +1,184 @@
+"""The publisher with real processes: nothing lost when the broker or the publisher goes away.
+
+Real Mosquitto, InfluxDB, bridge and publisher processes; the simulated sensor. Each test
+counts every reading taken (seq 0..n-1 per device, from the publisher's own outbox) in
+InfluxDB, and checks the order the broker delivered them in with a subscriber of its own.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+from paho.mqtt.enums import CallbackAPIVersion
+
+from bridge.influx import InfluxV1
+from devstack.servers import Server
+from tests.conftest import BridgeProcess, Program, wait_until
+
+
+class OrderWatcher:
+    """A persistent-session subscriber that records each device's seq in arrival order."""
+
+    def __init__(self, server: Server, topic: str) -> None:
+        self.seqs: dict[str, list[int]] = {}
+        self._lock = threading.Lock()
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=f"watch-{uuid.uuid4().hex[:8]}", clean_session=False
+        )
+        self.client.on_connect = lambda c, *_: c.subscribe(topic, qos=1)
+        self.client.on_message = self._on_message
+        self.client.reconnect_delay_set(1, 2)
+        self.client.connect("127.0.0.1", server.port)
+        self.client.loop_start()
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        device = message.topic.split("/")[-2]
+        with self._lock:
+            self.seqs.setdefault(device, []).append(json.loads(message.payload)["seq"])
+
+    def assert_in_order(self, device: str, n: int) -> int:
+        """Each seq's first arrival comes after all smaller ones; returns the redelivered count."""
+        with self._lock:
+            arrived = list(self.seqs.get(device, []))
+        first: list[int] = []
+        seen: set[int] = set()
+        for seq in arrived:
+            if seq not in seen:
+                seen.add(seq)
+                first.append(seq)
+        assert first == list(range(n)), f"{device}: arrival order broken or incomplete"
+        return len(arrived) - n
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+@pytest.fixture
+def watcher(prefix: str) -> Iterator[Callable[[Server], OrderWatcher]]:
+    made: list[OrderWatcher] = []
+
+    def make(server: Server) -> OrderWatcher:
+        made.append(OrderWatcher(server, f"{prefix}/+/reading"))
+        return made[-1]
+
+    yield make
+    for w in made:
+        w.close()
+
+
+def seqs_stored(influx: InfluxV1, device: str) -> list[int]:
+    series = influx.query(f"SELECT seq FROM environment WHERE device = '{device}'")
+    return sorted(int(row[1]) for s in series for row in s["values"])
+
+
+def wait_all_stored(influx: InfluxV1, device: str, n: int, timeout: float = 60) -> None:
+    wait_until(lambda: len(seqs_stored(influx, device)) >= n, timeout, f"{n} readings of {device} stored")
+    assert seqs_stored(influx, device) == list(range(n)), "missing or doubled seq"
+
+
+def test_broker_down_for_30_s_loses_nothing_and_keeps_the_order(
+    start_bridge: Callable[..., BridgeProcess],
+    run_publisher: Callable[..., Program],
+    private_broker: Server,
+    influx: InfluxV1,
+    watcher: Callable[[Server], OrderWatcher],
+) -> None:
+    start_bridge(on=private_broker)
+    order = watcher(private_broker)
+    n = 1000  # 20 per second for 50 s, 30 of them with no broker
+    publisher = run_publisher("greenhouse", on=private_broker, SENSORPIPE_INTERVAL="0.05", SENSORPIPE_COUNT=str(n))
+    wait_until(lambda: len(seqs_stored(influx, "greenhouse")) >= 100, 30, "100 readings stored")
+    private_broker.stop(signal.SIGTERM)
+    time.sleep(30)
+    assert publisher.process.poll() is None, publisher.log()
+    private_broker.start()
+    assert publisher.process.wait(90) == 0, publisher.log()
+    wait_all_stored(influx, "greenhouse", n)
+    redelivered = order.assert_in_order("greenhouse", n)
+    assert redelivered < 1000  # at most one window was sent twice
+    assert "readings wait in the outbox" in publisher.log()
+
+
+def test_publisher_killed_with_sigkill_and_restarted_loses_nothing(
+    start_bridge: Callable[..., BridgeProcess],
+    run_publisher: Callable[..., Program],
+    broker: Server,
+    influx: InfluxV1,
+    watcher: Callable[[Server], OrderWatcher],
+) -> None:
+    start_bridge()
+    order = watcher(broker)
+    first = run_publisher("coldroom", SENSORPIPE_INTERVAL="0.01")
+    wait_until(lambda: len(seqs_stored(influx, "coldroom")) >= 300, 30, "300 readings stored")
+    first.stop(signal.SIGKILL)
+    second = run_publisher("coldroom", SENSORPIPE_INTERVAL="0.01", SENSORPIPE_COUNT="300")
+    assert second.process.wait(60) == 0, second.log()
+    n = max(seqs_stored(influx, "coldroom")) + 1
+    assert n >= 600
+    wait_all_stored(influx, "coldroom", n)
+    order.assert_in_order("coldroom", n)
+    assert "coldroom" in second.log() and "next seq" in second.log()
+
+
+def test_glitches_are_counted_in_health_and_never_stored(
+    start_bridge: Callable[..., BridgeProcess],
+    run_publisher: Callable[..., Program],
+    influx: InfluxV1,
+    mqtt_client: Any,
+    prefix: str,
+) -> None:
+    bridge = start_bridge()
+    mqtt_client.subscribe(f"{prefix}/glitchy/health")
+    publisher = run_publisher(
+        "glitchy",
+        SENSORPIPE_INTERVAL="0.02",
+        SENSORPIPE_COUNT="200",
+        SENSORPIPE_SIM_FAIL_RATE="0.2",
+        SENSORPIPE_SIM_SPIKE_RATE="0.1",
+        SENSORPIPE_HEALTH_INTERVAL="0.2",
+    )
+    assert publisher.process.wait(60) == 0, publisher.log()
+    wait_all_stored(influx, "glitchy", 200)
+    healths = [json.loads(m.payload) for m in mqtt_client.received]
+    last = healths[-1]  # the publisher's final word, retained
+    assert last["reads_failed"] > 0 and last["last_error"]
+    assert last["rejected"].get("jump", 0) > 0
+    assert last["reads_ok"] == 200 + sum(last["rejected"].values())
+    assert last["outbox_depth"] == 0
+    assert {"uptime_s", "outbox_dropped", "clock_ok", "version"} <= set(last)
+    temperatures = [p["temperature"] for p in influx_points(influx, "glitchy")]
+    assert max(temperatures) - min(temperatures) < 10  # no 20-40 °C spike got through
+    devices = {d["device"]: d for d in bridge.get("/api/devices")}
+    assert devices["glitchy"]["health"]["reads_failed"] == last["reads_failed"]
+
+
+def influx_points(influx: InfluxV1, device: str) -> list[dict[str, Any]]:
+    series = influx.query(f"SELECT temperature, humidity FROM environment WHERE device = '{device}'")
+    return [dict(zip(s["columns"], row, strict=True)) for s in series for row in s["values"]]
+
+
+def test_home_assistant_discovery_configs_are_retained(
+    run_publisher: Callable[..., Program], mqtt_client: Any, prefix: str
+) -> None:
+    ha = f"{prefix}-ha"
+    publisher = run_publisher(
+        "kitchen", SENSORPIPE_COUNT="2", SENSORPIPE_HA_DISCOVERY="1", SENSORPIPE_HA_PREFIX=ha, SENSORPIPE_INTERVAL="0.1"
+    )
+    assert publisher.process.wait(30) == 0, publisher.log()
+    mqtt_client.subscribe(f"{ha}/#")  # after the publisher left: only retained messages arrive
+    wait_until(lambda: len(mqtt_client.received) >= 2, 10, "two discovery configs")
+    configs = {m.topic: json.loads(m.payload) for m in mqtt_client.received}
+    temperature = configs[f"{ha}/sensor/sensorpipe_kitchen_temperature/config"]
+    assert temperature["state_topic"] == f"{prefix}/kitchen/reading"
+    assert temperature["availability_topic"] == f"{prefix}/kitchen/status"
+    assert (temperature["device_class"], temperature["unit_of_measurement"]) == ("temperature", "°C")
+    assert configs[f"{ha}/sensor/sensorpipe_kitchen_humidity/config"]["unit_of_measurement"] == "%"
