@@ -30,6 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from common.reading import Reading, encode_reading, now_us  # noqa: E402
+from devstack.procstat import proc_cpu_s, proc_memory_mib  # noqa: E402
 from devstack.servers import free_port, influxdb, mosquitto, wait_influx_ready  # noqa: E402
 
 PREFIX = "bench"
@@ -131,11 +132,8 @@ def bridge_drain(port: int, influx_url: str, client_id: str, expected: int, log:
             time.sleep(0.1)
         assert first is not None
         elapsed = (time.monotonic() - first[0]) * expected / (expected - first[1])
-        with open(f"/proc/{bridge.pid}/stat") as stat:
-            fields = stat.read().rsplit(")", 1)[1].split()
-        cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        with open(f"/proc/{bridge.pid}/status") as status:
-            hwm = next(int(line.split()[1]) / 1024 for line in status if line.startswith("VmHWM:"))
+        cpu = proc_cpu_s(bridge.pid)
+        hwm = proc_memory_mib(bridge.pid)
     finally:
         bridge.terminate()
         bridge.wait(30)
@@ -160,8 +158,7 @@ def main() -> None:
             publish_s = publish_backlog(broker.port, args.readings, args.devices)
             print(f"backlog: {args.readings} readings from {args.devices} devices published in {publish_s:.1f} s")
             assert broker.process is not None
-            with open(f"/proc/{broker.process.pid}/status") as status:
-                rss = next(int(line.split()[1]) / 1024 for line in status if line.startswith("VmRSS:"))
+            rss = proc_memory_mib(broker.process.pid, "VmRSS")
             print(
                 f"Mosquitto holding it for 2 sessions ({2 * args.readings} queued messages): {rss:.0f} MiB resident, "
                 f"{rss * 1024 / (2 * args.readings):.2f} KiB per queued message"

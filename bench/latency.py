@@ -35,6 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from common.reading import Reading, encode_reading, now_us  # noqa: E402
+from devstack.procstat import proc_cpu_s, proc_memory_mib  # noqa: E402
 from devstack.servers import free_port, influxdb, mosquitto, wait_influx_ready  # noqa: E402
 
 PREFIX = "bench"
@@ -136,20 +137,6 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
-def proc_cpu_s(pid: int) -> float:
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def proc_hwm_mib(pid: int) -> float:
-    with open(f"/proc/{pid}/status") as status:
-        for line in status:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--rate", type=float, default=500)
@@ -205,7 +192,7 @@ def main() -> None:
             while (len(proxy.stored_at) < total or len(seen_at) < expected_seen) and time.monotonic() < deadline:
                 time.sleep(0.1)
             cpu = proc_cpu_s(bridge.pid) - cpu_before
-            hwm = proc_hwm_mib(bridge.pid)
+            hwm = proc_memory_mib(bridge.pid)
             publisher.disconnect()
             publisher.loop_stop()
             browser.disconnect()
