@@ -14,7 +14,8 @@ as_root() {
 }
 
 packages=(mosquitto mosquitto-clients influxdb influxdb-client python3-venv)
-[ "$purpose" = test ] && packages+=(chromium docker-compose)
+# systemd for systemd-analyze, which checks the shipped service unit.
+[ "$purpose" = test ] && packages+=(chromium docker-compose systemd)
 command -v npm >/dev/null || packages+=(nodejs npm)
 missing=()
 for package in "${packages[@]}"; do
