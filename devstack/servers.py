@@ -130,6 +130,37 @@ def mosquitto(folder: Path, port: int | None = None, extra_config: str = "") -> 
     return Server("mosquitto", port, folder, [MOSQUITTO, "-c", str(config)], folder / "mosquitto.log")
 
 
+SHIPPED_CONFIG_DIR = Path(__file__).resolve().parent.parent / "mosquitto"
+
+
+def shipped_mosquitto(config_dir: Path, port: int | None = None) -> Server:
+    """A Mosquitto (not yet started) running the shipped config from `config_dir`.
+
+    `config_dir` is a copy of the repository's `mosquitto/` folder (users are added to it
+    with scripts/broker-user). Only what cannot be the same outside a container changes:
+    the `/mosquitto/...` paths point into `config_dir`, and every listener moves to a free
+    loopback port (the MQTT one to `port`; the Server's port).
+    """
+    port = port or free_port()
+    data = config_dir / "data"
+    data.mkdir(exist_ok=True)
+    lines = []
+    for shipped in (config_dir / "mosquitto.conf").read_text().splitlines():
+        local = shipped.replace("/mosquitto/data/", f"{data}/").replace("/mosquitto/config", str(config_dir))
+        lines.append(f"listener {port} 127.0.0.1" if local == "listener 1883" else local)
+    for optional in (config_dir / "conf.d").glob("*.conf"):
+        text = optional.read_text().replace("/mosquitto/config", str(config_dir))
+        text = "\n".join(
+            f"listener {free_port()} 127.0.0.1" if line.startswith("listener ") else line for line in text.splitlines()
+        )
+        optional.write_text(text + "\n")
+    if os.geteuid() == 0:
+        lines.append("user root")  # as in mosquitto(): keep the folder writable for it
+    config = config_dir / "mosquitto-local.conf"
+    config.write_text("\n".join(lines) + "\n")
+    return Server("mosquitto", port, config_dir, [MOSQUITTO, "-c", str(config)], config_dir / "mosquitto.log")
+
+
 def influxdb(folder: Path, port: int | None = None) -> Server:
     """An InfluxDB 1.x (not yet started) on 127.0.0.1 with all its state in `folder`."""
     folder.mkdir(parents=True, exist_ok=True)

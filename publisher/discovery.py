@@ -1,7 +1,10 @@
 """Home Assistant MQTT discovery: retained config messages that create one entity per metric.
 
-Home Assistant reads `<ha_prefix>/sensor/<object id>/config` and then follows the device's
-own reading topic; availability comes from the retained status topic and its will.
+Home Assistant reads `<ha_prefix>/sensor/<node id>/<object id>/config` and then follows the
+device's own reading topic; availability comes from the retained status topic and its will.
+The node id is the device id (with `.` as `_`, which Home Assistant does not allow there), so
+the broker's ACL can let each device write its own configs only
+(`pattern write homeassistant/sensor/%u/#`).
 """
 
 from __future__ import annotations
@@ -20,8 +23,9 @@ def discovery_messages(
 ) -> list[tuple[str, dict[str, Any]]]:
     """(topic, config) per metric the sensors measure."""
     messages = []
+    node_id = device.replace(".", "_")
     for metric, (device_class, unit) in METRICS.items():
-        object_id = f"sensorpipe_{device}_{metric}".replace(".", "_").replace("-", "_")
+        object_id = f"sensorpipe_{node_id}_{metric}"
         config: dict[str, Any] = {
             "name": metric.capitalize(),
             "unique_id": object_id,
@@ -44,5 +48,5 @@ def discovery_messages(
                 **({"suggested_area": location} if location else {}),
             },
         }
-        messages.append((f"{ha_prefix}/sensor/{object_id}/config", config))
+        messages.append((f"{ha_prefix}/sensor/{node_id}/{metric}/config", config))
     return messages

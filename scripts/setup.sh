@@ -14,8 +14,8 @@ as_root() {
 }
 
 packages=(mosquitto mosquitto-clients influxdb influxdb-client python3-venv)
-# systemd for systemd-analyze, which checks the shipped service unit.
-[ "$purpose" = test ] && packages+=(chromium docker-compose systemd)
+# systemd for systemd-analyze (checks the service unit), openssl for the TLS listener test.
+[ "$purpose" = test ] && packages+=(chromium docker-compose systemd openssl)
 command -v npm >/dev/null || packages+=(nodejs npm)
 missing=()
 for package in "${packages[@]}"; do

@@ -177,8 +177,9 @@ def test_home_assistant_discovery_configs_are_retained(
     mqtt_client.subscribe(f"{ha}/#")  # after the publisher left: only retained messages arrive
     wait_until(lambda: len(mqtt_client.received) >= 2, 10, "two discovery configs")
     configs = {m.topic: json.loads(m.payload) for m in mqtt_client.received}
-    temperature = configs[f"{ha}/sensor/sensorpipe_kitchen_temperature/config"]
+    temperature = configs[f"{ha}/sensor/kitchen/temperature/config"]
     assert temperature["state_topic"] == f"{prefix}/kitchen/reading"
     assert temperature["availability_topic"] == f"{prefix}/kitchen/status"
     assert (temperature["device_class"], temperature["unit_of_measurement"]) == ("temperature", "°C")
-    assert configs[f"{ha}/sensor/sensorpipe_kitchen_humidity/config"]["unit_of_measurement"] == "%"
+    assert temperature["unique_id"] == "sensorpipe_kitchen_temperature"
+    assert configs[f"{ha}/sensor/kitchen/humidity/config"]["unit_of_measurement"] == "%"
