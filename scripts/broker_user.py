@@ -134,19 +134,30 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def add(args: argparse.Namespace, folder: Path, users: dict[str, str], readers: list[str]) -> None:
+def add_account(folder: Path, name: str, *, reader: bool = False, password: str | None = None) -> str:
+    """Create (or give a new password to) an account; returns its password. Not reloaded."""
+    if not re.fullmatch(DEVICE_ID, name):
+        raise UsageError(f"{name!r}: a user name is 1 to 64 of A-Z a-z 0-9 _ . - starting with a letter or digit")
+    users = read_users(folder / "passwd")
+    password = password or new_password()
+    users[name] = hash_password(password)
+    readers = [r for r in read_readers(folder / "acl") if r != name] + ([name] if reader else [])
+    save(folder, users, readers)
+    return password
+
+
+def account_url(name: str, password: str, host: str, port: int) -> str:
+    return f"mqtt://{quote(name, safe='')}:{quote(password, safe='')}@{host}:{port}"
+
+
+def add(args: argparse.Namespace, folder: Path) -> None:
     name = {"add-bridge": BRIDGE_USER, "add-health": HEALTH_USER}.get(args.command) or args.name
     reader = args.command == "add" and args.reader
     if args.command == "add" and name in {BRIDGE_USER, HEALTH_USER}:
         raise UsageError(f"{name} is reserved: use add-bridge or add-health")
-    if not re.fullmatch(DEVICE_ID, name):
-        raise UsageError(f"{name!r}: a user name is 1 to 64 of A-Z a-z 0-9 _ . - starting with a letter or digit")
-    password = args.password or new_password()
-    users[name] = hash_password(password)
-    readers = [r for r in readers if r != name] + ([name] if reader else [])
-    save(folder, users, readers)
+    password = add_account(folder, name, reader=reader, password=args.password)
     done = reload_broker(args.reload, folder)
-    url = f"mqtt://{quote(name, safe='')}:{quote(password, safe='')}@{args.host}:{args.port}"
+    url = account_url(name, password, args.host, args.port)
     if args.url_only:
         print(url)
         return
@@ -177,7 +188,7 @@ def main(argv: list[str]) -> int:
         save(folder, users, [r for r in readers if r != args.name])
         print(f"removed {args.name}; {reload_broker(args.reload, folder)}")
     else:
-        add(args, folder, users, readers)
+        add(args, folder)
     return 0
 
 

@@ -63,6 +63,12 @@ def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     server.stop()
 
 
+def fresh_clone_only(folder: str, names: list[str]) -> set[str]:
+    """What a fresh clone's mosquitto/ lacks: users, the ACL, enabled optional listeners."""
+    enabled = {n for n in names if n.endswith((".conf", ".pem"))} if folder.endswith("conf.d") else set()
+    return enabled | {n for n in names if n in {"passwd", "acl", "data", "mosquitto-local.conf", "mosquitto.log"}}
+
+
 @pytest.fixture
 def private_broker(tmp_path: Path) -> Iterator[Server]:
     """A Mosquitto of this test's own, for tests that stop or restart it."""

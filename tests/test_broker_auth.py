@@ -24,7 +24,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from bridge.influx import InfluxV1
 from devstack.servers import SHIPPED_CONFIG_DIR, Server, shipped_mosquitto
-from tests.conftest import ROOT, BridgeProcess, Program, wait_until
+from tests.conftest import ROOT, BridgeProcess, Program, fresh_clone_only, wait_until
 
 TOOL = ROOT / "scripts" / "broker-user"
 
@@ -78,9 +78,7 @@ def credentials(url: str) -> tuple[str, str]:
 def config(tmp_path: Path) -> Path:
     """A copy of the shipped mosquitto/ folder, as an operator has it before adding users."""
     folder = tmp_path / "mosquitto-config"
-    shutil.copytree(SHIPPED_CONFIG_DIR, folder, ignore=shutil.ignore_patterns("passwd", "acl", "*.conf.example"))
-    for example in (SHIPPED_CONFIG_DIR / "conf.d").glob("*.example"):
-        shutil.copy(example, folder / "conf.d" / example.name)
+    shutil.copytree(SHIPPED_CONFIG_DIR, folder, ignore=fresh_clone_only)
     return folder
 
 

@@ -1,0 +1,30 @@
+# sensorpipe's image: the bridge with the web UI (default command) and the publisher.
+# Stage 1 fetches the front-end packages from npm with the lock file; stage 2 is a slim
+# Python with the pinned dependencies, running as an unprivileged user.
+
+FROM node:20-bookworm-slim AS assets
+WORKDIR /build/webui
+COPY webui/package.json webui/package-lock.json ./
+RUN npm ci --omit=dev --ignore-scripts --no-audit --no-fund
+
+FROM python:3.11-slim-bookworm
+ENV PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+RUN useradd --system --uid 10001 --user-group --home-dir /app --shell /usr/sbin/nologin sensorpipe
+WORKDIR /app
+COPY requirements.lock ./
+RUN pip install -r requirements.lock
+COPY common/ common/
+COPY publisher/ publisher/
+COPY bridge/ bridge/
+COPY webui/ webui/
+COPY --from=assets /build/webui/node_modules/ webui/node_modules/
+# The publisher's outbox; a named volume mounted here starts with this owner.
+RUN mkdir /data && chown sensorpipe:sensorpipe /data
+USER sensorpipe
+ENV SENSORPIPE_WEB_HOST=0.0.0.0 \
+    SENSORPIPE_OUTBOX=/data/outbox.sqlite
+EXPOSE 5000
+CMD ["python", "-m", "bridge"]

@@ -1,0 +1,63 @@
+"""Prepare `docker compose up`: .env with fresh secrets, and the broker's accounts.
+
+    scripts/compose-init [--force]
+
+Writes .env from .env.example (mode 0600) with a random InfluxDB admin password and token,
+creates the broker accounts the stack uses (the bridge, the health check, the two
+simulated devices) with scripts/broker-user, and puts their URLs into .env. An existing
+.env is left alone unless --force is given (its InfluxDB secrets only apply to a new
+InfluxDB volume anyway). Standard library only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import secrets
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from broker_user import BRIDGE_USER, HEALTH_USER, ROOT, account_url, add_account
+
+HOST = "mosquitto"  # the broker's name inside the compose network
+
+
+def main(argv: list[str]) -> int:
+    parser = argparse.ArgumentParser(prog="compose-init", description=__doc__)
+    parser.add_argument("--force", action="store_true", help="replace an existing .env")
+    parser.add_argument("--dir", type=Path, default=ROOT, help="the repository (where .env goes)")
+    args = parser.parse_args(argv)
+    env_path: Path = args.dir / ".env"
+    if env_path.exists() and not args.force:
+        print(f"compose-init: {env_path} exists; keep it, or run with --force to replace it", file=sys.stderr)
+        return 2
+    config = args.dir / "mosquitto"
+
+    def url(name: str) -> str:
+        return account_url(name, add_account(config, name), HOST, 1883)
+
+    values = {
+        "INFLUX_ADMIN_PASSWORD": secrets.token_urlsafe(18),
+        "INFLUX_TOKEN": secrets.token_urlsafe(48),
+        "BRIDGE_MQTT_URL": url(BRIDGE_USER),
+        "MQTT_HEALTH_PASSWORD": add_account(config, HEALTH_USER),
+        "SIM_GREENHOUSE_MQTT_URL": url("sim-greenhouse"),
+        "SIM_COLDROOM_MQTT_URL": url("sim-coldroom"),
+    }
+    text = (args.dir / ".env.example").read_text()
+    lines = text.splitlines()
+    for name, value in values.items():
+        index = lines.index(f"{name}=")  # .env.example leaves every secret empty
+        lines[index] = f"{name}={value}"
+    text = "\n".join(lines) + "\n"
+    env_path.write_text(text)
+    env_path.chmod(0o600)
+    print(f"compose-init: wrote {env_path} and the broker accounts (mosquitto/passwd, mosquitto/acl)")
+    print("next: docker compose up -d            (add --profile sim for two simulated devices)")
+    print("      scripts/broker-user add <device>  for each Raspberry Pi")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

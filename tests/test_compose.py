@@ -1,0 +1,215 @@
+"""docker compose, as far as it can be checked without a Docker engine (none runs here).
+
+`docker-compose config` (Debian's 1.29) validates the file with the secrets that
+scripts/compose-init writes; then each service's command runs for real outside Docker,
+with the environment compose resolves for it and the accounts compose-init made: the
+shipped Mosquitto config, its health check, the bridge's container command, a simulated
+publisher. What cannot be the same outside a container is changed and said: host names
+become 127.0.0.1 and free ports, and the bridge writes to this machine's InfluxDB 1.6.7
+through the v1 API (InfluxDB 2.7 cannot run here; the v2 path is tested in
+test_influx_v2.py).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import yaml
+
+from bridge.influx import InfluxV1
+from devstack.servers import SHIPPED_CONFIG_DIR, Server, free_port, shipped_mosquitto
+from tests.conftest import ROOT, fresh_clone_only, wait_until
+
+
+def compose(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["docker-compose", "--project-directory", str(project), "-f", str(ROOT / "docker-compose.yml"), *args],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+
+
+@pytest.fixture
+def project(tmp_path: Path) -> Path:
+    """What an operator has after cloning and running scripts/compose-init."""
+    folder = tmp_path / "project"
+    folder.mkdir()
+    shutil.copy(ROOT / ".env.example", folder)
+    shutil.copytree(SHIPPED_CONFIG_DIR, folder / "mosquitto", ignore=fresh_clone_only)
+    result = subprocess.run(
+        [str(ROOT / "scripts" / "compose-init"), "--dir", str(folder)], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    return folder
+
+
+@pytest.fixture
+def config(project: Path) -> dict[str, Any]:
+    result = compose(project, "--profile", "sim", "config")
+    assert result.returncode == 0, result.stderr
+    loaded: dict[str, Any] = yaml.safe_load(result.stdout)
+    return loaded
+
+
+def test_without_env_compose_refuses_and_says_what_to_run(tmp_path: Path) -> None:
+    result = compose(tmp_path, "config")
+    assert result.returncode != 0
+    assert "run scripts/compose-init" in result.stderr
+
+
+def test_compose_init_keeps_an_existing_env_and_secrets_stay_out_of_the_file(project: Path) -> None:
+    before = (project / ".env").read_text()
+    again = subprocess.run(
+        [str(ROOT / "scripts" / "compose-init"), "--dir", str(project)], capture_output=True, text=True, check=False
+    )
+    assert again.returncode == 2 and (project / ".env").read_text() == before
+    assert oct((project / ".env").stat().st_mode & 0o777) == "0o600"
+    compose_text = (ROOT / "docker-compose.yml").read_text()
+    for line in before.splitlines():
+        name, _, value = line.partition("=")
+        if name in {"INFLUX_TOKEN", "INFLUX_ADMIN_PASSWORD", "MQTT_HEALTH_PASSWORD"}:
+            assert value and value not in compose_text
+
+
+def test_the_services_are_wired_as_documented(config: dict[str, Any]) -> None:
+    services = config["services"]
+    assert set(services) == {"mosquitto", "influxdb", "bridge", "sim-greenhouse", "sim-coldroom"}
+    for name, service in services.items():
+        assert service["restart"] == "unless-stopped", name
+        assert service.get("user") != "root", name
+    for name in ("mosquitto", "influxdb", "bridge"):
+        assert services[name]["healthcheck"]["test"], name
+    assert services["bridge"]["depends_on"] == {
+        "mosquitto": {"condition": "service_healthy"},
+        "influxdb": {"condition": "service_healthy"},
+    }
+    assert services["influxdb"]["environment"]["DOCKER_INFLUXDB_INIT_BUCKET"] == "sensors"
+    assert (
+        services["bridge"]["environment"]["SENSORPIPE_INFLUX_TOKEN"]
+        == (services["influxdb"]["environment"]["DOCKER_INFLUXDB_INIT_ADMIN_TOKEN"])
+    )
+    assert {"mosquitto-data", "influxdb-data", "sim-greenhouse-outbox"} <= set(config["volumes"])
+
+
+def test_the_dockerfile_builds_assets_then_runs_unprivileged() -> None:
+    text = (ROOT / "Dockerfile").read_text()
+    stages = re.findall(r"^FROM (\S+)", text, flags=re.MULTILINE)
+    assert stages[0].startswith("node:20") and stages[-1].startswith("python:3.11")
+    assert "npm ci" in text and "pip install -r requirements.lock" in text
+    for source in re.findall(r"^COPY (?!--from)(.+) \S+$", text, flags=re.MULTILINE):
+        for path in source.split():
+            assert (ROOT / path).exists(), path
+    user = re.findall(r"^USER (\S+)", text, flags=re.MULTILINE)
+    assert user and user[-1] not in {"root", "0"}
+    assert text.index("USER ") < text.index("CMD ")
+
+
+def dockerfile_env() -> dict[str, str]:
+    text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
+    env: dict[str, str] = {}
+    for line in re.findall(r"^ENV (.+)$", text, flags=re.MULTILINE):
+        for assignment in shlex.split(line):
+            name, _, value = assignment.partition("=")
+            env[name] = value
+    return env
+
+
+def dockerfile_cmd() -> list[str]:
+    line = re.findall(r"^CMD (.+)$", (ROOT / "Dockerfile").read_text(), flags=re.MULTILINE)[-1]
+    cmd: list[str] = yaml.safe_load(line)  # the JSON form is YAML too
+    return cmd
+
+
+def in_this_venv(command: list[str]) -> list[str]:
+    """The image's `python` is the one with the pinned packages: here, this venv's."""
+    return [sys.executable if part == "python" else part for part in command]
+
+
+def local(url: str, port: int) -> str:
+    """A compose-network URL on this machine: mosquitto:1883 -> 127.0.0.1:<port>."""
+    return url.replace("@mosquitto:1883", f"@127.0.0.1:{port}")
+
+
+@pytest.fixture
+def stack_broker(project: Path) -> Iterator[Server]:
+    server = shipped_mosquitto(project / "mosquitto")
+    server.start()
+    yield server
+    server.stop()
+
+
+def test_the_stack_runs_its_commands_for_real(
+    project: Path, config: dict[str, Any], stack_broker: Server, influx: InfluxV1, tmp_path: Path
+) -> None:
+    services = config["services"]
+    # The broker's health check, as compose runs it inside the container.
+    check = (
+        services["mosquitto"]["healthcheck"]["test"][1].replace("$$", "$").replace("-p 1883", f"-p {stack_broker.port}")
+    )
+    health_env = {**os.environ, **services["mosquitto"]["environment"]}
+    assert subprocess.run(["sh", "-c", check], env=health_env, capture_output=True, check=False).returncode == 0
+
+    base = {k: v for k, v in os.environ.items() if not k.startswith("SENSORPIPE_")} | {"PYTHONUNBUFFERED": "1"}
+    bridge_env = base | dockerfile_env() | {k: str(v) for k, v in services["bridge"]["environment"].items()}
+    web_port = free_port()
+    bridge_env |= {
+        "SENSORPIPE_MQTT_URL": local(bridge_env["SENSORPIPE_MQTT_URL"], stack_broker.port),
+        "SENSORPIPE_INFLUX_URL": influx.target.url,  # InfluxDB 1.6.7 here, v1 API: see the docstring
+        "SENSORPIPE_INFLUX_API": "v1",
+        "SENSORPIPE_INFLUX_DB": influx.target.database,
+        "SENSORPIPE_INFLUX_TOKEN": "",
+        "SENSORPIPE_WEB_HOST": "127.0.0.1",
+        "SENSORPIPE_WEB_PORT": str(web_port),
+    }
+    sim = services["sim-greenhouse"]
+    sim_env = base | dockerfile_env() | {k: str(v) for k, v in sim["environment"].items()}
+    sim_env |= {
+        "SENSORPIPE_MQTT_URL": local(sim_env["SENSORPIPE_MQTT_URL"], stack_broker.port),
+        "SENSORPIPE_OUTBOX": str(tmp_path / "data" / "outbox.sqlite"),
+        "SENSORPIPE_INTERVAL": "0.2",
+        "SENSORPIPE_COUNT": "10",
+    }
+    with (tmp_path / "bridge.log").open("wb") as log:
+        bridge = subprocess.Popen(in_this_venv(dockerfile_cmd()), cwd=ROOT, env=bridge_env, stdout=log, stderr=log)
+    try:
+        bridge_check = [
+            sys.executable if part == "python" else part for part in services["bridge"]["healthcheck"]["test"][1:]
+        ]
+        bridge_check = [part.replace(":5000/", f":{web_port}/") for part in bridge_check]
+        wait_until(
+            lambda: subprocess.run(bridge_check, capture_output=True, check=False).returncode == 0,
+            60,
+            "the bridge's health check to pass",
+        )
+        publisher = subprocess.run(
+            in_this_venv(sim["command"]),
+            cwd=ROOT,
+            env=sim_env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert publisher.returncode == 0, publisher.stderr
+
+        def stored() -> int:
+            series = influx.query("SELECT count(temperature) FROM environment WHERE device = 'sim-greenhouse'")
+            return int(series[0]["values"][0][1]) if series else 0
+
+        wait_until(lambda: stored() == 10, 30, "the simulated device's 10 readings")
+        devices = requests.get(f"http://127.0.0.1:{web_port}/api/devices", timeout=10).json()
+        assert [d["device"] for d in devices] == ["sim-greenhouse"]
+    finally:
+        bridge.terminate()
+        bridge.wait(30)
