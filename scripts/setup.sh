@@ -32,6 +32,19 @@ if [ "${#missing[@]}" -gt 0 ]; then
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
+# nginx for the reverse-proxy example's test: Debian's package unpacked into .cache/nginx,
+# not installed, so no system service starts and nothing listens on port 80.
+if [ "$purpose" = test ] && [ ! -x .cache/nginx/usr/sbin/nginx ]; then
+  echo "setup: nginx (unpacked into .cache/nginx for the tests)"
+  rm -rf .cache/nginx .cache/nginx-deb && mkdir -p .cache/nginx-deb
+  if ! (cd .cache/nginx-deb && apt-get download -qq nginx 2>/dev/null); then
+    as_root apt-get update -qq
+    (cd .cache/nginx-deb && apt-get download -qq nginx 2>/dev/null)
+  fi
+  dpkg-deb -x .cache/nginx-deb/nginx_*.deb .cache/nginx
+  rm -rf .cache/nginx-deb
+fi
+
 lock=requirements.lock
 [ "$purpose" = test ] && lock=requirements-dev.lock
 stamp=.venv/.installed-$(cat requirements.lock "$lock" | sha256sum | cut -c1-16)

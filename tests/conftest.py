@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,7 +24,15 @@ from paho.mqtt.enums import CallbackAPIVersion
 from playwright.sync_api import sync_playwright
 
 from bridge.influx import InfluxTarget, InfluxV1
-from devstack.servers import Server, free_port, influxdb, mosquitto, wait_influx_ready
+from devstack.servers import (
+    SHIPPED_CONFIG_DIR,
+    Server,
+    free_port,
+    influxdb,
+    mosquitto,
+    shipped_mosquitto,
+    wait_influx_ready,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/lib/chromium/chromium"
@@ -274,3 +283,90 @@ def artifacts() -> Path:
     folder = ROOT / "test-artifacts"
     folder.mkdir(exist_ok=True)
     return folder
+
+
+# --- the shipped broker config, secured_broker, with accounts made by scripts/broker-user ---------
+
+TOOL = ROOT / "scripts" / "broker-user"
+
+
+def broker_user(config: Path, *args: str, reload: str = "none") -> str:
+    result = subprocess.run(
+        [str(TOOL), "--dir", str(config), "--reload", reload, *args], capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def add(config: Path, *args: str) -> str:
+    """The URL of a new account (host and port as the test broker's)."""
+    return broker_user(config, *args, "--host", "127.0.0.1", "--url-only").strip()
+
+
+class Client:
+    """A paho client that reports how its connection went and what it received."""
+
+    def __init__(self, port: int, user: str | None = None, password: str | None = None, tls: Path | None = None):
+        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"t-{uuid.uuid4().hex[:8]}")
+        if user is not None:
+            self.client.username_pw_set(user, password)
+        if tls is not None:
+            self.client.tls_set(ca_certs=str(tls))
+        self.connack: Any = None
+        self.received: list[mqtt.MQTTMessage] = []
+        self.client.on_connect = lambda c, u, f, reason, p: setattr(self, "connack", reason)
+        self.client.on_message = lambda c, u, m: self.received.append(m)
+        self.client.connect("127.0.0.1", port)
+        self.client.loop_start()
+        wait_until(lambda: self.connack is not None, 10, "a CONNACK")
+
+    @property
+    def accepted(self) -> bool:
+        return not self.connack.is_failure
+
+    def close(self) -> None:
+        self.client.disconnect()
+        self.client.loop_stop()
+
+
+def credentials(url: str) -> tuple[str, str]:
+    userinfo = url.split("//", 1)[1].split("@", 1)[0]
+    user, password = userinfo.split(":", 1)
+    return user, password
+
+
+@pytest.fixture
+def broker_config(tmp_path: Path) -> Path:
+    """A copy of the shipped mosquitto/ folder, as an operator has it before adding users."""
+    folder = tmp_path / "mosquitto-config"
+    shutil.copytree(SHIPPED_CONFIG_DIR, folder, ignore=fresh_clone_only)
+    return folder
+
+
+@pytest.fixture
+def secured_broker(broker_config: Path) -> Iterator[tuple[Server, dict[str, str]]]:
+    """The shipped config running, with accounts: the bridge, devices greenhouse and coldroom,
+    reader mytool. Yields the server and each account's URL."""
+    urls = {
+        "bridge": add(broker_config, "add-bridge"),
+        "greenhouse": add(broker_config, "add", "greenhouse"),
+        "coldroom": add(broker_config, "add", "coldroom"),
+        "mytool": add(broker_config, "add", "mytool", "--reader"),
+    }
+    server = shipped_mosquitto(broker_config)
+    server.start()
+    yield server, {name: url.replace(":1883", f":{server.port}") for name, url in urls.items()}
+    server.stop()
+
+
+@pytest.fixture
+def clients() -> Iterator[Callable[..., Client]]:
+    made: list[Client] = []
+
+    def make(*args: Any, **kwargs: Any) -> Client:
+        made.append(Client(*args, **kwargs))
+        return made[-1]
+
+    yield make
+    for client in made:
+        client.close()
