@@ -14,6 +14,7 @@ from common.settings import (
     load,
     parse_http_url,
     parse_nonempty,
+    parse_nonnegative_float,
     parse_port,
 )
 
@@ -40,11 +41,8 @@ def _api(raw: str) -> str:
 
 
 def _linger_ms(raw: str) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError("must be a number of milliseconds") from None
-    if not 0 <= value <= 1000:
+    value = parse_nonnegative_float(raw)
+    if value > 1000:
         raise ValueError("must be from 0 to 1000 ms")
     return value
 

@@ -7,6 +7,7 @@ values or one `SettingsError` line naming the setting. Nothing else reads `os.en
 from __future__ import annotations
 
 import argparse
+import math
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -92,13 +93,20 @@ def parse_port(raw: str) -> int:
     return port
 
 
-def parse_positive_float(raw: str) -> float:
-    """A finite number above zero."""
+def _finite(raw: str) -> float:
     try:
         value = float(raw)
     except ValueError:
         raise ValueError("must be a number") from None
-    if not value > 0 or value == float("inf"):
+    if not math.isfinite(value):
+        raise ValueError("must be a finite number")
+    return value
+
+
+def parse_positive_float(raw: str) -> float:
+    """A finite number above zero."""
+    value = _finite(raw)
+    if not value > 0:
         raise ValueError("must be a number above 0")
     return value
 
@@ -116,11 +124,8 @@ def parse_count(raw: str) -> int:
 
 def parse_nonnegative_float(raw: str) -> float:
     """A finite number, 0 or more."""
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError("must be a number") from None
-    if not 0 <= value < float("inf"):
+    value = _finite(raw)
+    if value < 0:
         raise ValueError("must be a number, 0 or more")
     return value
 

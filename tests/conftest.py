@@ -370,3 +370,29 @@ def clients() -> Iterator[Callable[..., Client]]:
     yield make
     for client in made:
         client.close()
+
+
+def self_signed_certificate(cert: Path, key: Path) -> None:
+    """A certificate for 127.0.0.1, valid two days, that is its own CA (openssl)."""
+    subprocess.run(
+        [
+            "openssl",
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-addext",
+            "subjectAltName=IP:127.0.0.1",
+            "-keyout",
+            str(key),
+            "-out",
+            str(cert),
+        ],
+        check=True,
+        capture_output=True,
+    )

@@ -23,7 +23,17 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from bridge.influx import InfluxV1
 from devstack.servers import Server, shipped_mosquitto
-from tests.conftest import TOOL, BridgeProcess, Client, Program, add, broker_user, credentials, wait_until
+from tests.conftest import (
+    TOOL,
+    BridgeProcess,
+    Client,
+    Program,
+    add,
+    broker_user,
+    credentials,
+    self_signed_certificate,
+    wait_until,
+)
 
 
 def test_anonymous_unknown_and_wrong_password_are_refused(
@@ -128,28 +138,7 @@ def test_optional_websockets_and_tls_listeners_start_with_the_same_users(
     conf_d = broker_config / "conf.d"
     for name in ("websockets", "tls"):
         shutil.copy(conf_d / f"{name}.conf.example", conf_d / f"{name}.conf")
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-addext",
-            "subjectAltName=IP:127.0.0.1",
-            "-keyout",
-            str(conf_d / "privkey.pem"),
-            "-out",
-            str(conf_d / "fullchain.pem"),
-        ],
-        check=True,
-        capture_output=True,
-    )
+    self_signed_certificate(conf_d / "fullchain.pem", conf_d / "privkey.pem")
     shutil.copy(conf_d / "fullchain.pem", conf_d / "ca.pem")
     url = add(broker_config, "add", "greenhouse")
     server = shipped_mosquitto(broker_config)

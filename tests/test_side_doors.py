@@ -33,7 +33,7 @@ from common.reading import Reading, now_us
 from common.topics import Topics
 from devstack.servers import Server, free_port
 from publisher.discovery import discovery_messages
-from tests.conftest import ROOT, BridgeProcess, Mqtt, credentials, wait_until
+from tests.conftest import ROOT, BridgeProcess, Mqtt, credentials, self_signed_certificate, wait_until
 
 DOCS = ROOT / "docs" / "side-doors.md"
 EXAMPLES = ROOT / "docs" / "examples"
@@ -192,26 +192,7 @@ def nginx(tmp_path: Path, start_bridge: Callable[..., BridgeProcess]) -> Iterato
     assert NGINX.exists(), "nginx is unpacked by scripts/setup.sh test"
     bridge = start_bridge()
     http_port, https_port = free_port(), free_port()
-    subprocess.run(
-        [
-            "openssl",
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=127.0.0.1",
-            "-keyout",
-            str(tmp_path / "key.pem"),
-            "-out",
-            str(tmp_path / "cert.pem"),
-        ],
-        check=True,
-        capture_output=True,
-    )
+    self_signed_certificate(tmp_path / "cert.pem", tmp_path / "key.pem")
     site = (EXAMPLES / "nginx-sensorpipe.conf").read_text()
     site = site.replace("listen 80;", f"listen 127.0.0.1:{http_port};")
     site = site.replace("listen 443 ssl;", f"listen 127.0.0.1:{https_port} ssl;")
