@@ -23,7 +23,7 @@ from bridge.writers import make_writer
 from common.mqtt import make_client
 from common.settings import SettingsError, exit_bad_setting
 from common.topics import Topics
-from webui import AssetsMissing, WebContext, create_app, make_socketio
+from webui import AssetsMissing, WebAccess, WebContext, create_app, make_socketio
 
 log = logging.getLogger("bridge")
 
@@ -55,7 +55,8 @@ def serve(settings: BridgeSettings) -> int:
     rejections = RejectionLog()
     history = HistoryReader(influx, settings.influx_measurement)
     client = make_client(settings.mqtt_url, settings.mqtt_client_id, persistent=True, manual_ack=True)
-    socketio, live = make_socketio()
+    web_access = WebAccess(settings.web_password)
+    socketio, live = make_socketio(web_access)
     registry = CollectorRegistry(auto_describe=False)
     ingest = Ingest(
         client,
@@ -77,7 +78,7 @@ def serve(settings: BridgeSettings) -> int:
         metrics=metrics_text(registry),
     )
     try:
-        app = create_app(context, socketio)
+        app = create_app(context, socketio, web_access, settings.web_secure_cookie)
     except AssetsMissing as exc:
         print(f"bridge: {exc}", file=sys.stderr)
         return 1

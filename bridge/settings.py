@@ -16,6 +16,7 @@ from common.settings import (
     parse_nonempty,
     parse_nonnegative_float,
     parse_port,
+    parse_switch,
 )
 
 NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
@@ -79,6 +80,18 @@ OPTIONS = [
     ),
     Option("SENSORPIPE_WEB_HOST", "127.0.0.1", "address the web UI listens on", _host),
     Option("SENSORPIPE_WEB_PORT", "5000", "port the web UI listens on", parse_port),
+    Option(
+        "SENSORPIPE_WEB_PASSWORD",
+        "",
+        "password for the dashboard, API and Socket.IO (empty: open to whoever reaches the port)",
+        secret=True,
+    ),
+    Option(
+        "SENSORPIPE_WEB_SECURE_COOKIE",
+        "0",
+        "1: the login cookie is sent over HTTPS only (set it behind a TLS proxy)",
+        parse_switch,
+    ),
 ]
 
 
@@ -98,6 +111,8 @@ class BridgeSettings:
     batch_linger_ms: float
     web_host: str
     web_port: int
+    web_password: str
+    web_secure_cookie: bool
 
 
 def load_settings(argv: Sequence[str], environ: Mapping[str, str]) -> BridgeSettings:

@@ -44,6 +44,7 @@ def main(argv: list[str]) -> int:
         "MQTT_HEALTH_PASSWORD": add_account(config, HEALTH_USER),
         "SIM_GREENHOUSE_MQTT_URL": url("sim-greenhouse"),
         "SIM_COLDROOM_MQTT_URL": url("sim-coldroom"),
+        "WEB_PASSWORD": secrets.token_urlsafe(12),
     }
     text = (args.dir / ".env.example").read_text()
     lines = text.splitlines()
@@ -54,6 +55,7 @@ def main(argv: list[str]) -> int:
     env_path.write_text(text)
     env_path.chmod(0o600)
     print(f"compose-init: wrote {env_path} and the broker accounts (mosquitto/passwd, mosquitto/acl)")
+    print(f"the dashboard's password: {values['WEB_PASSWORD']} (WEB_PASSWORD in .env)")
     print("next: docker compose up -d            (add --profile sim for two simulated devices)")
     print("      scripts/broker-user add <device>  for each Raspberry Pi")
     return 0

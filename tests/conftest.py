@@ -278,6 +278,16 @@ def browser() -> Iterator[Any]:
 
 
 @pytest.fixture
+def page(browser: Any) -> Iterator[Any]:
+    """A fresh browser context (no cookies) and page, desktop-sized."""
+    context = browser.new_context(viewport={"width": 1200, "height": 900})
+    page = context.new_page()
+    page.set_default_timeout(30_000)
+    yield page
+    context.close()
+
+
+@pytest.fixture
 def artifacts() -> Path:
     """Where tests save screenshots for people to look at (test-artifacts/, not committed)."""
     folder = ROOT / "test-artifacts"

@@ -78,7 +78,7 @@ def test_compose_init_keeps_an_existing_env_and_secrets_stay_out_of_the_file(pro
     compose_text = (ROOT / "docker-compose.yml").read_text()
     for line in before.splitlines():
         name, _, value = line.partition("=")
-        if name in {"INFLUX_TOKEN", "INFLUX_ADMIN_PASSWORD", "MQTT_HEALTH_PASSWORD"}:
+        if name in {"INFLUX_TOKEN", "INFLUX_ADMIN_PASSWORD", "MQTT_HEALTH_PASSWORD", "WEB_PASSWORD"}:
             assert value and value not in compose_text
 
 
@@ -100,6 +100,7 @@ def test_the_services_are_wired_as_documented(config: dict[str, Any]) -> None:
         == (services["influxdb"]["environment"]["DOCKER_INFLUXDB_INIT_ADMIN_TOKEN"])
     )
     assert {"mosquitto-data", "influxdb-data", "sim-greenhouse-outbox"} <= set(config["volumes"])
+    assert services["bridge"]["environment"]["SENSORPIPE_WEB_PASSWORD"]  # compose-init sets one
 
 
 def test_the_dockerfile_builds_assets_then_runs_unprivileged() -> None:
@@ -208,7 +209,9 @@ def test_the_stack_runs_its_commands_for_real(
             return int(series[0]["values"][0][1]) if series else 0
 
         wait_until(lambda: stored() == 10, 30, "the simulated device's 10 readings")
-        devices = requests.get(f"http://127.0.0.1:{web_port}/api/devices", timeout=10).json()
+        bearer = {"Authorization": f"Bearer {bridge_env['SENSORPIPE_WEB_PASSWORD']}"}  # compose-init made one
+        assert requests.get(f"http://127.0.0.1:{web_port}/api/devices", timeout=10).status_code == 401
+        devices = requests.get(f"http://127.0.0.1:{web_port}/api/devices", headers=bearer, timeout=10).json()
         assert [d["device"] for d in devices] == ["sim-greenhouse"]
     finally:
         bridge.terminate()

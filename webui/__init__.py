@@ -5,15 +5,16 @@ from __future__ import annotations
 from flask import Flask
 from flask_socketio import SocketIO
 
+from webui.access import WebAccess, install
 from webui.api import api
 from webui.context import WebContext
 from webui.live import LiveBroadcaster
 from webui.pages import AssetsMissing, check_vendor_files, pages
 
-__all__ = ["AssetsMissing", "WebContext", "create_app", "make_socketio"]
+__all__ = ["AssetsMissing", "WebAccess", "WebContext", "create_app", "make_socketio"]
 
 
-def create_app(context: WebContext, socketio: SocketIO) -> Flask:
+def create_app(context: WebContext, socketio: SocketIO, web_access: WebAccess, secure_cookie: bool = False) -> Flask:
     """Build the app and bind `socketio` to it; raises AssetsMissing without the npm packages.
 
     `socketio` is made by the caller (with `make_socketio`) so that the live broadcaster
@@ -23,15 +24,16 @@ def create_app(context: WebContext, socketio: SocketIO) -> Flask:
     app = Flask(__name__)
     app.extensions["sensorpipe"] = context
     app.json.sort_keys = False  # type: ignore[attr-defined]  # keep our field order
+    install(app, web_access, secure_cookie)
     app.register_blueprint(pages)
     app.register_blueprint(api)
     socketio.init_app(app)
     return app
 
 
-def make_socketio() -> tuple[SocketIO, LiveBroadcaster]:
+def make_socketio(web_access: WebAccess) -> tuple[SocketIO, LiveBroadcaster]:
     """The Socket.IO server (not yet bound to an app) and its broadcaster."""
     # threading mode, explicitly: auto-detection would pick eventlet if it were installed.
     # No cors_allowed_origins: Socket.IO accepts the dashboard's own origin only.
     socketio = SocketIO(async_mode="threading")
-    return socketio, LiveBroadcaster(socketio)
+    return socketio, LiveBroadcaster(socketio, web_access)

@@ -17,6 +17,7 @@ from flask_socketio import SocketIO, join_room, leave_room, rooms
 
 from common.reading import Reading
 from common.topics import DEVICE_ID
+from webui.access import WebAccess
 
 log = logging.getLogger(__name__)
 
@@ -39,8 +40,9 @@ def reading_json(reading: Reading) -> dict[str, Any]:
 class LiveBroadcaster:
     """The Socket.IO sink of the ingest loop, and the handlers of the browser's events."""
 
-    def __init__(self, socketio: SocketIO) -> None:
+    def __init__(self, socketio: SocketIO, web_access: WebAccess) -> None:
         self._socketio = socketio
+        self._access = web_access
         self._clients = 0
         self._lock = threading.Lock()
         socketio.on_event("connect", self._on_connect)
@@ -68,6 +70,9 @@ class LiveBroadcaster:
         self._socketio.emit("status", {"device": device, "online": online}, to=[ALL, _room(device)])
 
     def _on_connect(self, auth: Any = None) -> None:
+        # The handshake is a request like any other: the same session cookie or bearer token.
+        if not self._access.authorized():
+            raise ConnectionRefusedError("sign in first")
         join_room(ALL)
         with self._lock:
             self._clients += 1

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flask import Blueprint, Response, abort, render_template, send_file
+from flask import Blueprint, Response, abort, current_app, render_template, send_file
 
 pages = Blueprint("pages", __name__)
 
@@ -30,7 +30,7 @@ def check_vendor_files() -> None:
 
 @pages.get("/")
 def dashboard() -> str:
-    return render_template("dashboard.html")
+    return render_template("dashboard.html", signed_in=current_app.extensions["sensorpipe.access"].enabled)
 
 
 @pages.get("/vendor/<name>")

@@ -141,24 +141,40 @@
     else setBadge(badge, online ? "online" : "offline", online ? "online" : "offline");
   }
 
+  // Signed out (the password is on and the session ended): back to the login page.
+  function toLogin() {
+    window.location.assign(`/login?next=${encodeURIComponent(window.location.pathname)}`);
+  }
+
+  async function getJson(url) {
+    const response = await fetch(url);
+    if (response.status === 401) toLogin();
+    return response.ok ? response.json() : null;
+  }
+
+  // Where the device is and what it measures with: the publisher's own words, as text.
+  function showOrigin(device, info) {
+    const parts = [info.location, info.sensor].filter((part) => typeof part === "string" && part);
+    device.card.querySelector(".origin").textContent = parts.join(" · ");
+  }
+
   async function loadHistory(id, metric) {
     const query = new URLSearchParams({ device: id, metric, since: "1h", points: String(HISTORY_POINTS) });
-    const response = await fetch(`/api/history?${query}`);
-    if (!response.ok) return;
-    const body = await response.json();
+    const body = await getJson(`/api/history?${query}`);
+    if (!body) return;
     merge(ensureSeries(ensureDevice(id), metric), body.points.map(([ms, value]) => [ms / 1000, value]));
   }
 
   // On first load and after every reconnect: what the server knows, then history up to now.
   async function loadAll() {
-    const response = await fetch("/api/devices");
-    if (!response.ok) return;
-    const list = await response.json();
+    const list = await getJson("/api/devices");
+    if (!list) return;
     emptyEl.hidden = list.length > 0 || devices.size > 0;
     const loads = [];
     for (const info of list) {
       const device = ensureDevice(info.device);
       setOnline(device, info.online);
+      showOrigin(device, info);
       if (info.last_seen != null) showLatest(device, info.latest, info.last_seen, info.seq);
       for (const metric of info.metrics) loads.push(loadHistory(info.device, metric));
     }
@@ -171,6 +187,9 @@
     loadAll().catch((error) => console.error("loading history failed", error));
   });
   socket.on("disconnect", () => setBadge(connectionEl, "disconnected", "reconnecting…"));
+  socket.on("connect_error", (error) => {
+    if (error && error.message === "sign in first") toLogin();
+  });
   socket.on("readings", (readings) => {
     for (const reading of readings) {
       const device = ensureDevice(reading.device);

@@ -1,0 +1,150 @@
+"""The web UI on a network: own origin only, the optional password, nothing of a device run as
+code, no server credential in anything the browser gets. Real bridge, real broker, real
+InfluxDB; the browser is headless Chromium."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import requests
+import socketio
+
+from devstack.servers import Server
+from tests.conftest import BridgeProcess, Mqtt, wait_until
+
+PASSWORD = "correct horse battery staple"
+XSS = "<img src=x onerror=alert(1)>"
+
+
+def test_requests_from_another_site_are_refused(start_bridge: Callable[..., BridgeProcess]) -> None:
+    bridge = start_bridge()
+    assert requests.get(bridge.url + "/api/devices", headers={"Origin": bridge.url}, timeout=10).status_code == 200
+    foreign = requests.get(bridge.url + "/api/devices", headers={"Origin": "http://evil.example"}, timeout=10)
+    assert foreign.status_code == 403
+    client = socketio.Client()
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        client.connect(bridge.url, transports=["polling"], headers={"Origin": "http://evil.example"}, wait_timeout=5)
+
+
+def test_with_a_password_everything_but_healthz_needs_it(start_bridge: Callable[..., BridgeProcess]) -> None:
+    bridge = start_bridge(SENSORPIPE_WEB_PASSWORD=PASSWORD)
+    page = requests.get(bridge.url + "/", allow_redirects=False, timeout=10)
+    assert page.status_code == 302 and page.headers["Location"].startswith("/login")
+    for path in ("/api/devices", "/api/rejections", "/api/history?device=d&metric=temperature", "/metrics"):
+        assert requests.get(bridge.url + path, timeout=10).status_code == 401, path
+    assert requests.get(bridge.url + "/healthz", timeout=10).status_code == 200
+    bearer = {"Authorization": f"Bearer {PASSWORD}"}
+    assert requests.get(bridge.url + "/metrics", headers=bearer, timeout=10).status_code == 200
+    wrong = {"Authorization": "Bearer nope"}
+    assert requests.get(bridge.url + "/api/devices", headers=wrong, timeout=10).status_code == 401
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        socketio.Client().connect(bridge.url, transports=["polling"], wait_timeout=5)
+
+    session = requests.Session()
+    refused = session.post(bridge.url + "/login", data={"password": "guess", "next": "/"}, allow_redirects=False)
+    assert refused.status_code == 401 and "Wrong password" in refused.text
+    signed_in = session.post(
+        bridge.url + "/login", data={"password": PASSWORD, "next": "//evil.example/"}, allow_redirects=False
+    )
+    assert signed_in.status_code == 302 and signed_in.headers["Location"] == "/"  # never off-site
+    cookie = signed_in.headers["Set-Cookie"]
+    assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
+    assert session.get(bridge.url + "/api/devices", timeout=10).status_code == 200
+    live = socketio.Client()
+    live.connect(bridge.url, transports=["polling"], wait_timeout=5, headers={"Cookie": _cookie_header(session)})
+    live.disconnect()
+    session.post(bridge.url + "/logout")
+    assert session.get(bridge.url + "/api/devices", timeout=10).status_code == 401
+
+
+def _cookie_header(session: requests.Session) -> str:
+    return "; ".join(f"{name}={value}" for name, value in session.cookies.items())
+
+
+def test_wrong_passwords_are_throttled(start_bridge: Callable[..., BridgeProcess]) -> None:
+    bridge = start_bridge(SENSORPIPE_WEB_PASSWORD=PASSWORD)
+    for _ in range(10):
+        assert requests.post(bridge.url + "/login", data={"password": "guess"}, timeout=10).status_code == 401
+    blocked = requests.post(bridge.url + "/login", data={"password": PASSWORD}, allow_redirects=False, timeout=10)
+    assert blocked.status_code == 429  # even the right one, until the window passes
+    foreign = requests.post(
+        bridge.url + "/login", data={"password": PASSWORD}, headers={"Origin": "http://evil.example"}, timeout=10
+    )
+    assert foreign.status_code == 403
+
+
+def test_no_server_credential_reaches_the_browser(
+    start_bridge: Callable[..., BridgeProcess], broker: Server, mqtt_client: Mqtt, prefix: str
+) -> None:
+    # The test broker and InfluxDB accept any credentials; these only have to be configured.
+    mqtt_secret, influx_secret = "mqtt-secret-4711", "influx-secret-0815"
+    bridge = start_bridge(
+        SENSORPIPE_MQTT_URL=f"mqtt://bridge:{mqtt_secret}@127.0.0.1:{broker.port}",
+        SENSORPIPE_INFLUX_TOKEN=f"admin:{influx_secret}",
+        SENSORPIPE_WEB_PASSWORD=PASSWORD,
+    )
+    mqtt_client.publish(f"{prefix}/desk/reading", {"temperature": 21.0})
+    mqtt_client.publish(f"{prefix}/desk/reading", b"garbage")
+    session = requests.Session()
+    session.post(bridge.url + "/login", data={"password": PASSWORD})
+    wait_until(lambda: session.get(bridge.url + "/api/devices").json(), 20, "the device known")
+    bodies = [
+        session.get(bridge.url + path, timeout=10).text
+        for path in (
+            "/",
+            "/login",
+            "/static/dashboard.js",
+            "/api/devices",
+            "/api/rejections",
+            "/api/history?device=desk&metric=temperature",
+            "/healthz",
+            "/metrics",
+        )
+    ]
+    for secret in (mqtt_secret, influx_secret, PASSWORD):
+        assert not any(secret in body for body in bodies), secret
+
+
+def test_the_browser_signs_in_and_shows_device_strings_as_text(
+    start_bridge: Callable[..., BridgeProcess], mqtt_client: Mqtt, prefix: str, page: Any, artifacts: Path
+) -> None:
+    bridge = start_bridge(SENSORPIPE_WEB_PASSWORD=PASSWORD)
+    dialogs: list[str] = []
+
+    def on_dialog(dialog: Any) -> None:  # an alert() would mean device data ran as code
+        dialogs.append(dialog.message)
+        dialog.dismiss()
+
+    page.on("dialog", on_dialog)
+    page.goto(bridge.url + "/")
+    page.wait_for_selector("form.login")
+    page.screenshot(path=str(artifacts / "login.png"))
+    page.fill("#password", "guess")
+    page.click("button[type=submit]")
+    page.wait_for_selector(".error")
+    page.fill("#password", PASSWORD)
+    page.click("button[type=submit]")
+    page.wait_for_selector('#connection[data-state="connected"]')
+
+    # Strings from a device: its location tag, and a device id that is markup (refused, listed).
+    mqtt_client.publish(f"{prefix}/lab/reading", {"temperature": 20.5, "location": XSS, "sensor": "<b>dht22</b>"})
+    mqtt_client.publish(f"{prefix}/{XSS}/reading", {"temperature": 1.0})
+    wait_until(lambda: bridge_devices(page), 20, "the device on the dashboard")
+    page.reload()
+    page.wait_for_selector('article[data-device="lab"] .origin:not(:empty)')
+    assert page.text_content('article[data-device="lab"] .origin') == f"{XSS} · <b>dht22</b>"
+    assert page.query_selector("article img, article b") is None
+    assert dialogs == []
+    rejected = page.evaluate("fetch('/api/rejections').then((r) => r.json())")
+    assert any(item["reason"] == "bad_device" for item in rejected["latest"])
+
+    page.click(".logout button")
+    page.wait_for_selector("form.login")
+    assert page.evaluate("fetch('/api/devices').then((r) => r.status)") == 401
+
+
+def bridge_devices(page: Any) -> bool:
+    return bool(page.evaluate("fetch('/api/devices').then((r) => r.json())"))
