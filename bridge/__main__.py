@@ -12,7 +12,7 @@ from types import FrameType
 from prometheus_client import CollectorRegistry
 
 from bridge.devices import DeviceRegistry
-from bridge.health import check_health
+from bridge.health import check_health, pipeline_counts
 from bridge.history import HistoryReader
 from bridge.influx import InfluxError, InfluxTarget, InfluxV1
 from bridge.ingest import Ingest
@@ -76,6 +76,7 @@ def serve(settings: BridgeSettings) -> int:
         history=history,
         health=lambda: check_health(ingest, influx),
         metrics=metrics_text(registry),
+        pipeline=lambda: pipeline_counts(ingest, rejections),
     )
     try:
         app = create_app(context, socketio, web_access, settings.web_secure_cookie)

@@ -1,4 +1,5 @@
-"""`/healthz`: is the bridge connected to the broker and InfluxDB, and if not, why."""
+"""`/healthz`: is the bridge connected to the broker and InfluxDB, and if not, why; and the
+counters the dashboard's pipeline panel shows."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from typing import Any
 
 from bridge.influx import InfluxUnavailable, InfluxV1
 from bridge.ingest import Ingest
+from bridge.rejections import RejectionLog
 
 
 def check_health(ingest: Ingest, influx: InfluxV1) -> tuple[bool, dict[str, Any]]:
@@ -26,4 +28,15 @@ def check_health(ingest: Ingest, influx: InfluxV1) -> tuple[bool, dict[str, Any]
         "mqtt": "connected" if state.mqtt_connected else "disconnected",
         "influxdb": influx_version,
         "reasons": reasons,
+    }
+
+
+def pipeline_counts(ingest: Ingest, rejections: RejectionLog) -> dict[str, int]:
+    """Totals since the bridge started: the page turns two of them into a rate."""
+    state = ingest.state
+    return {
+        "received": state.received,
+        "stored": state.stored,
+        "redelivered": state.redelivered,
+        "rejected": sum(rejections.counts().values()),
     }

@@ -6,16 +6,18 @@ import math
 from dataclasses import dataclass
 
 from bridge.influx import InfluxV1, quote_ident, quote_string
-from common.reading import Reading, now_us
+from common.reading import Reading
 
 TAG_AND_SPECIAL_COLUMNS = frozenset({"time", "device", "sensor", "location", "seq"})
 
 
 @dataclass(frozen=True)
 class Series:
-    """One metric of one device: `points` as [epoch ms, value] pairs, oldest first.
+    """One metric of one device over [start_ms, end_ms], oldest first.
 
-    `interval_ms` is the bucket width when the points are bucket means, 0 when raw.
+    Raw (`interval_ms` 0): `points` are [epoch ms, value] as stored. Downsampled: each point
+    is one `interval_ms` bucket, [bucket middle ms, mean, min, max], and a bucket without
+    readings is [ms, None, None, None], so a chart draws a gap there, never a line across.
     """
 
     device: str
@@ -23,7 +25,7 @@ class Series:
     start_ms: float
     end_ms: float
     interval_ms: int
-    points: list[list[float]]
+    points: list[list[float | None]]
 
 
 class HistoryReader:
@@ -33,17 +35,14 @@ class HistoryReader:
         self._influx = influx
         self._measurement = quote_ident(measurement)
 
-    def series(self, device: str, metric: str, range_s: float, points: int) -> Series:
-        """The last `range_s` seconds of one metric, as at most `points` points.
+    def series(self, device: str, metric: str, start_us: int, end_us: int, points: int) -> Series:
+        """One metric between two times (Unix µs), as at most about `points` points.
 
         When the range holds no more than `points` readings they come back as stored.
         Otherwise the range is cut into equal buckets (aligned to the clock, as InfluxDB's
-        `GROUP BY time` does) and each bucket with readings gives one point: their mean, at
-        the bucket's middle. A bucket without readings gives none, so a gap stays a gap.
+        `GROUP BY time` does): mean, min and max of each, at the bucket's middle.
         Raises InfluxUnavailable or InfluxRejected.
         """
-        end_us = now_us()
-        start_us = end_us - int(range_s * 1_000_000)
         where = (
             f'FROM {self._measurement} WHERE "device" = {quote_string(device)} '
             f"AND time >= {start_us * 1000} AND time <= {end_us * 1000}"
@@ -52,13 +51,16 @@ class HistoryReader:
         counted = self._influx.query(f"SELECT count({field}) {where}")
         count = counted[0]["values"][0][1] if counted else 0
         if count <= points:
-            rows = [
-                [row[0], row[1]] for serie in self._influx.query(f"SELECT {field} {where}") for row in serie["values"]
-            ]
+            # Microseconds, as the browser gets live readings (ms with a fraction): the same
+            # reading from history and live must carry the same time to be drawn once.
+            raw = self._influx.query(f"SELECT {field} {where}", epoch="u")
+            rows: list[list[float | None]] = [[row[0] / 1000, row[1]] for serie in raw for row in serie["values"]]
             return Series(device, metric, start_us / 1000, end_us / 1000, 0, [r for r in rows if r[1] is not None])
-        interval_ms = max(1, math.ceil(range_s * 1000 / points))
-        grouped = self._influx.query(f"SELECT mean({field}) {where} GROUP BY time({interval_ms}ms) fill(none)")
-        rows = [[row[0] + interval_ms / 2, row[1]] for serie in grouped for row in serie["values"]]
+        interval_ms = max(1, math.ceil((end_us - start_us) / 1000 / points))
+        grouped = self._influx.query(
+            f"SELECT mean({field}), min({field}), max({field}) {where} GROUP BY time({interval_ms}ms) fill(null)"
+        )
+        rows = [[row[0] + interval_ms / 2, row[1], row[2], row[3]] for serie in grouped for row in serie["values"]]
         # Buckets are aligned to multiples of the interval: the first may start before the
         # range, giving one bucket more than asked for; drop the oldest then.
         return Series(device, metric, start_us / 1000, end_us / 1000, interval_ms, rows[-points:])

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import requests
+
 from bridge.influx import InfluxV1
 from common.reading import format_ts, now_us
 from tests.conftest import BridgeProcess, Mqtt, Program, points, wait_until
@@ -43,7 +45,11 @@ def test_simulated_publishers_reach_influxdb_and_the_api(
     assert "writing with the v1 API" in bridge.log()  # chosen from 1.6.7's /ping
     history = bridge.get("/api/history?device=sim-a&metric=temperature&since=15m&points=1000")
     assert history["interval_ms"] == 0  # 5 readings fit in 1000 points: as stored
-    assert history["points"] == [[p["time"], p["temperature"]] for p in stored if p["device"] == "sim-a"]
+    # Times in ms with the microseconds as a fraction, as live readings carry them: one
+    # reading seen both ways is one point on the chart.
+    micro = influx.query("SELECT temperature FROM environment WHERE device = 'sim-a'", epoch="u")[0]["values"]
+    assert history["points"] == [[us / 1000, value] for us, value in micro]
+    assert any(us % 1000 for us, _ in micro)  # real sub-millisecond times: the check above is not vacuous
 
 
 def test_history_is_downsampled_on_the_server_into_bucket_means(
@@ -60,16 +66,27 @@ def test_history_is_downsampled_on_the_server_into_bucket_means(
     raw = bridge.get("/api/history?device=desk&metric=temperature&since=1h&points=1000")
     assert raw["points"] == [[ts_us / 1000, value] for ts_us, value in sent.items()]
 
-    # 1 h in 6 points: 10-minute buckets aligned to the clock, each the mean of its readings
-    # at the bucket's middle.
+    # 1 h in 6 points: 10-minute buckets aligned to the clock, each the mean, min and max of
+    # its readings at the bucket's middle; buckets without readings are nulls (a gap).
     coarse = bridge.get("/api/history?device=desk&metric=temperature&since=1h&points=6")
     assert coarse["interval_ms"] == 600_000
     buckets: dict[int, list[float]] = {}
     for ts_us, value in sent.items():
         buckets.setdefault(ts_us // 600_000_000 * 600_000, []).append(value)
-    expected = [[start + 300_000, sum(vs) / len(vs)] for start, vs in sorted(buckets.items())]
-    assert coarse["points"] == expected[-6:]
+    filled = [row for row in coarse["points"] if row[1] is not None]
+    expected = [[start + 300_000, sum(vs) / len(vs), min(vs), max(vs)] for start, vs in sorted(buckets.items())]
+    assert filled == expected[-len(filled) :] and len(filled) >= 2
     assert len(coarse["points"]) <= 6
+    assert all(row[1:] == [None, None, None] for row in coarse["points"][: -len(filled)])
+
+    # A custom range, in epoch ms: the first ten readings only.
+    first = list(sent)[:10]
+    custom = bridge.get(
+        f"/api/history?device=desk&metric=temperature&from={first[0] / 1000}&to={first[-1] / 1000}&points=100"
+    )
+    assert [row[0] for row in custom["points"]] == [ts_us / 1000 for ts_us in first]
+    bad = requests.get(bridge.url + "/api/history?device=desk&metric=temperature&from=5&to=1", timeout=10)
+    assert bad.status_code == 400 and "before" in bad.json()["error"]
 
     nothing = bridge.get("/api/history?device=desk&metric=humidity&since=1h&points=6")
     assert nothing["points"] == []

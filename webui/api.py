@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import math
 import re
+from collections.abc import Mapping
 from dataclasses import asdict
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from bridge.influx import InfluxError
-from common.reading import METRIC_NAME
+from common.reading import METRIC_NAME, now_us
 from common.topics import DEVICE_ID
 from webui.context import WebContext
 
@@ -38,28 +40,47 @@ def devices() -> Response:
 
 @api.get("/api/history")
 def history() -> Response | tuple[Response, int]:
-    """One device's metric over `since` (e.g. 15m, 1h, 7d), as at most `points` points."""
+    """One device's metric over `since` (e.g. 15m, 1h, 7d) or `from`..`to` (epoch ms), as at
+    most `points` points."""
     device = request.args.get("device", "")
     metric = request.args.get("metric", "")
-    since = request.args.get("since", "1h")
     points_raw = request.args.get("points", str(DEFAULT_POINTS))
     if not DEVICE_ID.fullmatch(device):
         return _bad_request("device: give a device id, e.g. device=pi-kitchen")
     if not METRIC_NAME.fullmatch(metric):
         return _bad_request("metric: give a metric name, e.g. metric=temperature")
-    match = RANGE.fullmatch(since)
-    if match is None:
-        return _bad_request("since: a number and a unit s, m, h, d or w, e.g. since=1h")
-    range_s = int(match.group(1)) * UNIT_S[match.group(2)]
-    if range_s > MAX_RANGE_S:
-        return _bad_request("since: at most 366 days")
     if not points_raw.isdigit() or not 1 <= int(points_raw) <= MAX_POINTS:
         return _bad_request(f"points: a whole number from 1 to {MAX_POINTS}")
+    span = _span(request.args)
+    if isinstance(span, str):
+        return _bad_request(span)
     try:
-        series = _context().history.series(device, metric, range_s, int(points_raw))
+        series = _context().history.series(device, metric, span[0], span[1], int(points_raw))
     except InfluxError as exc:
         return jsonify(error=f"InfluxDB: {exc}"), 503
     return jsonify(asdict(series))
+
+
+def _span(args: Mapping[str, str]) -> tuple[int, int] | str:
+    """(start, end) in Unix µs from `since`, or from `from` and `to`; or what is wrong."""
+    end_us = now_us()
+    if "from" in args or "to" in args:
+        try:
+            start_ms, end_ms = float(args.get("from", "")), float(args.get("to", str(end_us / 1000)))
+        except ValueError:
+            return "from, to: epoch milliseconds, e.g. from=1764000000000"
+        if not (math.isfinite(start_ms) and math.isfinite(end_ms)) or not 0 <= start_ms < end_ms:
+            return "from, to: from must be before to"
+        if (end_ms - start_ms) / 1000 > MAX_RANGE_S:
+            return "from, to: at most 366 days apart"
+        return int(start_ms * 1000), int(end_ms * 1000)
+    match = RANGE.fullmatch(args.get("since", "1h"))
+    if match is None:
+        return "since: a number and a unit s, m, h, d or w, e.g. since=1h"
+    range_s = int(match.group(1)) * UNIT_S[match.group(2)]
+    if range_s > MAX_RANGE_S:
+        return "since: at most 366 days"
+    return end_us - range_s * 1_000_000, end_us
 
 
 @api.get("/api/rejections")
@@ -67,6 +88,13 @@ def rejections() -> Response:
     """Counts of rejected messages by reason and the latest ones, newest first."""
     log = _context().rejections
     return jsonify(counts=log.counts(), latest=log.latest())
+
+
+@api.get("/api/pipeline")
+def pipeline() -> Response:
+    """What the pipeline panel shows: totals since start, and the broker and InfluxDB state."""
+    healthy, details = _context().health()
+    return jsonify(healthy=healthy, **details, **_context().pipeline())
 
 
 @api.get("/healthz")

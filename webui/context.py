@@ -22,3 +22,5 @@ class WebContext:
     health: Callable[[], tuple[bool, dict[str, Any]]]
     # () -> Prometheus text exposition, for /metrics.
     metrics: Callable[[], bytes]
+    # () -> totals since start (received, stored, redelivered, rejected), for /api/pipeline.
+    pipeline: Callable[[], dict[str, int]]

@@ -6,6 +6,8 @@ from pathlib import Path
 
 from flask import Blueprint, Response, abort, current_app, render_template, send_file
 
+from common.topics import DEVICE_ID
+
 pages = Blueprint("pages", __name__)
 
 NODE_MODULES = Path(__file__).resolve().parent / "node_modules"
@@ -31,6 +33,13 @@ def check_vendor_files() -> None:
 @pages.get("/")
 def dashboard() -> str:
     return render_template("dashboard.html", signed_in=current_app.extensions["sensorpipe.access"].enabled)
+
+
+@pages.get("/device/<device>")
+def device_page(device: str) -> str:
+    if not DEVICE_ID.fullmatch(device):
+        abort(404)
+    return render_template("device.html", device=device, signed_in=current_app.extensions["sensorpipe.access"].enabled)
 
 
 @pages.get("/vendor/<name>")

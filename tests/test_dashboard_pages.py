@@ -1,0 +1,171 @@
+"""The overview and the device page in headless Chromium: ranges, live, CSV, reconnect
+without a hole, only the device on screen streamed, health and staleness, a phone screen."""
+
+from __future__ import annotations
+
+import csv
+import signal
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from bridge.influx import InfluxV1
+from bridge.lineprotocol import to_line
+from common.reading import Reading, now_us
+from tests.conftest import BridgeProcess, Mqtt, Program, wait_until
+from tests.faults import CuttableProxy
+
+MINUTE_US = 60_000_000
+
+
+def chart_points(page: Any, selector: str) -> int:
+    return int(page.get_attribute(selector, "data-points") or 0)
+
+
+def stored(influx: InfluxV1, device: str, since: str = "1h") -> int:
+    series = influx.query(
+        f"SELECT count(temperature) FROM environment WHERE device = '{device}' AND time > now() - {since}"
+    )
+    return int(series[0]["values"][0][1]) if series else 0
+
+
+def write_history(influx: InfluxV1, device: str, minutes: int, skip: range = range(0)) -> None:
+    """One reading a minute for `minutes` up to now (minus the minutes in `skip`)."""
+    now = now_us() // MINUTE_US * MINUTE_US
+    influx.write(
+        [
+            to_line(
+                Reading(
+                    device=device,
+                    ts_us=now - m * MINUTE_US,
+                    metrics={"temperature": 20 + m % 7, "humidity": 50.0},
+                    seq=minutes - m,
+                ),
+                "environment",
+            )
+            for m in range(minutes, 0, -1)
+            if m not in skip
+        ]
+    )
+
+
+def test_device_page_ranges_live_points_and_csv(
+    start_bridge: Callable[..., BridgeProcess],
+    influx: InfluxV1,
+    mqtt_client: Mqtt,
+    prefix: str,
+    page: Any,
+    artifacts: Path,
+    tmp_path: Path,
+) -> None:
+    write_history(influx, "lab", 2 * 24 * 60, skip=range(20, 40))  # two days, 20 minutes missing
+    bridge = start_bridge()  # learns the device from InfluxDB
+    page.goto(bridge.url + "/device/lab?range=1h")
+    page.wait_for_selector('#connection[data-state="connected"]')
+    temperature = '#charts .chart[data-metric="temperature"]'
+    # Minutes 1-19 and 40-59 ago (the reading of exactly an hour ago is just outside).
+    wait_until(lambda: chart_points(page, temperature) == 39, 20, "the last hour: 39 readings (20 missing)")
+    assert "as stored" in page.text_content("#range-note")
+    # The missing 20 minutes are a gap (a null between the points), not a line across.
+    assert page.evaluate(
+        "(() => { const s = new sensorpipe.Series(); s.merge([[0, 1], [60, 2], [120, 3], [1500, 4], [1560, 5]]);"
+        " return s.data()[1]; })()"
+    ) == [1, 2, 3, None, 4, 5]
+
+    mqtt_client.publish(f"{prefix}/lab/reading", {"temperature": 30.5, "humidity": 40.0})
+    wait_until(lambda: chart_points(page, temperature) == 40, 20, "the live reading on the chart")
+
+    page.click('button[data-range="7d"]')
+    wait_until(lambda: "mean of" in (page.text_content("#range-note") or ""), 20, "the 7 d range, downsampled")
+    points_7d = chart_points(page, temperature)
+    assert 0 < points_7d <= 1200  # about one point per pixel of a 1200 px page, not 2,860 readings
+    page.screenshot(path=str(artifacts / "device-7d.png"), full_page=True)
+    page.click('button[data-range="15m"]')
+    wait_until(lambda: chart_points(page, temperature) == 15, 20, "15 minutes: 14 readings and the live one")
+
+    with page.expect_download() as download_info:
+        page.click("#csv")
+    path = tmp_path / "download.csv"
+    download_info.value.save_as(path)
+    rows = list(csv.DictReader(path.open()))
+    assert {row["metric"] for row in rows} == {"temperature", "humidity"}
+    assert len([r for r in rows if r["metric"] == "temperature"]) == 15
+    assert "30.5" in {r["value"] for r in rows}
+    page.screenshot(path=str(artifacts / "device.png"), full_page=True)
+
+
+def test_reconnect_leaves_no_hole_and_only_the_shown_device_is_streamed(
+    start_bridge: Callable[..., BridgeProcess],
+    run_publisher: Callable[..., Program],
+    influx: InfluxV1,
+    page: Any,
+) -> None:
+    bridge = start_bridge()
+    proxy = CuttableProxy(bridge.port)
+    other = run_publisher("other", SENSORPIPE_INTERVAL="0.5")
+    shown = run_publisher("shown", SENSORPIPE_INTERVAL="0.5")
+    try:
+        frames: list[str] = []
+        page.on("websocket", lambda ws: ws.on("framereceived", lambda payload: frames.append(str(payload))))
+        page.goto(f"http://127.0.0.1:{proxy.port}/device/shown?range=15m")
+        page.wait_for_selector('#connection[data-state="connected"]')
+        wait_until(lambda: chart_points(page, '#charts .chart[data-metric="temperature"]') >= 4, 20, "live points")
+        proxy.cut()  # longer than the reading interval: readings are stored, none reaches the page
+        page.wait_for_selector('#connection[data-state="disconnected"]')
+        time.sleep(4)
+        proxy.restore()
+        page.wait_for_selector('#connection[data-state="connected"]', timeout=30_000)
+        shown.stop(signal.SIGTERM)
+        time.sleep(1.0)
+        count = stored(influx, "shown", "15m")
+        temperature = '#charts .chart[data-metric="temperature"]'
+        wait_until(
+            lambda: chart_points(page, '#charts .chart[data-metric="temperature"]') == count,
+            20,
+            f"all {count} stored readings on the chart (it has {chart_points(page, temperature)})",
+        )
+        readings = [f for f in frames if f.startswith('42["readings"')]
+        assert readings and all('"device":"other"' not in f for f in readings)
+    finally:
+        proxy.close()
+        other.stop()
+
+
+def test_overview_health_stale_pipeline_and_a_phone_screen(
+    start_bridge: Callable[..., BridgeProcess],
+    run_publisher: Callable[..., Program],
+    browser: Any,
+    artifacts: Path,
+) -> None:
+    bridge = start_bridge()
+    flaky = run_publisher(
+        "flaky", SENSORPIPE_INTERVAL="0.3", SENSORPIPE_SIM_FAIL_RATE="0.3", SENSORPIPE_HEALTH_INTERVAL="0.5"
+    )
+    context = browser.new_context(viewport={"width": 390, "height": 844})
+    page = context.new_page()
+    try:
+        page.goto(bridge.url + "/")
+        page.wait_for_selector('#connection[data-state="connected"]')
+        wait_until(
+            lambda: chart_points(page, 'article[data-device="flaky"] .chart[data-metric="temperature"]') >= 5,
+            20,
+            "sparkline",
+        )
+        page.wait_for_function("document.querySelector('#pipeline .rate').textContent.includes('readings/s')")
+        assert "connected" in (page.text_content("#pipeline .mqtt") or "")
+        assert "InfluxDB 1.6" in (page.text_content("#pipeline .influx") or "")
+        page.reload()  # health is read with the device list
+        page.wait_for_function(
+            "document.querySelector('article[data-device=\"flaky\"] .health')?.textContent.includes('failed reads')"
+        )
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390  # nothing wider than the phone
+        page.screenshot(path=str(artifacts / "overview-phone.png"), full_page=True)
+        flaky.stop(signal.SIGKILL)  # gone without a word: only staleness tells
+        page.wait_for_selector('article[data-device="flaky"] .stale:not([hidden])', timeout=20_000)
+        page.goto(bridge.url + "/device/flaky")
+        page.wait_for_selector('#charts .chart[data-metric="humidity"]')
+        assert page.evaluate("document.documentElement.scrollWidth") <= 390
+        page.screenshot(path=str(artifacts / "device-phone.png"), full_page=True)
+    finally:
+        context.close()

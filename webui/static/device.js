@@ -1,0 +1,170 @@
+// One device: a chart per metric over a chosen range, live while the range ends now.
+// History comes downsampled to about one point per pixel (mean line, min-max band); live
+// readings for this device only (Socket.IO `subscribe`) merge by timestamp, and after a
+// reconnect the range is fetched again up to now, so a dropped connection leaves no hole.
+"use strict";
+
+(() => {
+  const { unit, color, toLogin, getJson, setBadge, Series, historyRows, redraw } = sensorpipe;
+  const PRESETS = { "15m": 900, "1h": 3600, "6h": 21600, "24h": 86400, "7d": 604800 };
+  const id = document.getElementById("device").dataset.device;
+  const chartsEl = document.getElementById("charts");
+  const noteEl = document.getElementById("range-note");
+  const connectionEl = document.getElementById("connection");
+  let range = { preset: new URLSearchParams(window.location.search).get("range") || "1h" };
+  if (!(range.preset in PRESETS)) range = { preset: "1h" };
+  let charts = new Map(); // metric -> chart
+  let generation = 0; // a newer range makes older answers moot
+
+  const live = () => Boolean(range.preset);
+  const windowOf = () =>
+    live() ? [Date.now() / 1000 - PRESETS[range.preset], Date.now() / 1000] : [range.from / 1000, range.to / 1000];
+
+  function makeChart(metric) {
+    const el = document.createElement("section");
+    el.className = "chart";
+    el.dataset.metric = metric;
+    el.dataset.points = "0";
+    const title = document.createElement("h2");
+    title.textContent = `${metric}${unit(metric) ? ` (${unit(metric)})` : ""}`;
+    el.appendChild(title);
+    chartsEl.appendChild(el);
+    const series = new Series();
+    const stroke = color(metric);
+    const chart = { el, series, zoomed: false, metric };
+    chart.plot = new uPlot(
+      {
+        width: Math.max(280, chartsEl.clientWidth),
+        height: 240,
+        cursor: { drag: { x: true, y: false } },
+        scales: { x: { time: true, range: (u, min, max) => (chart.zoomed ? [min, max] : windowOf()) } },
+        series: [
+          {},
+          { label: metric, stroke, width: 1.5, spanGaps: false, value: (u, v) => (v == null ? "–" : `${v.toFixed(2)} ${unit(metric)}`) },
+          { label: "min", stroke: `${stroke}55`, width: 1, spanGaps: false },
+          { label: "max", stroke: `${stroke}55`, width: 1, spanGaps: false },
+        ],
+        bands: [{ series: [3, 2], fill: `${stroke}22` }],
+        axes: [{ stroke: "currentColor" }, { stroke: "currentColor", size: 56 }],
+        hooks: { setSelect: [() => (chart.zoomed = true)] },
+      },
+      [[], [], [], []],
+      el,
+    );
+    chart.plot.over.addEventListener("dblclick", () => {
+      chart.zoomed = false;
+      chart.draw();
+    });
+    chart.draw = () => {
+      if (live() && !chart.zoomed) series.trim(windowOf()[0]);
+      chart.plot.setData(series.data(), !chart.zoomed);
+      el.dataset.points = String(series.xs.length);
+    };
+    return chart;
+  }
+
+  function points() {
+    return String(Math.min(5000, Math.max(200, Math.round(chartsEl.clientWidth))));
+  }
+
+  async function loadRange(fresh) {
+    const mine = ++generation;
+    const info = (await getJson("/api/devices"))?.find((d) => d.device === id);
+    if (mine !== generation) return;
+    if (info) setBadge(document.getElementById("online"), info.online ? "online" : info.online === false ? "offline" : "unknown",
+      info.online == null ? "no status" : info.online ? "online" : "offline");
+    const metrics = info ? info.metrics : [];
+    if (fresh) {
+      charts = new Map();
+      chartsEl.replaceChildren();
+    }
+    let interval = 0;
+    await Promise.all(metrics.map(async (metric) => {
+      const query = new URLSearchParams({ device: id, metric, points: points() });
+      if (live()) query.set("since", range.preset);
+      else { query.set("from", String(range.from)); query.set("to", String(range.to)); }
+      const body = await getJson(`/api/history?${query}`);
+      if (!body || mine !== generation) return;
+      interval = Math.max(interval, body.interval_ms);
+      let chart = charts.get(metric);
+      if (!chart) charts.set(metric, (chart = makeChart(metric)));
+      chart.series.merge(historyRows(body));
+      redraw(chart);
+    }));
+    if (mine !== generation) return;
+    noteEl.textContent = interval
+      ? `Each point: the mean of ${formatInterval(interval)}, with its lowest and highest reading as the band.`
+      : "Every reading as stored.";
+    document.querySelectorAll("[data-range]").forEach((b) => b.setAttribute("aria-pressed", String(b.dataset.range === range.preset)));
+    document.getElementById("device").dataset.loaded = String(Date.now());
+  }
+
+  function formatInterval(ms) {
+    if (ms < 60_000) return `${Math.round(ms / 1000)} s`;
+    if (ms < 3_600_000) return `${Math.round(ms / 60_000)} min`;
+    return `${(ms / 3_600_000).toFixed(1)} h`;
+  }
+
+  function downloadCsv() {
+    const lines = ["time,device,metric,value,min,max"];
+    for (const chart of charts.values()) {
+      const { xs, ys, lows, highs } = chart.series;
+      for (let i = 0; i < xs.length; i += 1) {
+        if (ys[i] == null) continue;
+        lines.push([new Date(xs[i] * 1000).toISOString(), id, chart.metric, ys[i], lows[i] ?? "", highs[i] ?? ""].join(","));
+      }
+    }
+    const [from, to] = windowOf().map((s) => new Date(s * 1000).toISOString().slice(0, 19).replaceAll(":", ""));
+    const link = document.createElement("a");
+    link.href = URL.createObjectURL(new Blob([lines.join("\n") + "\n"], { type: "text/csv" }));
+    link.download = `${id}_${from}_${to}.csv`;
+    link.click();
+    URL.revokeObjectURL(link.href);
+  }
+
+  document.querySelectorAll("[data-range]").forEach((button) =>
+    button.addEventListener("click", () => {
+      range = { preset: button.dataset.range };
+      history.replaceState(null, "", `?range=${range.preset}`);
+      loadRange(true);
+    }));
+  document.getElementById("custom-range").addEventListener("submit", (event) => {
+    event.preventDefault();
+    const form = new FormData(event.target);
+    const from = new Date(form.get("from")).getTime();
+    const to = new Date(form.get("to")).getTime();
+    if (!(from < to)) return;
+    range = { from, to };
+    loadRange(true);
+  });
+  document.getElementById("csv").addEventListener("click", downloadCsv);
+
+  const socket = io();
+  socket.on("connect", () => {
+    setBadge(connectionEl, "connected", "live");
+    socket.emit("subscribe", { devices: [id] });
+    loadRange(charts.size === 0).catch((error) => console.error("loading history failed", error));
+  });
+  socket.on("disconnect", () => setBadge(connectionEl, "disconnected", "reconnecting…"));
+  socket.on("connect_error", (error) => {
+    if (error && error.message === "sign in first") toLogin();
+  });
+  socket.on("readings", (readings) => {
+    if (!live()) return;
+    for (const reading of readings) {
+      if (reading.device !== id) continue;
+      for (const [metric, value] of Object.entries(reading.metrics)) {
+        let chart = charts.get(metric);
+        if (!chart) charts.set(metric, (chart = makeChart(metric)));
+        chart.series.merge([[reading.ts / 1000, value]]);
+        redraw(chart);
+      }
+    }
+  });
+  socket.on("status", (status) => {
+    if (status.device === id) setBadge(document.getElementById("online"), status.online ? "online" : "offline", status.online ? "online" : "offline");
+  });
+  new ResizeObserver(() => {
+    for (const chart of charts.values()) chart.plot.setSize({ width: Math.max(280, chartsEl.clientWidth), height: 240 });
+  }).observe(chartsEl);
+})();
