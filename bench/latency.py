@@ -34,7 +34,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from common.reading import Reading, encode_reading, now_us  # noqa: E402
+from common.reading import now_us  # noqa: E402
+from devstack.loadgen import percentile, publish_steadily  # noqa: E402
 from devstack.procstat import proc_cpu_s, proc_memory_mib  # noqa: E402
 from devstack.servers import free_port, influxdb, mosquitto, wait_influx_ready  # noqa: E402
 
@@ -87,24 +88,6 @@ class ProxyHandler(BaseHTTPRequestHandler):
         self._forward()
 
 
-def publish_steadily(client: mqtt.Client, rate: float, total: int, devices: int) -> tuple[list[int], float]:
-    """Publish `total` readings at `rate` a second; return their unique ts (µs) and the seconds taken."""
-    started = time.monotonic()
-    sent: list[int] = []
-    for i in range(total):
-        delay = started + i / rate - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
-        device = f"dev-{i % devices:03d}"
-        ts_us = now_us()
-        while sent and ts_us <= sent[-1]:  # unique stamps, so each reading is found again
-            ts_us += 1
-        sent.append(ts_us)
-        payload = encode_reading(Reading(device, ts_us, {"temperature": 21.5, "humidity": 40.0}, seq=i))
-        client.publish(f"{PREFIX}/{device}/reading", payload, qos=1)
-    return sent, time.monotonic() - started
-
-
 def bare_subscriber_cpu(broker_port: int, rate: float, total: int, devices: int) -> float:
     """CPU seconds a paho subscriber that only acknowledges spends on the same stream."""
     baseline = subprocess.Popen(
@@ -122,7 +105,7 @@ def bare_subscriber_cpu(broker_port: int, rate: float, total: int, devices: int)
     try:
         time.sleep(1)
         before = proc_cpu_s(baseline.pid)
-        publish_steadily(publisher, rate, total, devices)
+        publish_steadily(publisher, PREFIX, rate, total, devices)
         time.sleep(1)
         return proc_cpu_s(baseline.pid) - before
     finally:
@@ -130,11 +113,6 @@ def bare_subscriber_cpu(broker_port: int, rate: float, total: int, devices: int)
         publisher.loop_stop()
         baseline.terminate()
         baseline.wait(10)
-
-
-def percentile(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
 
 
 def main() -> None:
@@ -186,7 +164,7 @@ def main() -> None:
             publisher.loop_start()
             time.sleep(1)  # let the bridge's subscription settle
             cpu_before = proc_cpu_s(bridge.pid)
-            sent, elapsed = publish_steadily(publisher, args.rate, total, args.devices)
+            sent, elapsed = publish_steadily(publisher, PREFIX, args.rate, total, args.devices)
             deadline = time.monotonic() + 30
             expected_seen = 0 if args.no_browser else total
             while (len(proxy.stored_at) < total or len(seen_at) < expected_seen) and time.monotonic() < deadline:

@@ -180,6 +180,16 @@
   setInterval(() => {
     for (const device of devices.values()) markStale(device);
   }, 5000);
+  // Health and status change without a reading: read them again now and then.
+  setInterval(async () => {
+    const list = await getJson("/api/devices");
+    for (const info of list || []) {
+      const device = devices.get(info.device);
+      if (!device) continue;
+      setOnline(device, info.online);
+      showInfo(device, info);
+    }
+  }, 30000);
   sensorpipe.pipelinePanel(document.getElementById("pipeline"));
   new ResizeObserver(() => {
     for (const device of devices.values()) {
