@@ -84,6 +84,12 @@ def test_device_page_ranges_live_points_and_csv(
     page.click('button[data-range="15m"]')
     wait_until(lambda: chart_points(page, temperature) == 15, 20, "15 minutes: 14 readings and the live one")
 
+    # Pan: half a range earlier is a fixed window, 15 minutes wide, ending 7.5 minutes ago.
+    page.click("#earlier")
+    wait_until(lambda: 0 < chart_points(page, temperature) < 15, 20, "the window half a range earlier")
+    page.click('button[data-range="15m"]')
+    wait_until(lambda: chart_points(page, temperature) == 15, 20, "back to the last 15 minutes")
+
     with page.expect_download() as download_info:
         page.click("#csv")
     path = tmp_path / "download.csv"
@@ -142,7 +148,8 @@ def test_overview_health_stale_pipeline_and_a_phone_screen(
     flaky = run_publisher(
         "flaky", SENSORPIPE_INTERVAL="0.3", SENSORPIPE_SIM_FAIL_RATE="0.3", SENSORPIPE_HEALTH_INTERVAL="0.5"
     )
-    context = browser.new_context(viewport={"width": 390, "height": 844})
+    # A phone in dark mode: the page follows the system's colour scheme.
+    context = browser.new_context(viewport={"width": 390, "height": 844}, color_scheme="dark")
     page = context.new_page()
     try:
         page.goto(bridge.url + "/")
@@ -160,6 +167,7 @@ def test_overview_health_stale_pipeline_and_a_phone_screen(
             "document.querySelector('article[data-device=\"flaky\"] .health')?.textContent.includes('failed reads')"
         )
         assert page.evaluate("document.documentElement.scrollWidth") <= 390  # nothing wider than the phone
+        assert page.evaluate("getComputedStyle(document.body).backgroundColor") == "rgb(21, 23, 27)"  # dark
         page.screenshot(path=str(artifacts / "overview-phone.png"), full_page=True)
         flaky.stop(signal.SIGKILL)  # gone without a word: only staleness tells
         page.wait_for_selector('article[data-device="flaky"] .stale:not([hidden])', timeout=20_000)

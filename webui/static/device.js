@@ -138,6 +138,18 @@
     loadRange(true);
   });
   document.getElementById("csv").addEventListener("click", downloadCsv);
+  // Pan: the same width, half of it earlier or later (a fixed range from then on, not live;
+  // never past now).
+  function pan(direction) {
+    const [from, to] = windowOf().map((s) => s * 1000);
+    const shift = ((to - from) / 2) * direction;
+    const end = Math.min(Date.now(), to + shift);
+    range = { from: end - (to - from), to: end };
+    history.replaceState(null, "", window.location.pathname);
+    loadRange(true);
+  }
+  document.getElementById("earlier").addEventListener("click", () => pan(-1));
+  document.getElementById("later").addEventListener("click", () => pan(1));
 
   const socket = io();
   socket.on("connect", () => {
