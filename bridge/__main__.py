@@ -2,23 +2,26 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import signal
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import FrameType
 
 from prometheus_client import CollectorRegistry
 
 from bridge.devices import DeviceRegistry
-from bridge.health import check_health, pipeline_counts
+from bridge.health import check_health, ingest_totals, pipeline_counts
 from bridge.history import HistoryReader
 from bridge.influx import InfluxError, InfluxTarget, InfluxV1
 from bridge.ingest import Ingest
 from bridge.metrics import BridgeCollector, IngestMetrics, metrics_text
 from bridge.rejections import RejectionLog
 from bridge.settings import BridgeSettings, load_settings
+from bridge.shared import RedisDeviceRegistry, RedisRejectionLog, SharedTotals
+from bridge.shared import connect as connect_redis
 from bridge.writers import make_writer
 from common.mqtt import make_client
 from common.settings import SettingsError, exit_bad_setting
@@ -51,12 +54,14 @@ def serve(settings: BridgeSettings) -> int:
     """Run the bridge with these settings until SIGTERM or SIGINT."""
     topics = Topics(settings.topic_prefix)
     influx = InfluxV1(InfluxTarget(settings.influx_url, settings.influx_db, settings.influx_token))
-    devices = DeviceRegistry()
-    rejections = RejectionLog()
+    namespace = f"sensorpipe:{settings.topic_prefix}"
+    shared = connect_redis(settings.redis_url) if settings.redis_url else None
+    devices = RedisDeviceRegistry(shared, namespace) if shared else DeviceRegistry()
+    rejections = RedisRejectionLog(shared, namespace) if shared else RejectionLog()
     history = HistoryReader(influx, settings.influx_measurement)
     client = make_client(settings.mqtt_url, settings.mqtt_client_id, persistent=True, manual_ack=True)
     web_access = WebAccess(settings.web_password)
-    socketio, live = make_socketio(web_access)
+    socketio, live = make_socketio(web_access, shared=shared is not None)
     registry = CollectorRegistry(auto_describe=False)
     ingest = Ingest(
         client,
@@ -68,18 +73,31 @@ def serve(settings: BridgeSettings) -> int:
         IngestMetrics(registry),
         sinks=[live],
         linger_s=settings.batch_linger_ms / 1000,
+        share_group=settings.share_group,
     )
     registry.register(BridgeCollector(ingest, rejections, lambda: live.clients))
+    totals: Callable[[], dict[str, int]] = functools.partial(ingest_totals, ingest)
+    if shared:  # with several bridges, /api/pipeline adds up everyone's totals
+        shared_totals = SharedTotals(shared, namespace, settings.mqtt_client_id, totals)
+        shared_totals.start()
+        totals = shared_totals.totals
     context = WebContext(
         devices=devices,
         rejections=rejections,
         history=history,
-        health=lambda: check_health(ingest, influx),
+        health=lambda: check_health(ingest, influx, shared),
         metrics=metrics_text(registry),
-        pipeline=lambda: pipeline_counts(ingest, rejections),
+        pipeline=lambda: pipeline_counts(totals(), rejections),
     )
     try:
-        app = create_app(context, socketio, web_access, settings.web_secure_cookie)
+        app = create_app(
+            context,
+            socketio,
+            web_access,
+            settings.web_secure_cookie,
+            message_queue=settings.redis_url,
+            channel=f"{namespace}:socketio",
+        )
     except AssetsMissing as exc:
         print(f"bridge: {exc}", file=sys.stderr)
         return 1

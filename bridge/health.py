@@ -5,14 +5,22 @@ from __future__ import annotations
 
 from typing import Any
 
+import redis
+
 from bridge.influx import InfluxUnavailable, InfluxV1
 from bridge.ingest import Ingest
 from bridge.rejections import RejectionLog
 
 
-def check_health(ingest: Ingest, influx: InfluxV1) -> tuple[bool, dict[str, Any]]:
-    """(healthy, details): the broker connection and InfluxDB's /ping and last write."""
+def check_health(ingest: Ingest, influx: InfluxV1, shared: redis.Redis | None = None) -> tuple[bool, dict[str, Any]]:
+    """(healthy, details): the broker connection, InfluxDB's /ping and last write, and Redis
+    when several bridges share it."""
     reasons = []
+    if shared is not None:
+        try:
+            shared.ping()
+        except redis.RedisError as exc:
+            reasons.append(f"Redis: {exc}")
     state = ingest.state
     if not state.mqtt_connected:
         reasons.append(f"MQTT: {state.mqtt_error}")
@@ -31,12 +39,12 @@ def check_health(ingest: Ingest, influx: InfluxV1) -> tuple[bool, dict[str, Any]
     }
 
 
-def pipeline_counts(ingest: Ingest, rejections: RejectionLog) -> dict[str, int]:
-    """Totals since the bridge started: the page turns two of them into a rate."""
+def ingest_totals(ingest: Ingest) -> dict[str, int]:
+    """This bridge's totals since it started (with replicas, bridge/shared.py adds them up)."""
     state = ingest.state
-    return {
-        "received": state.received,
-        "stored": state.stored,
-        "redelivered": state.redelivered,
-        "rejected": sum(rejections.counts().values()),
-    }
+    return {"received": state.received, "stored": state.stored, "redelivered": state.redelivered}
+
+
+def pipeline_counts(totals: dict[str, int], rejections: RejectionLog) -> dict[str, int]:
+    """What /api/pipeline shows: the ingest totals and the rejections, counted once."""
+    return {**totals, "rejected": sum(rejections.counts().values())}

@@ -84,10 +84,14 @@ class Ingest:
         metrics: IngestMetrics,
         sinks: Sequence[Sink] = (),
         linger_s: float = 0.005,
+        share_group: str | None = None,
     ) -> None:
         """`linger_s`: after the first message of a batch, wait this long for more unless a
         full batch is already waiting. A write, an ack round and a broadcast cost about the
-        same for one reading as for fifty, so this trades a few ms of latency for CPU."""
+        same for one reading as for fifty, so this trades a few ms of latency for CPU.
+        `share_group`: take readings through the MQTT shared subscription
+        `$share/<group>/...`, so that several bridges split them; status and health are read
+        by every bridge."""
         self._client = client
         self._topics = topics
         self._writer = writer
@@ -97,6 +101,12 @@ class Ingest:
         self._sinks = list(sinks)
         self._metrics = metrics
         self._linger_s = linger_s
+        readings = topics.filter("reading")
+        self._subscriptions = [
+            (f"$share/{share_group}/{readings}" if share_group else readings, 1),
+            (topics.filter("status"), 1),
+            (topics.filter("health"), 1),
+        ]
         self._in_hand = 0  # taken from the queue, not yet acknowledged
         # SimpleQueue: C-implemented, several times faster per message than queue.Queue.
         self._queue: queue.SimpleQueue[Incoming] = queue.SimpleQueue()
@@ -122,7 +132,7 @@ class Ingest:
         self.state.mqtt_connected, self.state.mqtt_error = True, None
         log.info("connected to the broker (session present: %s)", flags.session_present)
         # Subscribe on every connect: also after a broker lost its state.
-        client.subscribe([(self._topics.filter(kind), 1) for kind in ("reading", "status", "health")])
+        client.subscribe(self._subscriptions)
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         with self._ack_lock:

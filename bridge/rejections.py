@@ -40,10 +40,9 @@ class RejectionLog:
         """Record one rejection and log it unless the same topic and reason logged lately."""
         preview = payload[:PAYLOAD_PREVIEW_BYTES].decode("utf-8", errors="replace")
         rejection = Rejection(time.time() * 1000, topic, error.reason, error.detail, preview)
+        self._store(rejection)
         now = time.monotonic()
         with self._lock:
-            self._latest.append(rejection)
-            self._counts[error.reason] += 1
             key = (topic, error.reason)
             quiet = now - self._last_logged.get(key, -LOG_EVERY_S) < LOG_EVERY_S
             if not quiet:
@@ -52,6 +51,12 @@ class RejectionLog:
                     self._last_logged.clear()
         if not quiet:
             log.warning("rejected a message on %r: %s", topic[:100], error)
+
+    def _store(self, rejection: Rejection) -> None:
+        """Keep it for counts() and latest(); here in memory (bridge/shared.py: in Redis)."""
+        with self._lock:
+            self._latest.append(rejection)
+            self._counts[rejection.reason] += 1
 
     def counts(self) -> dict[str, int]:
         with self._lock:

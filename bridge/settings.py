@@ -21,6 +21,7 @@ from common.settings import (
 
 NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
 CLIENT_ID = re.compile(r"[A-Za-z0-9_.-]{1,64}")
+SHARE_GROUP = re.compile(r"[A-Za-z0-9_-]{1,64}")
 
 
 def _name(raw: str) -> str:
@@ -48,6 +49,22 @@ def _linger_ms(raw: str) -> float:
     return value
 
 
+def _share_group(raw: str) -> str | None:
+    if raw == "":
+        return None
+    if not SHARE_GROUP.fullmatch(raw):
+        raise ValueError("must be 1 to 64 of A-Z a-z 0-9 _ -")
+    return raw
+
+
+def _redis_url(raw: str) -> str | None:
+    if raw == "":
+        return None
+    if not raw.startswith(("redis://", "rediss://", "unix://")):
+        raise ValueError("must be a redis://[:password@]host[:port][/db] URL (rediss:// for TLS)")
+    return raw
+
+
 def _host(raw: str) -> str:
     return parse_nonempty(raw).strip()
 
@@ -59,6 +76,20 @@ OPTIONS = [
         "sensorpipe-bridge",
         "fixed MQTT client id: the broker keeps this session's queue while the bridge is away",
         _client_id,
+    ),
+    Option(
+        "SENSORPIPE_SHARE_GROUP",
+        "",
+        "several bridges: MQTT shared-subscription group that splits the readings between them "
+        "(empty: this bridge takes every reading)",
+        _share_group,
+    ),
+    Option(
+        "SENSORPIPE_REDIS_URL",
+        "",
+        "several bridges: Redis for Socket.IO's message queue and the state the API shows (empty: in memory)",
+        _redis_url,
+        secret=True,
     ),
     Option("SENSORPIPE_INFLUX_URL", "http://127.0.0.1:8086", "InfluxDB base URL", parse_http_url),
     Option("SENSORPIPE_INFLUX_DB", "sensors", "database (1.x) or bucket (2.x, 3.x)", _name),
@@ -102,6 +133,8 @@ class BridgeSettings:
     mqtt_url: MqttUrl
     topic_prefix: str
     mqtt_client_id: str
+    share_group: str | None
+    redis_url: str | None
     influx_url: str
     influx_db: str
     influx_token: str

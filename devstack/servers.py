@@ -20,6 +20,7 @@ from typing import IO
 
 MOSQUITTO = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
 INFLUXD = shutil.which("influxd") or "/usr/bin/influxd"
+REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 
 
 # Settings of the shipped broker config the private brokers take over as they are.
@@ -192,3 +193,12 @@ def wait_influx_ready(port: int, timeout: float = 30.0) -> None:
             pass
         time.sleep(0.1)
     raise ServerError(f"influxdb on {port} did not answer /ping within {timeout} s")
+
+
+def redis(folder: Path, port: int | None = None) -> Server:
+    """A Redis (not yet started) on 127.0.0.1, keeping nothing on disk (for several bridges)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    port = port or free_port()
+    args = [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+    args += ["--dir", str(folder), "--protected-mode", "yes"]
+    return Server("redis", port, folder, args, folder / "redis.log")

@@ -14,8 +14,9 @@ as_root() {
 }
 
 packages=(mosquitto mosquitto-clients influxdb influxdb-client python3-venv)
-# systemd for systemd-analyze (checks the service unit), openssl for the TLS listener test.
-[ "$purpose" = test ] && packages+=(chromium docker-compose systemd openssl)
+# systemd for systemd-analyze (checks the service unit), openssl for the TLS listener test,
+# redis-server for the tests with several bridges.
+[ "$purpose" = test ] && packages+=(chromium docker-compose systemd openssl redis-server)
 command -v npm >/dev/null || packages+=(nodejs npm)
 missing=()
 for package in "${packages[@]}"; do

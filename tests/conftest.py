@@ -10,7 +10,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -30,24 +29,16 @@ from devstack.servers import (
     free_port,
     influxdb,
     mosquitto,
+    redis,
     shipped_mosquitto,
     wait_influx_ready,
 )
+from tests import faults
+from tests.faults import SteadyPublisher
+from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = "/usr/lib/chromium/chromium"
-
-
-def wait_until(condition: Callable[[], Any], timeout: float = 30.0, what: str = "condition") -> Any:
-    """Poll `condition` until it returns something truthy; fail the test after `timeout`."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout} s waiting for {what}")
-        time.sleep(0.1)
 
 
 # --- servers ---------------------------------------------------------------------------
@@ -76,6 +67,15 @@ def fresh_clone_only(folder: str, names: list[str]) -> set[str]:
     """What a fresh clone's mosquitto/ lacks: users, the ACL, enabled optional listeners."""
     enabled = {n for n in names if n.endswith((".conf", ".pem"))} if folder.endswith("conf.d") else set()
     return enabled | {n for n in names if n in {"passwd", "acl", "data", "mosquitto-local.conf", "mosquitto.log"}}
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """A private Redis for the tests with several bridges (each test uses its own prefix)."""
+    server = redis(tmp_path_factory.mktemp("redis"))
+    server.start()
+    yield server
+    server.stop()
 
 
 @pytest.fixture
@@ -252,6 +252,21 @@ class Mqtt:
     def close(self) -> None:
         self.client.disconnect()
         self.client.loop_stop()
+
+
+@pytest.fixture
+def steady(prefix: str) -> Iterator[Callable[[Server], SteadyPublisher]]:
+    """Start the 20,000-reading run (tests/faults.py) against a broker."""
+    started: list[SteadyPublisher] = []
+
+    def start(on: Server) -> SteadyPublisher:
+        publisher = SteadyPublisher(on.port, prefix, faults.DEVICES, faults.PER_DEVICE, faults.RATE).start()
+        started.append(publisher)
+        return publisher
+
+    yield start
+    for publisher in started:
+        publisher.close()
 
 
 @pytest.fixture

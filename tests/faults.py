@@ -10,8 +10,10 @@ import time
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
+from bridge.influx import InfluxV1
 from common.mqtt import AckTracker
 from common.reading import Reading, encode_reading, now_us
+from tests.waiting import wait_until
 
 
 class CuttableProxy:
@@ -130,3 +132,26 @@ class SteadyPublisher:
     def close(self) -> None:
         self._client.disconnect()
         self._client.loop_stop()
+
+
+# --- the 20,000-reading run of the fault and scale-out tests ------------------------------
+
+DEVICES = [f"room-{i:02d}" for i in range(50)]
+PER_DEVICE = 400  # 20,000 readings
+RATE = 2000  # readings a second: the run lasts ~10 s, so each fault lands mid-run
+
+
+def stored_count(influx: InfluxV1) -> int:
+    series = influx.query("SELECT count(seq) FROM environment")
+    return int(series[0]["values"][0][1]) if series else 0
+
+
+def assert_exactly_all_stored(influx: InfluxV1, timeout: float) -> None:
+    """Every device has seq 0..PER_DEVICE-1 once each, and nothing else is stored."""
+    wait_until(lambda: stored_count(influx) >= len(DEVICES) * PER_DEVICE, timeout, "all 20,000 readings")
+    series = influx.query('SELECT seq FROM environment GROUP BY "device"')
+    per_device = {s["tags"]["device"]: [row[1] for row in s["values"]] for s in series}
+    assert sorted(per_device) == DEVICES
+    for device, seqs in per_device.items():
+        assert sorted(seqs) == list(range(PER_DEVICE)), f"{device}: missing or doubled seq"
+    assert stored_count(influx) == len(DEVICES) * PER_DEVICE

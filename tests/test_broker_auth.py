@@ -23,17 +23,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from bridge.influx import InfluxV1
 from devstack.servers import Server, shipped_mosquitto
-from tests.conftest import (
-    TOOL,
-    BridgeProcess,
-    Client,
-    Program,
-    add,
-    broker_user,
-    credentials,
-    self_signed_certificate,
-    wait_until,
-)
+from tests.conftest import TOOL, BridgeProcess, Client, Program, add, broker_user, credentials, self_signed_certificate
+from tests.waiting import wait_until
 
 
 def test_anonymous_unknown_and_wrong_password_are_refused(

@@ -28,7 +28,8 @@ import yaml
 
 from bridge.influx import InfluxV1
 from devstack.servers import SHIPPED_CONFIG_DIR, Server, free_port, shipped_mosquitto
-from tests.conftest import ROOT, fresh_clone_only, wait_until
+from tests.conftest import ROOT, fresh_clone_only
+from tests.waiting import wait_until
 
 
 def compose(project: Path, *args: str) -> subprocess.CompletedProcess[str]:

@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from common.reading import format_ts, now_us
-from tests.conftest import BridgeProcess, Mqtt, Program, wait_until
+from tests.conftest import BridgeProcess, Mqtt, Program
+from tests.waiting import wait_until
 
 
 def chart_points(page: Any, device: str, metric: str) -> int:

@@ -13,8 +13,9 @@ from typing import Any
 from bridge.influx import InfluxV1
 from bridge.lineprotocol import to_line
 from common.reading import Reading, now_us
-from tests.conftest import BridgeProcess, Mqtt, Program, wait_until
+from tests.conftest import BridgeProcess, Mqtt, Program
 from tests.faults import CuttableProxy
+from tests.waiting import wait_until
 
 MINUTE_US = 60_000_000
 

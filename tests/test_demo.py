@@ -12,7 +12,8 @@ from pathlib import Path
 
 import requests
 
-from tests.conftest import ROOT, wait_until
+from tests.conftest import ROOT
+from tests.waiting import wait_until
 
 
 def test_demo_runs_the_whole_pipeline_and_stops_cleanly(tmp_path: Path) -> None:

@@ -5,56 +5,22 @@ from __future__ import annotations
 
 import signal
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
 import requests
 
 from bridge.influx import InfluxTarget, InfluxV1
 from devstack.servers import Server, influxdb, wait_influx_ready
-from tests.conftest import BridgeProcess, wait_until
-from tests.faults import CuttableProxy, SteadyPublisher
-
-DEVICES = [f"room-{i:02d}" for i in range(50)]
-PER_DEVICE = 400  # 20,000 readings
-RATE = 2000  # readings a second: the run lasts ~10 s, so each fault lands mid-run
-
-
-def stored_count(influx: InfluxV1) -> int:
-    series = influx.query("SELECT count(seq) FROM environment")
-    return int(series[0]["values"][0][1]) if series else 0
-
-
-def assert_exactly_all_stored(influx: InfluxV1, timeout: float) -> None:
-    """Every device has seq 0..PER_DEVICE-1 once each, and nothing else is stored."""
-    wait_until(lambda: stored_count(influx) >= len(DEVICES) * PER_DEVICE, timeout, "all 20,000 readings")
-    series = influx.query('SELECT seq FROM environment GROUP BY "device"')
-    per_device = {s["tags"]["device"]: [row[1] for row in s["values"]] for s in series}
-    assert sorted(per_device) == DEVICES
-    for device, seqs in per_device.items():
-        assert sorted(seqs) == list(range(PER_DEVICE)), f"{device}: missing or doubled seq"
-    assert stored_count(influx) == len(DEVICES) * PER_DEVICE
+from tests.conftest import BridgeProcess
+from tests.faults import CuttableProxy, SteadyPublisher, assert_exactly_all_stored, stored_count
+from tests.waiting import wait_until
 
 
 def healthz(bridge: BridgeProcess) -> tuple[int, dict[str, Any]]:
     response = requests.get(bridge.url + "/healthz", timeout=10)
     return response.status_code, response.json()
-
-
-@pytest.fixture
-def steady(prefix: str) -> Iterator[Callable[[Server], SteadyPublisher]]:
-    started: list[SteadyPublisher] = []
-
-    def start(on: Server) -> SteadyPublisher:
-        publisher = SteadyPublisher(on.port, prefix, DEVICES, PER_DEVICE, RATE).start()
-        started.append(publisher)
-        return publisher
-
-    yield start
-    for publisher in started:
-        publisher.close()
 
 
 def test_bridge_killed_with_sigkill_and_restarted(

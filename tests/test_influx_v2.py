@@ -18,7 +18,8 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 
 from bridge.influx import InfluxV1
-from tests.conftest import BridgeProcess, Mqtt, points, wait_until
+from tests.conftest import BridgeProcess, Mqtt, points
+from tests.waiting import wait_until
 
 
 @dataclass

@@ -11,7 +11,8 @@ import requests
 from bridge.influx import InfluxTarget, InfluxV1
 from common.reading import Reading, encode_reading, now_us
 from devstack.servers import Server, influxdb, wait_influx_ready
-from tests.conftest import BridgeProcess, Mqtt, wait_until
+from tests.conftest import BridgeProcess, Mqtt
+from tests.waiting import wait_until
 
 DEVICES = [f"dev-{i}" for i in range(5)]
 

@@ -17,7 +17,8 @@ from typing import Any
 import pytest
 
 from devstack.servers import Server
-from tests.conftest import ROOT, wait_until
+from tests.conftest import ROOT
+from tests.waiting import wait_until
 
 UNIT = ROOT / "publisher" / "systemd" / "sensorpipe-publisher.service"
 VENV_PYTHON = "/opt/sensorpipe/venv/bin/python"

@@ -8,7 +8,8 @@ import requests
 
 from bridge.influx import InfluxV1
 from common.reading import format_ts, now_us
-from tests.conftest import BridgeProcess, Mqtt, Program, points, wait_until
+from tests.conftest import BridgeProcess, Mqtt, Program, points
+from tests.waiting import wait_until
 
 
 def test_simulated_publishers_reach_influxdb_and_the_api(

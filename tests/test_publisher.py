@@ -21,7 +21,8 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from bridge.influx import InfluxV1
 from devstack.servers import Server
-from tests.conftest import BridgeProcess, Program, wait_until
+from tests.conftest import BridgeProcess, Program
+from tests.waiting import wait_until
 
 
 class OrderWatcher:

@@ -9,7 +9,8 @@ import requests
 
 from bridge.influx import InfluxV1
 from common.reading import MAX_PAYLOAD_BYTES, format_ts, now_us
-from tests.conftest import BridgeProcess, Mqtt, points, wait_until
+from tests.conftest import BridgeProcess, Mqtt, points
+from tests.waiting import wait_until
 
 # (topic below the prefix, payload, reason shown at /api/rejections). A topic of another
 # depth never matches the bridge's subscriptions (`<prefix>/+/reading`), so never arrives.

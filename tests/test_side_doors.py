@@ -33,7 +33,8 @@ from common.reading import Reading, now_us
 from common.topics import Topics
 from devstack.servers import Server, free_port
 from publisher.discovery import discovery_messages
-from tests.conftest import ROOT, BridgeProcess, Mqtt, credentials, self_signed_certificate, wait_until
+from tests.conftest import ROOT, BridgeProcess, Mqtt, credentials, self_signed_certificate
+from tests.waiting import wait_until
 
 DOCS = ROOT / "docs" / "side-doors.md"
 EXAMPLES = ROOT / "docs" / "examples"

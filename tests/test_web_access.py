@@ -13,7 +13,8 @@ import requests
 import socketio
 
 from devstack.servers import Server
-from tests.conftest import BridgeProcess, Mqtt, wait_until
+from tests.conftest import BridgeProcess, Mqtt
+from tests.waiting import wait_until
 
 PASSWORD = "correct horse battery staple"
 XSS = "<img src=x onerror=alert(1)>"

@@ -14,7 +14,14 @@ from webui.pages import AssetsMissing, check_vendor_files, pages
 __all__ = ["AssetsMissing", "WebAccess", "WebContext", "create_app", "make_socketio"]
 
 
-def create_app(context: WebContext, socketio: SocketIO, web_access: WebAccess, secure_cookie: bool = False) -> Flask:
+def create_app(
+    context: WebContext,
+    socketio: SocketIO,
+    web_access: WebAccess,
+    secure_cookie: bool = False,
+    message_queue: str | None = None,
+    channel: str = "sensorpipe",
+) -> Flask:
     """Build the app and bind `socketio` to it; raises AssetsMissing without the npm packages.
 
     `socketio` is made by the caller (with `make_socketio`) so that the live broadcaster
@@ -27,13 +34,21 @@ def create_app(context: WebContext, socketio: SocketIO, web_access: WebAccess, s
     install(app, web_access, secure_cookie)
     app.register_blueprint(pages)
     app.register_blueprint(api)
-    socketio.init_app(app)
+    # With `message_queue` (a redis:// URL), an emit from any bridge reaches the browsers
+    # of every bridge on the same queue and `channel`. Given here, at init_app, not to the
+    # constructor: there it would build a second, write-only server first.
+    queue = {"message_queue": message_queue, "channel": channel} if message_queue else {}
+    socketio.init_app(app, **queue)
     return app
 
 
-def make_socketio(web_access: WebAccess) -> tuple[SocketIO, LiveBroadcaster]:
-    """The Socket.IO server (not yet bound to an app) and its broadcaster."""
+def make_socketio(web_access: WebAccess, shared: bool = False) -> tuple[SocketIO, LiveBroadcaster]:
+    """The Socket.IO server (not yet bound to an app) and its broadcaster.
+
+    `shared`: create_app will connect it to a message queue, so other bridges' browsers
+    listen too and an emit must go out even with no browser here.
+    """
     # threading mode, explicitly: auto-detection would pick eventlet if it were installed.
     # No cors_allowed_origins: Socket.IO accepts the dashboard's own origin only.
     socketio = SocketIO(async_mode="threading")
-    return socketio, LiveBroadcaster(socketio, web_access)
+    return socketio, LiveBroadcaster(socketio, web_access, shared=shared)

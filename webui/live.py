@@ -40,9 +40,10 @@ def reading_json(reading: Reading) -> dict[str, Any]:
 class LiveBroadcaster:
     """The Socket.IO sink of the ingest loop, and the handlers of the browser's events."""
 
-    def __init__(self, socketio: SocketIO, web_access: WebAccess) -> None:
+    def __init__(self, socketio: SocketIO, web_access: WebAccess, shared: bool = False) -> None:
         self._socketio = socketio
         self._access = web_access
+        self._shared = shared  # through a message queue: other bridges' browsers listen too
         self._clients = 0
         self._lock = threading.Lock()
         socketio.on_event("connect", self._on_connect)
@@ -56,7 +57,7 @@ class LiveBroadcaster:
 
     def readings(self, readings: Sequence[Reading]) -> None:
         """Send stored readings: all of them to `all`, each device's to its own room."""
-        if not readings or not self._clients:
+        if not readings or not (self._clients or self._shared):
             return
         per_device: dict[str, list[dict[str, Any]]] = defaultdict(list)
         for reading in readings:

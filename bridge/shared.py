@@ -1,0 +1,209 @@
+"""State several bridge replicas share through Redis: devices, rejections, pipeline totals.
+
+With one bridge all of this lives in its memory (DeviceRegistry, RejectionLog). With
+SENSORPIPE_REDIS_URL set, every replica reads and writes the same Redis keys instead, so the
+API answers the same from each: a replica ingests only its share of the readings (MQTT
+shared subscription), but what it learns is everyone's. Keys start with
+`sensorpipe:<topic prefix>:`, so several installations can share one Redis.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict
+from typing import Any
+
+import redis
+
+from bridge.devices import DeviceRegistry
+from bridge.rejections import Rejection, RejectionLog
+from common.reading import Reading
+
+log = logging.getLogger(__name__)
+
+# Newest reading wins, atomically: last_seen, seq, tags and one field per metric (`m:<name>`,
+# merged, as DeviceRegistry does). KEYS: device hash, device set. ARGV: device, ts_ms, seq,
+# sensor, location, then metric name/value pairs.
+SAW_READING = """
+local current = redis.call('HGET', KEYS[1], 'last_seen')
+if current and tonumber(current) > tonumber(ARGV[2]) then return 0 end
+redis.call('HSET', KEYS[1], 'last_seen', ARGV[2], 'seq', ARGV[3], 'sensor', ARGV[4], 'location', ARGV[5])
+for i = 6, #ARGV, 2 do redis.call('HSET', KEYS[1], 'm:' .. ARGV[i], ARGV[i + 1]) end
+redis.call('SADD', KEYS[2], ARGV[1])
+return 1
+"""
+
+# Set online and say whether it changed, atomically: of N replicas that all read the same
+# status message, exactly one sees the change (and tells the browsers).
+SET_ONLINE = """
+local before = redis.call('HGET', KEYS[1], 'online')
+redis.call('HSET', KEYS[1], 'online', ARGV[2])
+redis.call('SADD', KEYS[2], ARGV[1])
+if before == ARGV[2] then return 0 end
+return 1
+"""
+
+
+class _Quiet:
+    """Redis writes that must not stop ingest: a failure is logged (once a minute) and
+    dropped, the shared view is stale meanwhile and /healthz says why."""
+
+    def __init__(self) -> None:
+        self._last = float("-inf")
+
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, kind: object, error: BaseException | None, trace: object) -> bool:
+        if not isinstance(error, redis.RedisError):
+            return False
+        if time.monotonic() - self._last > 60:
+            self._last = time.monotonic()
+            log.warning("Redis: %s; the shared device state is stale until it is back", error)
+        return True
+
+
+def connect(url: str) -> redis.Redis:
+    """A client for `url` (redis://[:password@]host:port/db); decodes to str."""
+    return redis.Redis.from_url(url, decode_responses=True, socket_timeout=5, health_check_interval=30)
+
+
+class RedisDeviceRegistry(DeviceRegistry):
+    """DeviceRegistry with the state in Redis."""
+
+    def __init__(self, client: redis.Redis, namespace: str) -> None:
+        super().__init__()
+        self._redis = client
+        self._set = f"{namespace}:devices"
+        self._prefix = f"{namespace}:device:"
+        self._saw = client.register_script(SAW_READING)
+        self._online = client.register_script(SET_ONLINE)
+        self._quiet = _Quiet()
+
+    def saw_readings(self, readings: list[Reading]) -> None:
+        newest: dict[str, Reading] = {}
+        for reading in readings:
+            if reading.device not in newest or reading.ts_us >= newest[reading.device].ts_us:
+                newest[reading.device] = reading
+        with self._quiet, self._redis.pipeline(transaction=False) as pipe:
+            for device, reading in newest.items():
+                args: list[Any] = [device, repr(reading.ts_ms), _opt(reading.seq), _opt(reading.sensor)]
+                args.append(_opt(reading.location))
+                for name, value in reading.metrics.items():
+                    args += [name, repr(value)]
+                self._saw(keys=[self._prefix + device, self._set], args=args, client=pipe)
+            pipe.execute()
+
+    def set_online(self, device: str, online: bool) -> bool:
+        with self._quiet:
+            return bool(self._online(keys=[self._prefix + device, self._set], args=[device, "1" if online else "0"]))
+        return False
+
+    def set_health(self, device: str, health: dict[str, Any]) -> None:
+        with self._quiet, self._redis.pipeline(transaction=False) as pipe:
+            pipe.hset(self._prefix + device, "health", json.dumps(health))
+            pipe.sadd(self._set, device)
+            pipe.execute()
+
+    def snapshot(self) -> list[dict[str, Any]]:
+        devices = sorted(_text(device) for device in self._redis.smembers(self._set))
+        with self._redis.pipeline(transaction=False) as pipe:
+            for device in devices:
+                pipe.hgetall(self._prefix + device)
+            states = pipe.execute()
+        return [_device_json(device, _texts(state)) for device, state in zip(devices, states, strict=True)]
+
+
+def _text(value: bytes | str) -> str:
+    """redis-py's types allow bytes; with decode_responses=True it is always str."""
+    return value.decode() if isinstance(value, bytes) else value
+
+
+def _texts(mapping: dict[Any, Any]) -> dict[str, str]:
+    return {_text(key): _text(value) for key, value in mapping.items()}
+
+
+def _opt(value: object) -> str:
+    return "" if value is None else str(value)
+
+
+def _device_json(device: str, state: dict[str, str]) -> dict[str, Any]:
+    latest = {key[2:]: float(value) for key, value in state.items() if key.startswith("m:")}
+    online = state.get("online")
+    return {
+        "device": device,
+        "online": None if online is None else online == "1",
+        "last_seen": float(state["last_seen"]) if "last_seen" in state else None,
+        "metrics": sorted(latest),
+        "latest": latest,
+        "seq": int(state["seq"]) if state.get("seq") else None,
+        "sensor": state.get("sensor") or None,
+        "location": state.get("location") or None,
+        "health": json.loads(state["health"]) if "health" in state else None,
+    }
+
+
+class RedisRejectionLog(RejectionLog):
+    """RejectionLog with the counts and the latest rejections in Redis (logging stays local)."""
+
+    def __init__(self, client: redis.Redis, namespace: str, keep: int = 100) -> None:
+        super().__init__(keep)
+        self._redis = client
+        self._keep = keep
+        self._counts_key = f"{namespace}:rejections:counts"
+        self._latest_key = f"{namespace}:rejections:latest"
+        self._quiet = _Quiet()
+
+    def _store(self, rejection: Rejection) -> None:
+        with self._quiet, self._redis.pipeline(transaction=False) as pipe:
+            pipe.hincrby(self._counts_key, rejection.reason, 1)
+            pipe.lpush(self._latest_key, json.dumps(asdict(rejection)))
+            pipe.ltrim(self._latest_key, 0, self._keep - 1)
+            pipe.execute()
+
+    def counts(self) -> dict[str, int]:
+        return {reason: int(n) for reason, n in _texts(self._redis.hgetall(self._counts_key)).items()}
+
+    def latest(self) -> list[dict[str, object]]:
+        return [json.loads(item) for item in self._redis.lrange(self._latest_key, 0, self._keep - 1)]
+
+
+class SharedTotals:
+    """Every replica's pipeline totals in one Redis hash each; `totals()` adds them up."""
+
+    def __init__(self, client: redis.Redis, namespace: str, replica: str, local: Callable[[], dict[str, int]]) -> None:
+        self._redis = client
+        self._pattern = f"{namespace}:pipeline:*"
+        self._key = f"{namespace}:pipeline:{replica}"
+        self._local = local
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._publish_loop, name="shared-totals", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    def totals(self) -> dict[str, int]:
+        self.publish()
+        summed: dict[str, int] = {}
+        for key in self._redis.scan_iter(self._pattern):
+            for name, value in _texts(self._redis.hgetall(key)).items():
+                summed[name] = summed.get(name, 0) + int(value)
+        return summed
+
+    def publish(self) -> None:
+        fields: dict[Any, Any] = dict(self._local())  # redis-py's Mapping type is invariant in its keys
+        self._redis.hset(self._key, mapping=fields)
+
+    def _publish_loop(self) -> None:
+        while not self._stop.wait(1.0):
+            try:
+                self.publish()
+            except redis.RedisError as exc:
+                log.warning("could not share the pipeline totals: %s", exc)
