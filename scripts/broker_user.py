@@ -3,6 +3,7 @@
     scripts/broker-user add greenhouse            # a device: writes only sensors/greenhouse/...
     scripts/broker-user add grafana --reader      # reads every device's topics, writes nothing
     scripts/broker-user add-bridge                # the bridge's account (sensorpipe-bridge)
+    scripts/broker-user add-bridge --second       # a second bridge's (sensorpipe-bridge-b)
     scripts/broker-user add-health                # the container health check's account
     scripts/broker-user remove greenhouse
     scripts/broker-user list
@@ -34,6 +35,7 @@ from urllib.parse import quote
 ROOT = Path(__file__).resolve().parent.parent
 DEVICE_ID = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
 BRIDGE_USER = "sensorpipe-bridge"
+SECOND_BRIDGE_USER = "sensorpipe-bridge-b"  # when two bridges share the work (docs/scaling.md)
 HEALTH_USER = "sensorpipe-health"
 READERS_MARK = "# --- readers, written by scripts/broker-user ---"
 ITERATIONS = 101  # mosquitto_passwd's own default; passwords are random, not guessable words
@@ -125,6 +127,8 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "add":
             command.add_argument("name", help="the device id (or the reader's name with --reader)")
             command.add_argument("--reader", action="store_true", help="read-only access to every device")
+        if name == "add-bridge":
+            command.add_argument("--second", action="store_true", help="the second bridge's account")
         command.add_argument("--password", help="use this password instead of a generated one")
         command.add_argument("--host", default=socket.gethostname(), help="broker host name for the printed URL")
         command.add_argument("--port", type=int, default=1883, help="broker port for the printed URL")
@@ -151,9 +155,12 @@ def account_url(name: str, password: str, host: str, port: int) -> str:
 
 
 def add(args: argparse.Namespace, folder: Path) -> None:
-    name = {"add-bridge": BRIDGE_USER, "add-health": HEALTH_USER}.get(args.command) or args.name
+    if args.command == "add-bridge":
+        name = SECOND_BRIDGE_USER if args.second else BRIDGE_USER
+    else:
+        name = HEALTH_USER if args.command == "add-health" else args.name
     reader = args.command == "add" and args.reader
-    if args.command == "add" and name in {BRIDGE_USER, HEALTH_USER}:
+    if args.command == "add" and name in {BRIDGE_USER, SECOND_BRIDGE_USER, HEALTH_USER}:
         raise UsageError(f"{name} is reserved: use add-bridge or add-health")
     password = add_account(folder, name, reader=reader, password=args.password)
     done = reload_broker(args.reload, folder)
@@ -178,7 +185,7 @@ def main(argv: list[str]) -> int:
     users = read_users(folder / "passwd")
     readers = read_readers(folder / "acl")
     if args.command == "list":
-        roles = {BRIDGE_USER: "bridge", HEALTH_USER: "health check"}
+        roles = {BRIDGE_USER: "bridge", SECOND_BRIDGE_USER: "bridge", HEALTH_USER: "health check"}
         for name in sorted(users):
             print(f"{name}\t{roles.get(name, 'reader' if name in readers else 'device')}")
     elif args.command == "remove":

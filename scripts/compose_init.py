@@ -4,7 +4,8 @@
 
 Writes .env from .env.example (mode 0600) with a random InfluxDB admin password and token,
 creates the broker accounts the stack uses (the bridge, the health check, the two
-simulated devices) with scripts/broker-user, and puts their URLs into .env. An existing
+simulated devices, a second bridge) with scripts/broker-user, and puts their URLs into .env.
+With --scale, also the settings for two bridges (docker compose --profile scale). An existing
 .env is left alone unless --force is given (its InfluxDB secrets only apply to a new
 InfluxDB volume anyway). Standard library only.
 """
@@ -18,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from broker_user import BRIDGE_USER, HEALTH_USER, ROOT, account_url, add_account
+from broker_user import BRIDGE_USER, HEALTH_USER, ROOT, SECOND_BRIDGE_USER, account_url, add_account
 
 HOST = "mosquitto"  # the broker's name inside the compose network
 
@@ -26,6 +27,9 @@ HOST = "mosquitto"  # the broker's name inside the compose network
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="compose-init", description=__doc__)
     parser.add_argument("--force", action="store_true", help="replace an existing .env")
+    parser.add_argument(
+        "--scale", action="store_true", help="set SHARE_GROUP and REDIS_URL for two bridges (profile scale)"
+    )
     parser.add_argument("--dir", type=Path, default=ROOT, help="the repository (where .env goes)")
     args = parser.parse_args(argv)
     env_path: Path = args.dir / ".env"
@@ -45,7 +49,10 @@ def main(argv: list[str]) -> int:
         "SIM_GREENHOUSE_MQTT_URL": url("sim-greenhouse"),
         "SIM_COLDROOM_MQTT_URL": url("sim-coldroom"),
         "WEB_PASSWORD": secrets.token_urlsafe(12),
+        "BRIDGE_B_MQTT_URL": url(SECOND_BRIDGE_USER),
     }
+    if args.scale:
+        values |= {"SHARE_GROUP": "bridges", "REDIS_URL": "redis://redis:6379/0"}
     text = (args.dir / ".env.example").read_text()
     lines = text.splitlines()
     for name, value in values.items():
@@ -57,6 +64,8 @@ def main(argv: list[str]) -> int:
     print(f"compose-init: wrote {env_path} and the broker accounts (mosquitto/passwd, mosquitto/acl)")
     print(f"the dashboard's password: {values['WEB_PASSWORD']} (WEB_PASSWORD in .env)")
     print("next: docker compose up -d            (add --profile sim for two simulated devices)")
+    if args.scale:
+        print("      docker compose --profile scale up -d  two bridges behind nginx on :8080")
     print("      scripts/broker-user add <device>  for each Raspberry Pi")
     return 0
 

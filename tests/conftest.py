@@ -3,6 +3,7 @@ real processes, and headless Chromium."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -421,3 +422,33 @@ def self_signed_certificate(cert: Path, key: Path) -> None:
         check=True,
         capture_output=True,
     )
+
+
+NGINX = ROOT / ".cache" / "nginx" / "usr" / "sbin" / "nginx"  # unpacked by scripts/setup.sh test
+
+
+@contextlib.contextmanager
+def running_nginx(folder: Path, site: str, ready: Callable[[], bool]) -> Iterator[None]:
+    """nginx serving `site` (a file for /etc/nginx/sites-enabled) until the block ends."""
+    assert NGINX.exists(), "nginx is unpacked by scripts/setup.sh test"
+    (folder / "site.conf").write_text(site)
+    temp = folder / "nginx-temp"
+    temp.mkdir(exist_ok=True)
+    kinds = ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
+    paths = "".join(f"{kind}_temp_path {temp}/{kind};\n" for kind in kinds)
+    # The part of /etc/nginx/nginx.conf a site file lives in, with this test's paths.
+    (folder / "nginx.conf").write_text(
+        f"daemon off;\npid {folder}/nginx.pid;\nerror_log stderr;\nevents {{}}\n"
+        f"http {{\naccess_log off;\n{paths}include {folder}/site.conf;\n}}\n"
+    )
+    with (folder / "nginx.log").open("wb") as log:
+        process = subprocess.Popen(
+            [str(NGINX), "-p", str(folder), "-e", "stderr", "-c", str(folder / "nginx.conf")], stdout=log, stderr=log
+        )
+    try:
+        wait_until(lambda: process.poll() is not None or ready(), 20, "nginx to listen")
+        assert process.poll() is None, (folder / "nginx.log").read_text()
+        yield
+    finally:
+        process.terminate()
+        process.wait(10)

@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import os
 import re
-import shlex
-import shutil
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -27,32 +25,16 @@ import requests
 import yaml
 
 from bridge.influx import InfluxV1
-from devstack.servers import SHIPPED_CONFIG_DIR, Server, free_port, shipped_mosquitto
-from tests.conftest import ROOT, fresh_clone_only
+from devstack.servers import Server, free_port, shipped_mosquitto
+from tests.composekit import compose, dockerfile_cmd, dockerfile_env, in_this_venv, init_project, local
+from tests.conftest import ROOT
 from tests.waiting import wait_until
-
-
-def compose(project: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        ["docker-compose", "--project-directory", str(project), "-f", str(ROOT / "docker-compose.yml"), *args],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
 
 
 @pytest.fixture
 def project(tmp_path: Path) -> Path:
     """What an operator has after cloning and running scripts/compose-init."""
-    folder = tmp_path / "project"
-    folder.mkdir()
-    shutil.copy(ROOT / ".env.example", folder)
-    shutil.copytree(SHIPPED_CONFIG_DIR, folder / "mosquitto", ignore=fresh_clone_only)
-    result = subprocess.run(
-        [str(ROOT / "scripts" / "compose-init"), "--dir", str(folder)], capture_output=True, text=True, check=False
-    )
-    assert result.returncode == 0, result.stderr
-    return folder
+    return init_project(tmp_path / "project")
 
 
 @pytest.fixture
@@ -85,7 +67,17 @@ def test_compose_init_keeps_an_existing_env_and_secrets_stay_out_of_the_file(pro
 
 def test_the_services_are_wired_as_documented(config: dict[str, Any]) -> None:
     services = config["services"]
-    assert set(services) == {"mosquitto", "influxdb", "bridge", "sim-greenhouse", "sim-coldroom"}
+    # docker-compose 1.29 lists every profile's services; the profiles say which start when.
+    assert {name: service.get("profiles", []) for name, service in services.items()} == {
+        "mosquitto": [],
+        "influxdb": [],
+        "bridge": [],
+        "sim-greenhouse": ["sim"],
+        "sim-coldroom": ["sim"],
+        "bridge-b": ["scale"],
+        "redis": ["scale"],
+        "nginx": ["scale"],
+    }
     for name, service in services.items():
         assert service["restart"] == "unless-stopped", name
         assert service.get("user") != "root", name
@@ -115,32 +107,6 @@ def test_the_dockerfile_builds_assets_then_runs_unprivileged() -> None:
     user = re.findall(r"^USER (\S+)", text, flags=re.MULTILINE)
     assert user and user[-1] not in {"root", "0"}
     assert text.index("USER ") < text.index("CMD ")
-
-
-def dockerfile_env() -> dict[str, str]:
-    text = (ROOT / "Dockerfile").read_text().replace("\\\n", " ")
-    env: dict[str, str] = {}
-    for line in re.findall(r"^ENV (.+)$", text, flags=re.MULTILINE):
-        for assignment in shlex.split(line):
-            name, _, value = assignment.partition("=")
-            env[name] = value
-    return env
-
-
-def dockerfile_cmd() -> list[str]:
-    line = re.findall(r"^CMD (.+)$", (ROOT / "Dockerfile").read_text(), flags=re.MULTILINE)[-1]
-    cmd: list[str] = yaml.safe_load(line)  # the JSON form is YAML too
-    return cmd
-
-
-def in_this_venv(command: list[str]) -> list[str]:
-    """The image's `python` is the one with the pinned packages: here, this venv's."""
-    return [sys.executable if part == "python" else part for part in command]
-
-
-def local(url: str, port: int) -> str:
-    """A compose-network URL on this machine: mosquitto:1883 -> 127.0.0.1:<port>."""
-    return url.replace("@mosquitto:1883", f"@127.0.0.1:{port}")
 
 
 @pytest.fixture

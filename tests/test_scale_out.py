@@ -4,7 +4,9 @@ InfluxDB 1.6.7 and Redis 7 (Debian's), real bridge processes."""
 
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -13,10 +15,12 @@ from typing import Any
 
 import requests
 import socketio
+import yaml
 
 from bridge.influx import InfluxV1
-from devstack.servers import Server, redis
-from tests.conftest import BridgeProcess, Mqtt
+from devstack.servers import Server, free_port, redis, shipped_mosquitto
+from tests.composekit import compose, dockerfile_cmd, dockerfile_env, in_this_venv, init_project, local
+from tests.conftest import ROOT, BridgeProcess, Mqtt, running_nginx
 from tests.faults import DEVICES, PER_DEVICE, SteadyPublisher, assert_exactly_all_stored, stored_count
 from tests.waiting import wait_until
 
@@ -36,9 +40,7 @@ def replicas(
 
 
 def stored_by(bridge: BridgeProcess) -> float:
-    text = requests.get(bridge.url + "/metrics", timeout=10).text
-    line = next(line for line in text.splitlines() if line.startswith("sensorpipe_readings_stored_total "))
-    return float(line.split()[1])
+    return stored_by_port(bridge.port, {})
 
 
 class LiveCounter:
@@ -134,3 +136,102 @@ def test_storage_goes_on_while_redis_is_away(
     wait_until(lambda: stored_count(influx) == 20, 30, "20 readings stored without Redis")
     health = requests.get(bridge.url + "/healthz", timeout=10)
     assert health.status_code == 503 and any(r.startswith("Redis") for r in health.json()["reasons"])
+
+
+def test_the_compose_scale_profile_runs_for_real(tmp_path: Path, redis_server: Server, influx: InfluxV1) -> None:
+    """The scale profile's services run outside Docker with the environment compose gives them
+    (scripts/compose-init --scale): the shipped broker with its accounts, both bridges, nginx
+    with nginx/scale.conf, a simulated device. Host names become 127.0.0.1 and free ports; the
+    bridges write to InfluxDB 1.6.7 through the v1 API (2.7 cannot run here)."""
+    project = init_project(tmp_path / "project", "--scale")
+    result = compose(project, "--profile", "scale", "config")
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    broker = shipped_mosquitto(project / "mosquitto")
+    broker.start()
+    processes: list[subprocess.Popen[bytes]] = []
+    try:
+        ports = {}
+        for name in ("bridge", "bridge-b"):
+            ports[name] = free_port()
+            env = service_env(services[name], broker.port) | {
+                "SENSORPIPE_REDIS_URL": f"redis://127.0.0.1:{redis_server.port}/1",
+                "SENSORPIPE_INFLUX_URL": influx.target.url,
+                "SENSORPIPE_INFLUX_API": "v1",
+                "SENSORPIPE_INFLUX_DB": influx.target.database,
+                "SENSORPIPE_INFLUX_TOKEN": "",
+                "SENSORPIPE_WEB_HOST": "127.0.0.1",
+                "SENSORPIPE_WEB_PORT": str(ports[name]),
+            }
+            with (tmp_path / f"{name}.log").open("wb") as log:
+                processes.append(
+                    subprocess.Popen(in_this_venv(dockerfile_cmd()), cwd=ROOT, env=env, stdout=log, stderr=log)
+                )
+        wait_until(lambda: all(_healthy(port) for port in ports.values()), 60, "both bridges healthy")
+        web = free_port()
+        site = (ROOT / "nginx" / "scale.conf").read_text().replace("listen 8080;", f"listen 127.0.0.1:{web};")
+        site = site.replace("server bridge:5000", f"server 127.0.0.1:{ports['bridge']}")
+        site = site.replace("server bridge-b:5000", f"server 127.0.0.1:{ports['bridge-b']}")
+        (tmp_path / "nginx").mkdir()
+        with running_nginx(tmp_path / "nginx", site, lambda: _healthy(web)):
+            password = services["bridge"]["environment"]["SENSORPIPE_WEB_PASSWORD"]
+            browser = socketio.Client()
+            seen: Counter[int] = Counter()
+            browser.on("readings", lambda batch: seen.update(r["seq"] for r in batch))
+            browser.connect(
+                f"http://127.0.0.1:{web}",
+                transports=["websocket"],
+                wait_timeout=10,
+                headers={"Authorization": f"Bearer {password}"},
+            )
+            sim = services["sim-greenhouse"]
+            sim_env = service_env(sim, broker.port) | {
+                "SENSORPIPE_OUTBOX": str(tmp_path / "outbox.sqlite"),
+                "SENSORPIPE_INTERVAL": "0.05",
+                "SENSORPIPE_COUNT": "40",
+            }
+            publisher = subprocess.run(
+                in_this_venv(sim["command"]),
+                cwd=ROOT,
+                env=sim_env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+                check=False,
+            )
+            assert publisher.returncode == 0, publisher.stderr
+            wait_until(lambda: stored_count(influx) == 40, 30, "40 readings stored")
+            wait_until(lambda: len(seen) == 40, 20, "40 readings through nginx, whichever bridge stored them")
+            assert set(seen.values()) == {1}
+            bearer = {"Authorization": f"Bearer {password}"}
+            per_bridge = [stored_by_port(port, bearer) for port in ports.values()]
+            assert sum(per_bridge) == 40 and min(per_bridge) > 0  # both took a share
+            devices = requests.get(f"http://127.0.0.1:{web}/api/devices", headers=bearer, timeout=10).json()
+            assert [d["device"] for d in devices] == ["sim-greenhouse"]
+            browser.disconnect()
+    finally:
+        for process in processes:
+            process.terminate()
+            process.wait(30)
+        broker.stop()
+
+
+def service_env(service: dict[str, Any], broker_port: int) -> dict[str, str]:
+    """A service's environment as compose gives it, with the broker moved to this machine."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("SENSORPIPE_")} | {"PYTHONUNBUFFERED": "1"}
+    env = base | dockerfile_env() | {k: str(v) for k, v in service["environment"].items()}
+    env["SENSORPIPE_MQTT_URL"] = local(env["SENSORPIPE_MQTT_URL"], broker_port)
+    return env
+
+
+def _healthy(port: int) -> bool:
+    try:
+        return requests.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
+    except requests.ConnectionError:
+        return False
+
+
+def stored_by_port(port: int, headers: dict[str, str]) -> float:
+    text = requests.get(f"http://127.0.0.1:{port}/metrics", headers=headers, timeout=10).text
+    line = next(line for line in text.splitlines() if line.startswith("sensorpipe_readings_stored_total "))
+    return float(line.split()[1])

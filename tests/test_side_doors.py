@@ -33,12 +33,11 @@ from common.reading import Reading, now_us
 from common.topics import Topics
 from devstack.servers import Server, free_port
 from publisher.discovery import discovery_messages
-from tests.conftest import ROOT, BridgeProcess, Mqtt, credentials, self_signed_certificate
+from tests.conftest import ROOT, BridgeProcess, Mqtt, credentials, running_nginx, self_signed_certificate
 from tests.waiting import wait_until
 
 DOCS = ROOT / "docs" / "side-doors.md"
 EXAMPLES = ROOT / "docs" / "examples"
-NGINX = ROOT / ".cache" / "nginx" / "usr" / "sbin" / "nginx"
 # The nginx test's certificate is self-signed: not verifying it is the point, not a slip.
 pytestmark = pytest.mark.filterwarnings("ignore::urllib3.exceptions.InsecureRequestWarning")
 
@@ -190,7 +189,6 @@ def test_the_documented_influxql_queries_answer(influx: InfluxV1, two_days: list
 @pytest.fixture
 def nginx(tmp_path: Path, start_bridge: Callable[..., BridgeProcess]) -> Iterator[tuple[int, int, BridgeProcess]]:
     """docs/examples/nginx-sensorpipe.conf in front of a bridge: (http port, https port, bridge)."""
-    assert NGINX.exists(), "nginx is unpacked by scripts/setup.sh test"
     bridge = start_bridge()
     http_port, https_port = free_port(), free_port()
     self_signed_certificate(tmp_path / "cert.pem", tmp_path / "key.pem")
@@ -200,30 +198,8 @@ def nginx(tmp_path: Path, start_bridge: Callable[..., BridgeProcess]) -> Iterato
     site = site.replace("/etc/letsencrypt/live/sensors.example.org/fullchain.pem", str(tmp_path / "cert.pem"))
     site = site.replace("/etc/letsencrypt/live/sensors.example.org/privkey.pem", str(tmp_path / "key.pem"))
     site = site.replace("http://127.0.0.1:5000", f"http://127.0.0.1:{bridge.port}")
-    (tmp_path / "site.conf").write_text(site)
-    temp = tmp_path / "nginx-temp"
-    temp.mkdir()
-    paths = "".join(
-        f"{kind}_temp_path {temp}/{kind};\n" for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")
-    )
-    # The part of /etc/nginx/nginx.conf a site file lives in, with this test's paths.
-    (tmp_path / "nginx.conf").write_text(
-        f"daemon off;\npid {tmp_path}/nginx.pid;\nerror_log stderr;\nevents {{}}\n"
-        f"http {{\naccess_log off;\n{paths}include {tmp_path}/site.conf;\n}}\n"
-    )
-    with (tmp_path / "nginx.log").open("wb") as log:
-        process = subprocess.Popen(
-            [str(NGINX), "-p", str(tmp_path), "-e", "stderr", "-c", str(tmp_path / "nginx.conf")],
-            stdout=log,
-            stderr=log,
-        )
-    try:
-        wait_until(lambda: process.poll() is not None or _answers(https_port), 20, "nginx to listen")
-        assert process.poll() is None, (tmp_path / "nginx.log").read_text()
+    with running_nginx(tmp_path, site, lambda: _answers(https_port)):
         yield http_port, https_port, bridge
-    finally:
-        process.terminate()
-        process.wait(10)
 
 
 def _answers(port: int) -> bool:
