@@ -1,0 +1,144 @@
+"""Draining a backlog with one bridge and with two sharing the work, on this machine.
+
+    .venv/bin/python bench/scale.py [--readings 100000] [--devices 100]
+
+Starts a private Mosquitto, InfluxDB 1.6.7 and Redis. For one and then two replicas: each
+replica's persistent session joins the shared subscription `$share/<group>/...` and goes
+away; the backlog is published (QoS 1) and Mosquitto deals it out between the sessions; then
+the replicas (real `python -m bridge` processes with SENSORPIPE_SHARE_GROUP and
+SENSORPIPE_REDIS_URL) start together and the clock runs from the first stored reading until
+InfluxDB holds them all. Prints both rates and their ratio. On a 2-core machine that also
+runs the broker, InfluxDB and Redis, a second replica has little room to add anything: the
+figure says how much the split costs or gains here, not what more cores would give.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import paho.mqtt.client as mqtt
+import requests
+from paho.mqtt.enums import CallbackAPIVersion
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from common.reading import Reading, encode_reading, now_us  # noqa: E402
+from devstack.servers import Server, free_port, influxdb, mosquitto, redis, wait_influx_ready  # noqa: E402
+
+
+def join_group(port: int, client_id: str, topic: str) -> None:
+    """Create a persistent session subscribed to `topic`, then leave it (the broker queues)."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    client.subscribe(topic, qos=1)
+    time.sleep(0.5)
+    client.disconnect()
+    client.loop_stop()
+
+
+def publish_backlog(port: int, prefix: str, readings: int, devices: int) -> None:
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"backlog-{prefix}")
+    client.max_inflight_messages_set(1000)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    base = now_us() - readings * 1000
+    last = None
+    for i in range(readings):
+        device = f"dev-{i % devices:03d}"
+        payload = encode_reading(Reading(device, base + i * 1000, {"temperature": 21.0, "humidity": 40.0}, seq=i))
+        last = client.publish(f"{prefix}/{device}/reading", payload, qos=1)
+    assert last is not None
+    last.wait_for_publish(120)
+    time.sleep(1)
+    client.disconnect()
+    client.loop_stop()
+
+
+def stored(influx_url: str, database: str) -> int:
+    response = requests.get(
+        influx_url + "/query", params={"db": database, "q": "SELECT count(seq) FROM environment"}, timeout=60
+    )
+    series = response.json()["results"][0].get("series")
+    return int(series[0]["values"][0][1]) if series else 0
+
+
+def drain(replicas: int, broker: Server, influx_url: str, redis_port: int, args: argparse.Namespace) -> float:
+    """Readings per second `replicas` bridges store the backlog at."""
+    prefix, database = f"scale{replicas}", f"scale{replicas}"
+    group = f"group{replicas}"
+    ids = [f"bench-{prefix}-{i}" for i in range(replicas)]
+    for client_id in ids:
+        join_group(broker.port, client_id, f"$share/{group}/{prefix}/+/reading")
+    publish_backlog(broker.port, prefix, args.readings, args.devices)
+    bridges = []
+    with tempfile.TemporaryDirectory() as logs:
+        for client_id in ids:
+            env = {
+                **os.environ,
+                "SENSORPIPE_MQTT_URL": f"mqtt://127.0.0.1:{broker.port}",
+                "SENSORPIPE_TOPIC_PREFIX": prefix,
+                "SENSORPIPE_MQTT_CLIENT_ID": client_id,
+                "SENSORPIPE_SHARE_GROUP": group,
+                "SENSORPIPE_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
+                "SENSORPIPE_INFLUX_URL": influx_url,
+                "SENSORPIPE_INFLUX_DB": database,
+                "SENSORPIPE_WEB_PORT": str(free_port()),
+            }
+            with (Path(logs) / f"{client_id}.log").open("wb") as log:
+                bridges.append(
+                    subprocess.Popen([sys.executable, "-m", "bridge"], env=env, cwd=ROOT, stdout=log, stderr=log)
+                )
+        try:
+            first: tuple[float, int] | None = None
+            started = time.monotonic()
+            while (count := stored(influx_url, database)) < args.readings:
+                if time.monotonic() - started > 900:
+                    raise RuntimeError(f"{replicas} replica(s) stored {count} of {args.readings} in 900 s")
+                if first is None and count:
+                    first = (time.monotonic(), count)
+                time.sleep(0.1)
+            assert first is not None
+            total: int = args.readings
+            elapsed: float = (time.monotonic() - first[0]) * total / (total - first[1])
+        finally:
+            for bridge in bridges:
+                bridge.terminate()
+                bridge.wait(30)
+    return total / elapsed
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--readings", type=int, default=100_000)
+    parser.add_argument("--devices", type=int, default=100)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as folder:
+        broker = mosquitto(Path(folder) / "mosquitto")
+        database = influxdb(Path(folder) / "influxdb")
+        shared = redis(Path(folder) / "redis")
+        for server in (broker, database, shared):
+            server.start()
+        wait_influx_ready(database.port)
+        influx_url = f"http://127.0.0.1:{database.port}"
+        try:
+            one = drain(1, broker, influx_url, shared.port, args)
+            print(f"one bridge:   {one:,.0f} readings/s ({args.readings:,} readings from {args.devices} devices)")
+            two = drain(2, broker, influx_url, shared.port, args)
+            print(f"two bridges:  {two:,.0f} readings/s")
+            print(f"ratio two/one: {two / one:.2f} (on {os.cpu_count()} cores shared with broker, InfluxDB and Redis)")
+        finally:
+            for server in (broker, database, shared):
+                server.stop()
+    print(f"reproduce: .venv/bin/python bench/scale.py --readings {args.readings} --devices {args.devices}")
+
+
+if __name__ == "__main__":
+    main()
