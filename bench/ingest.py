@@ -29,44 +29,11 @@ from paho.mqtt.enums import CallbackAPIVersion
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from common.reading import Reading, encode_reading, now_us  # noqa: E402
+from devstack.loadgen import join_session, publish_backlog  # noqa: E402
 from devstack.procstat import proc_cpu_s, proc_memory_mib  # noqa: E402
 from devstack.servers import free_port, influxdb, mosquitto, wait_influx_ready  # noqa: E402
 
 PREFIX = "bench"
-
-
-def make_session(port: int, client_id: str) -> None:
-    """Create a persistent session subscribed to every reading, then leave it."""
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
-    client.connect("127.0.0.1", port)
-    client.loop_start()
-    client.subscribe(f"{PREFIX}/+/reading", qos=1)[1]
-    time.sleep(0.5)
-    client.disconnect()
-    client.loop_stop()
-
-
-def publish_backlog(port: int, readings: int, devices: int) -> float:
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-pub")
-    client.max_inflight_messages_set(1000)
-    client.connect("127.0.0.1", port)
-    client.loop_start()
-    started = time.monotonic()
-    base = now_us() - readings * 10
-    last = None
-    for i in range(readings):
-        device = f"dev-{i % devices:03d}"
-        reading = Reading(device, base + i * 10, {"temperature": 20 + (i % 100) / 10, "humidity": 45.0}, seq=i)
-        last = client.publish(f"{PREFIX}/{device}/reading", encode_reading(reading), qos=1)
-        if i % 1000 == 999:
-            last.wait_for_publish(60)
-    assert last is not None
-    last.wait_for_publish(60)
-    elapsed = time.monotonic() - started
-    client.disconnect()
-    client.loop_stop()
-    return elapsed
 
 
 def bare_drain(port: int, client_id: str, expected: int) -> float:
@@ -153,9 +120,9 @@ def main() -> None:
         wait_influx_ready(database.port)
         influx_url = f"http://127.0.0.1:{database.port}"
         try:
-            make_session(broker.port, "bench-bare")
-            make_session(broker.port, "bench-bridge")
-            publish_s = publish_backlog(broker.port, args.readings, args.devices)
+            join_session(broker.port, "bench-bare", f"{PREFIX}/+/reading")
+            join_session(broker.port, "bench-bridge", f"{PREFIX}/+/reading")
+            publish_s = publish_backlog(broker.port, PREFIX, args.readings, args.devices)
             print(f"backlog: {args.readings} readings from {args.devices} devices published in {publish_s:.1f} s")
             assert broker.process is not None
             rss = proc_memory_mib(broker.process.pid, "VmRSS")

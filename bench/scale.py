@@ -22,44 +22,13 @@ import tempfile
 import time
 from pathlib import Path
 
-import paho.mqtt.client as mqtt
 import requests
-from paho.mqtt.enums import CallbackAPIVersion
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from common.reading import Reading, encode_reading, now_us  # noqa: E402
+from devstack.loadgen import join_session, publish_backlog  # noqa: E402
 from devstack.servers import Server, free_port, influxdb, mosquitto, redis, wait_influx_ready  # noqa: E402
-
-
-def join_group(port: int, client_id: str, topic: str) -> None:
-    """Create a persistent session subscribed to `topic`, then leave it (the broker queues)."""
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
-    client.connect("127.0.0.1", port)
-    client.loop_start()
-    client.subscribe(topic, qos=1)
-    time.sleep(0.5)
-    client.disconnect()
-    client.loop_stop()
-
-
-def publish_backlog(port: int, prefix: str, readings: int, devices: int) -> None:
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"backlog-{prefix}")
-    client.max_inflight_messages_set(1000)
-    client.connect("127.0.0.1", port)
-    client.loop_start()
-    base = now_us() - readings * 1000
-    last = None
-    for i in range(readings):
-        device = f"dev-{i % devices:03d}"
-        payload = encode_reading(Reading(device, base + i * 1000, {"temperature": 21.0, "humidity": 40.0}, seq=i))
-        last = client.publish(f"{prefix}/{device}/reading", payload, qos=1)
-    assert last is not None
-    last.wait_for_publish(120)
-    time.sleep(1)
-    client.disconnect()
-    client.loop_stop()
 
 
 def stored(influx_url: str, database: str) -> int:
@@ -76,7 +45,7 @@ def drain(replicas: int, broker: Server, influx_url: str, redis_port: int, args:
     group = f"group{replicas}"
     ids = [f"bench-{prefix}-{i}" for i in range(replicas)]
     for client_id in ids:
-        join_group(broker.port, client_id, f"$share/{group}/{prefix}/+/reading")
+        join_session(broker.port, client_id, f"$share/{group}/{prefix}/+/reading")
     publish_backlog(broker.port, prefix, args.readings, args.devices)
     bridges = []
     with tempfile.TemporaryDirectory() as logs:

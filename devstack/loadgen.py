@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 
 from common.reading import Reading, encode_reading, now_us
 
@@ -32,3 +33,42 @@ def publish_steadily(
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+def join_session(port: int, client_id: str, topic: str) -> None:
+    """Create a persistent session subscribed to `topic` (QoS 1), then leave it: the broker
+    queues for it from now on."""
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, clean_session=False)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    client.subscribe(topic, qos=1)
+    time.sleep(0.5)
+    client.disconnect()
+    client.loop_stop()
+
+
+def publish_backlog(port: int, prefix: str, readings: int, devices: int) -> float:
+    """Publish `readings` (QoS 1) as fast as the broker takes them; returns the seconds taken.
+
+    Waits for every 1,000th acknowledgement: paho's message ids wrap at 65,535, and a
+    publish whose id is still in flight is refused (ERR_QUEUE_SIZE).
+    """
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"bench-pub-{prefix}")
+    client.max_inflight_messages_set(1000)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    started = time.monotonic()
+    base = now_us() - readings * 10
+    last = None
+    for i in range(readings):
+        device = f"dev-{i % devices:03d}"
+        reading = Reading(device, base + i * 10, {"temperature": 20 + (i % 100) / 10, "humidity": 45.0}, seq=i)
+        last = client.publish(f"{prefix}/{device}/reading", encode_reading(reading), qos=1)
+        if i % 1000 == 999:
+            last.wait_for_publish(60)
+    assert last is not None
+    last.wait_for_publish(60)
+    elapsed = time.monotonic() - started
+    client.disconnect()
+    client.loop_stop()
+    return elapsed
