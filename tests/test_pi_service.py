@@ -55,6 +55,17 @@ def test_the_unit_file_passes_systemd_analyze(tmp_path: Path) -> None:
     assert unit_values("Restart") == ["on-failure"] and unit_values("RestartPreventExitStatus") == ["2"]
 
 
+def test_the_bridge_unit_passes_systemd_analyze_and_always_restarts(tmp_path: Path) -> None:
+    shipped = ROOT / "bridge" / "systemd" / "sensorpipe-bridge.service"
+    unit = tmp_path / shipped.name
+    unit.write_text(shipped.read_text().replace(VENV_PYTHON, sys.executable))
+    result = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, check=False)
+    assert result.returncode == 0 and result.stderr == "", result.stderr
+    text = shipped.read_text()
+    assert "\nRestart=always\n" in text and "\nRestartPreventExitStatus=2\n" in text
+    assert "\nExecStart=/opt/sensorpipe/venv/bin/python -m bridge\n" in text
+
+
 def test_settings_file_round_trips_awkward_values(tmp_path: Path) -> None:
     location = 'Glass "house" \\ $HOME `x` 100%'
     path = tmp_path / "publisher.env"
