@@ -102,8 +102,10 @@ class Ingest:
         self._metrics = metrics
         self._linger_s = linger_s
         readings = topics.filter("reading")
+        self._share_filter = f"$share/{share_group}/{readings}" if share_group else None
+        self._last_message = 0.0  # monotonic time of the last message paho handed over
         self._subscriptions = [
-            (f"$share/{share_group}/{readings}" if share_group else readings, 1),
+            (self._share_filter or readings, 1),
             (topics.filter("status"), 1),
             (topics.filter("health"), 1),
         ]
@@ -143,6 +145,7 @@ class Ingest:
             log.warning("%s; reconnecting", self.state.mqtt_error)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        self._last_message = time.monotonic()
         if self._ack_ready:
             self._flush_acks()
         self._queue.put(
@@ -168,9 +171,27 @@ class Ingest:
         self._worker.start()
 
     def stop(self, timeout: float = 10.0) -> None:
-        """Finish the batch at hand and stop; unacknowledged messages stay with the broker."""
+        """Finish the batch at hand and stop; unacknowledged messages stay with the broker.
+
+        With a share group, leave it first: otherwise the broker would go on dealing this
+        bridge's share to its stopped session, where it waits until the bridge returns.
+        """
+        if self._share_filter and self.state.mqtt_connected:
+            self._leave_group(self._share_filter, deadline=time.monotonic() + timeout / 2)
         self._stop.set()
         self._worker.join(timeout)
+
+    def _leave_group(self, share_filter: str, deadline: float) -> None:
+        """Unsubscribe from the shared readings, then take in what the broker had already
+        queued for this session, until nothing has arrived for half a second."""
+        self._client.unsubscribe(share_filter)
+        log.info("left %s: new readings go to the other bridges", share_filter)
+        while time.monotonic() < deadline:
+            idle = time.monotonic() - self._last_message > 0.5
+            if idle and self._queue.empty() and not self._in_hand:
+                return
+            time.sleep(0.05)
+        log.warning("stopping with readings still arriving; the broker keeps them for this session")
 
     def _work(self) -> None:
         while not self._stop.is_set():

@@ -120,6 +120,25 @@ def test_a_replica_killed_with_sigkill_and_restarted_loses_nothing(
     assert_exactly_all_stored(influx, 90)
 
 
+def test_a_replica_stopped_for_good_hands_its_share_to_the_others(
+    start_bridge: Callable[..., BridgeProcess],
+    redis_server: Server,
+    steady: Callable[[Server], SteadyPublisher],
+    broker: Server,
+    influx: InfluxV1,
+    prefix: str,
+) -> None:
+    start = replicas(start_bridge, redis_server, prefix)
+    start("a")
+    b = start("b")
+    publisher = steady(broker)
+    wait_until(lambda: stored_count(influx) >= 5000, 60, "5,000 readings stored")
+    assert b.stop(signal.SIGTERM) == 0  # a planned stop: it leaves the group first
+    assert "new readings go to the other bridges" in b.log()
+    assert publisher.wait_done(60)
+    assert_exactly_all_stored(influx, 90)  # without B ever coming back
+
+
 def test_storage_goes_on_while_redis_is_away(
     start_bridge: Callable[..., BridgeProcess],
     tmp_path: Path,
