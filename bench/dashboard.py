@@ -18,10 +18,8 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
-import os
 import re
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,8 +37,8 @@ sys.path.insert(0, str(ROOT))
 
 from bridge.lineprotocol import to_line  # noqa: E402
 from common.reading import Reading, now_us  # noqa: E402
-from devstack.loadgen import percentile, publish_steadily  # noqa: E402
-from devstack.servers import free_port, influxdb, mosquitto, wait_influx_ready  # noqa: E402
+from devstack.loadgen import percentile, publish_steadily, start_bridge  # noqa: E402
+from devstack.servers import influxdb, mosquitto, wait_influx_ready  # noqa: E402
 
 PREFIX = "bench"
 PROCESSES = 4
@@ -162,16 +160,8 @@ def main() -> None:
         broker.start()
         database.start()
         wait_influx_ready(database.port)
-        web_port = free_port()
-        env = {
-            **os.environ,
-            "SENSORPIPE_MQTT_URL": f"mqtt://127.0.0.1:{broker.port}",
-            "SENSORPIPE_TOPIC_PREFIX": PREFIX,
-            "SENSORPIPE_INFLUX_URL": f"http://127.0.0.1:{database.port}",
-            "SENSORPIPE_WEB_PORT": str(web_port),
-        }
-        log = (Path(folder) / "bridge.log").open("wb")
-        bridge = subprocess.Popen([sys.executable, "-m", "bridge"], env=env, cwd=ROOT, stdout=log, stderr=log)
+        influx_url = f"http://127.0.0.1:{database.port}"
+        bridge, web_port = start_bridge(broker.port, influx_url, PREFIX, Path(folder) / "bridge.log")
         url = f"http://127.0.0.1:{web_port}"
         try:
             for _ in range(150):
@@ -182,7 +172,7 @@ def main() -> None:
                     pass
                 time.sleep(0.2)
             fan_out(url, broker.port, args.clients, args.rate, args.seconds)
-            history(url, f"http://127.0.0.1:{database.port}")
+            history(url, influx_url)
             first_load(url)
         finally:
             bridge.terminate()

@@ -13,8 +13,6 @@ Prints both rates, their ratio, and the command to reproduce.
 from __future__ import annotations
 
 import argparse
-import os
-import subprocess
 import sys
 import tempfile
 import threading
@@ -23,15 +21,14 @@ from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
-import requests
 from paho.mqtt.enums import CallbackAPIVersion
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from devstack.loadgen import join_session, publish_backlog  # noqa: E402
+from devstack.loadgen import join_session, publish_backlog, start_bridge, stored_count  # noqa: E402
 from devstack.procstat import proc_cpu_s, proc_memory_mib  # noqa: E402
-from devstack.servers import free_port, influxdb, mosquitto, wait_influx_ready  # noqa: E402
+from devstack.servers import influxdb, mosquitto, wait_influx_ready  # noqa: E402
 
 PREFIX = "bench"
 
@@ -64,32 +61,15 @@ def bare_drain(port: int, client_id: str, expected: int) -> float:
     return elapsed
 
 
-def stored(influx_url: str) -> int:
-    response = requests.get(
-        influx_url + "/query", params={"db": "sensors", "q": "SELECT count(seq) FROM environment"}, timeout=30
-    )
-    series = response.json()["results"][0].get("series")
-    return int(series[0]["values"][0][1]) if series else 0
-
-
 def bridge_drain(port: int, influx_url: str, client_id: str, expected: int, log: Path) -> tuple[float, float, float]:
     """(seconds the bridge takes for `expected` readings at its drain rate, its CPU seconds,
     its peak resident memory in MiB)."""
-    env = {
-        **os.environ,
-        "SENSORPIPE_MQTT_URL": f"mqtt://127.0.0.1:{port}",
-        "SENSORPIPE_TOPIC_PREFIX": PREFIX,
-        "SENSORPIPE_MQTT_CLIENT_ID": client_id,
-        "SENSORPIPE_INFLUX_URL": influx_url,
-        "SENSORPIPE_WEB_PORT": str(free_port()),
-    }
     started = time.monotonic()
-    with log.open("wb") as out:
-        bridge = subprocess.Popen([sys.executable, "-m", "bridge"], env=env, cwd=ROOT, stdout=out, stderr=out)
+    bridge, _ = start_bridge(port, influx_url, PREFIX, log, {"SENSORPIPE_MQTT_CLIENT_ID": client_id})
     try:
         # The clock starts at the first stored reading: Python's start-up is not ingest.
         first: tuple[float, int] | None = None
-        while (count := stored(influx_url)) < expected:
+        while (count := stored_count(influx_url)) < expected:
             if bridge.poll() is not None:
                 raise RuntimeError(f"bridge exited, see {log}")
             if time.monotonic() - started > 900:

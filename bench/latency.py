@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import os
 import statistics
 import subprocess
 import sys
@@ -35,9 +34,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from common.reading import now_us  # noqa: E402
-from devstack.loadgen import percentile, publish_steadily  # noqa: E402
+from devstack.loadgen import percentile, publish_steadily, start_bridge  # noqa: E402
 from devstack.procstat import proc_cpu_s, proc_memory_mib  # noqa: E402
-from devstack.servers import free_port, influxdb, mosquitto, wait_influx_ready  # noqa: E402
+from devstack.servers import influxdb, mosquitto, wait_influx_ready  # noqa: E402
 
 PREFIX = "bench"
 
@@ -132,16 +131,8 @@ def main() -> None:
         bare_cpu = bare_subscriber_cpu(broker.port, args.rate, total, args.devices)
         proxy = RecordingProxy(database.port)
         threading.Thread(target=proxy.serve_forever, daemon=True).start()
-        web_port = free_port()
-        env = {
-            **os.environ,
-            "SENSORPIPE_MQTT_URL": f"mqtt://127.0.0.1:{broker.port}",
-            "SENSORPIPE_TOPIC_PREFIX": PREFIX,
-            "SENSORPIPE_INFLUX_URL": f"http://127.0.0.1:{proxy.server_address[1]}",
-            "SENSORPIPE_WEB_PORT": str(web_port),
-        }
-        log = (Path(folder) / "bridge.log").open("wb")
-        bridge = subprocess.Popen([sys.executable, "-m", "bridge"], env=env, cwd=ROOT, stdout=log, stderr=log)
+        proxy_url = f"http://127.0.0.1:{proxy.server_address[1]}"
+        bridge, web_port = start_bridge(broker.port, proxy_url, PREFIX, Path(folder) / "bridge.log")
         browser = socketio.Client()
         seen_at: dict[int, int] = {}
 
@@ -177,7 +168,6 @@ def main() -> None:
         finally:
             bridge.terminate()
             bridge.wait(30)
-            log.close()
             proxy.shutdown()
             broker.stop()
             database.stop()

@@ -16,27 +16,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import requests
-
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from devstack.loadgen import join_session, publish_backlog  # noqa: E402
-from devstack.servers import Server, free_port, influxdb, mosquitto, redis, wait_influx_ready  # noqa: E402
-
-
-def stored(influx_url: str, database: str) -> int:
-    response = requests.get(
-        influx_url + "/query", params={"db": database, "q": "SELECT count(seq) FROM environment"}, timeout=60
-    )
-    series = response.json()["results"][0].get("series")
-    return int(series[0]["values"][0][1]) if series else 0
+from devstack.loadgen import join_session, publish_backlog, start_bridge, stored_count  # noqa: E402
+from devstack.servers import Server, influxdb, mosquitto, redis, wait_influx_ready  # noqa: E402
 
 
 def drain(replicas: int, broker: Server, influx_url: str, redis_port: int, args: argparse.Namespace) -> float:
@@ -50,25 +39,17 @@ def drain(replicas: int, broker: Server, influx_url: str, redis_port: int, args:
     bridges = []
     with tempfile.TemporaryDirectory() as logs:
         for client_id in ids:
-            env = {
-                **os.environ,
-                "SENSORPIPE_MQTT_URL": f"mqtt://127.0.0.1:{broker.port}",
-                "SENSORPIPE_TOPIC_PREFIX": prefix,
+            settings = {
                 "SENSORPIPE_MQTT_CLIENT_ID": client_id,
                 "SENSORPIPE_SHARE_GROUP": group,
                 "SENSORPIPE_REDIS_URL": f"redis://127.0.0.1:{redis_port}/0",
-                "SENSORPIPE_INFLUX_URL": influx_url,
                 "SENSORPIPE_INFLUX_DB": database,
-                "SENSORPIPE_WEB_PORT": str(free_port()),
             }
-            with (Path(logs) / f"{client_id}.log").open("wb") as log:
-                bridges.append(
-                    subprocess.Popen([sys.executable, "-m", "bridge"], env=env, cwd=ROOT, stdout=log, stderr=log)
-                )
+            bridges.append(start_bridge(broker.port, influx_url, prefix, Path(logs) / f"{client_id}.log", settings)[0])
         try:
             first: tuple[float, int] | None = None
             started = time.monotonic()
-            while (count := stored(influx_url, database)) < args.readings:
+            while (count := stored_count(influx_url, database)) < args.readings:
                 if time.monotonic() - started > 900:
                     raise RuntimeError(f"{replicas} replica(s) stored {count} of {args.readings} in 900 s")
                 if first is None and count:

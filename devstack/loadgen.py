@@ -1,13 +1,22 @@
-"""Load for the benchmarks: readings at a steady rate, and percentiles of what came back."""
+"""Load for the benchmarks: the bridge as a process, readings at a steady rate or as a backlog,
+and what came back (stored counts, percentiles)."""
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import paho.mqtt.client as mqtt
+import requests
 from paho.mqtt.enums import CallbackAPIVersion
 
 from common.reading import Reading, encode_reading, now_us
+from devstack.servers import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def publish_steadily(
@@ -72,3 +81,30 @@ def publish_backlog(port: int, prefix: str, readings: int, devices: int) -> floa
     client.disconnect()
     client.loop_stop()
     return elapsed
+
+
+def start_bridge(
+    broker_port: int, influx_url: str, prefix: str, log: Path, settings: dict[str, str] | None = None
+) -> tuple[subprocess.Popen[bytes], int]:
+    """A real `python -m bridge` on the benchmark's servers, plus `settings` (SENSORPIPE_*);
+    returns the process and the port of its web server."""
+    web_port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SENSORPIPE_")} | {
+        "SENSORPIPE_MQTT_URL": f"mqtt://127.0.0.1:{broker_port}",
+        "SENSORPIPE_TOPIC_PREFIX": prefix,
+        "SENSORPIPE_INFLUX_URL": influx_url,
+        "SENSORPIPE_WEB_PORT": str(web_port),
+        **(settings or {}),
+    }
+    with log.open("wb") as out:
+        process = subprocess.Popen([sys.executable, "-m", "bridge"], env=env, cwd=ROOT, stdout=out, stderr=out)
+    return process, web_port
+
+
+def stored_count(influx_url: str, database: str = "sensors") -> int:
+    """How many readings InfluxDB holds (0 while the database does not exist yet)."""
+    response = requests.get(
+        influx_url + "/query", params={"db": database, "q": "SELECT count(seq) FROM environment"}, timeout=60
+    )
+    series = response.json()["results"][0].get("series")
+    return int(series[0]["values"][0][1]) if series else 0

@@ -4,15 +4,18 @@ resolves for it (host names and ports moved to this machine)."""
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
 import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import yaml
 
+from bridge.influx import InfluxV1
 from devstack.servers import SHIPPED_CONFIG_DIR
 from tests.conftest import ROOT, fresh_clone_only
 
@@ -65,3 +68,32 @@ def in_this_venv(command: list[str]) -> list[str]:
 def local(url: str, port: int) -> str:
     """A compose-network URL on this machine: mosquitto:1883 -> 127.0.0.1:<port>."""
     return url.replace("@mosquitto:1883", f"@127.0.0.1:{port}")
+
+
+def service_env(service: dict[str, Any], broker_port: int) -> dict[str, str]:
+    """A service's environment as compose gives it (with the image's ENV), the broker moved
+    to this machine."""
+    base = {k: v for k, v in os.environ.items() if not k.startswith("SENSORPIPE_")} | {"PYTHONUNBUFFERED": "1"}
+    env = base | dockerfile_env() | {k: str(v) for k, v in service["environment"].items()}
+    env["SENSORPIPE_MQTT_URL"] = local(env["SENSORPIPE_MQTT_URL"], broker_port)
+    return env
+
+
+def bridge_env(service: dict[str, Any], broker_port: int, influx: InfluxV1, web_port: int) -> dict[str, str]:
+    """A bridge service's environment here: InfluxDB 1.6.7 through the v1 API (2.7 cannot run
+    on this machine), the web server on `web_port` of 127.0.0.1."""
+    return service_env(service, broker_port) | {
+        "SENSORPIPE_INFLUX_URL": influx.target.url,
+        "SENSORPIPE_INFLUX_API": "v1",
+        "SENSORPIPE_INFLUX_DB": influx.target.database,
+        "SENSORPIPE_INFLUX_TOKEN": "",
+        "SENSORPIPE_WEB_HOST": "127.0.0.1",
+        "SENSORPIPE_WEB_PORT": str(web_port),
+    }
+
+
+def run_command(service: dict[str, Any], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    """Run a service's `command` (a one-shot, like a publisher with SENSORPIPE_COUNT) here."""
+    return subprocess.run(
+        in_this_venv(service["command"]), cwd=ROOT, env=env, capture_output=True, text=True, timeout=60, check=False
+    )

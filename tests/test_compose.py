@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import re
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,15 @@ import yaml
 
 from bridge.influx import InfluxV1
 from devstack.servers import Server, free_port, shipped_mosquitto
-from tests.composekit import compose, dockerfile_cmd, dockerfile_env, in_this_venv, init_project, local
+from tests.composekit import (
+    bridge_env,
+    compose,
+    dockerfile_cmd,
+    in_this_venv,
+    init_project,
+    run_command,
+    service_env,
+)
 from tests.conftest import ROOT
 from tests.waiting import wait_until
 
@@ -128,47 +135,25 @@ def test_the_stack_runs_its_commands_for_real(
     health_env = {**os.environ, **services["mosquitto"]["environment"]}
     assert subprocess.run(["sh", "-c", check], env=health_env, capture_output=True, check=False).returncode == 0
 
-    base = {k: v for k, v in os.environ.items() if not k.startswith("SENSORPIPE_")} | {"PYTHONUNBUFFERED": "1"}
-    bridge_env = base | dockerfile_env() | {k: str(v) for k, v in services["bridge"]["environment"].items()}
     web_port = free_port()
-    bridge_env |= {
-        "SENSORPIPE_MQTT_URL": local(bridge_env["SENSORPIPE_MQTT_URL"], stack_broker.port),
-        "SENSORPIPE_INFLUX_URL": influx.target.url,  # InfluxDB 1.6.7 here, v1 API: see the docstring
-        "SENSORPIPE_INFLUX_API": "v1",
-        "SENSORPIPE_INFLUX_DB": influx.target.database,
-        "SENSORPIPE_INFLUX_TOKEN": "",
-        "SENSORPIPE_WEB_HOST": "127.0.0.1",
-        "SENSORPIPE_WEB_PORT": str(web_port),
-    }
+    bridge = bridge_env(services["bridge"], stack_broker.port, influx, web_port)
     sim = services["sim-greenhouse"]
-    sim_env = base | dockerfile_env() | {k: str(v) for k, v in sim["environment"].items()}
-    sim_env |= {
-        "SENSORPIPE_MQTT_URL": local(sim_env["SENSORPIPE_MQTT_URL"], stack_broker.port),
+    sim_env = service_env(sim, stack_broker.port) | {
         "SENSORPIPE_OUTBOX": str(tmp_path / "data" / "outbox.sqlite"),
         "SENSORPIPE_INTERVAL": "0.2",
         "SENSORPIPE_COUNT": "10",
     }
     with (tmp_path / "bridge.log").open("wb") as log:
-        bridge = subprocess.Popen(in_this_venv(dockerfile_cmd()), cwd=ROOT, env=bridge_env, stdout=log, stderr=log)
+        process = subprocess.Popen(in_this_venv(dockerfile_cmd()), cwd=ROOT, env=bridge, stdout=log, stderr=log)
     try:
-        bridge_check = [
-            sys.executable if part == "python" else part for part in services["bridge"]["healthcheck"]["test"][1:]
-        ]
+        bridge_check = in_this_venv(services["bridge"]["healthcheck"]["test"][1:])
         bridge_check = [part.replace(":5000/", f":{web_port}/") for part in bridge_check]
         wait_until(
             lambda: subprocess.run(bridge_check, capture_output=True, check=False).returncode == 0,
             60,
             "the bridge's health check to pass",
         )
-        publisher = subprocess.run(
-            in_this_venv(sim["command"]),
-            cwd=ROOT,
-            env=sim_env,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=False,
-        )
+        publisher = run_command(sim, sim_env)
         assert publisher.returncode == 0, publisher.stderr
 
         def stored() -> int:
@@ -176,10 +161,10 @@ def test_the_stack_runs_its_commands_for_real(
             return int(series[0]["values"][0][1]) if series else 0
 
         wait_until(lambda: stored() == 10, 30, "the simulated device's 10 readings")
-        bearer = {"Authorization": f"Bearer {bridge_env['SENSORPIPE_WEB_PASSWORD']}"}  # compose-init made one
+        bearer = {"Authorization": f"Bearer {bridge['SENSORPIPE_WEB_PASSWORD']}"}  # compose-init made one
         assert requests.get(f"http://127.0.0.1:{web_port}/api/devices", timeout=10).status_code == 401
         devices = requests.get(f"http://127.0.0.1:{web_port}/api/devices", headers=bearer, timeout=10).json()
         assert [d["device"] for d in devices] == ["sim-greenhouse"]
     finally:
-        bridge.terminate()
-        bridge.wait(30)
+        process.terminate()
+        process.wait(30)

@@ -4,7 +4,6 @@ InfluxDB 1.6.7 and Redis 7 (Debian's), real bridge processes."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import threading
@@ -19,7 +18,7 @@ import yaml
 
 from bridge.influx import InfluxV1
 from devstack.servers import Server, free_port, redis, shipped_mosquitto
-from tests.composekit import compose, dockerfile_cmd, dockerfile_env, in_this_venv, init_project, local
+from tests.composekit import bridge_env, compose, dockerfile_cmd, in_this_venv, init_project, run_command, service_env
 from tests.conftest import ROOT, BridgeProcess, Mqtt, running_nginx
 from tests.faults import DEVICES, PER_DEVICE, SteadyPublisher, assert_exactly_all_stored, stored_count
 from tests.waiting import wait_until
@@ -173,14 +172,8 @@ def test_the_compose_scale_profile_runs_for_real(tmp_path: Path, redis_server: S
         ports = {}
         for name in ("bridge", "bridge-b"):
             ports[name] = free_port()
-            env = service_env(services[name], broker.port) | {
+            env = bridge_env(services[name], broker.port, influx, ports[name]) | {
                 "SENSORPIPE_REDIS_URL": f"redis://127.0.0.1:{redis_server.port}/1",
-                "SENSORPIPE_INFLUX_URL": influx.target.url,
-                "SENSORPIPE_INFLUX_API": "v1",
-                "SENSORPIPE_INFLUX_DB": influx.target.database,
-                "SENSORPIPE_INFLUX_TOKEN": "",
-                "SENSORPIPE_WEB_HOST": "127.0.0.1",
-                "SENSORPIPE_WEB_PORT": str(ports[name]),
             }
             with (tmp_path / f"{name}.log").open("wb") as log:
                 processes.append(
@@ -209,15 +202,7 @@ def test_the_compose_scale_profile_runs_for_real(tmp_path: Path, redis_server: S
                 "SENSORPIPE_INTERVAL": "0.05",
                 "SENSORPIPE_COUNT": "40",
             }
-            publisher = subprocess.run(
-                in_this_venv(sim["command"]),
-                cwd=ROOT,
-                env=sim_env,
-                capture_output=True,
-                text=True,
-                timeout=60,
-                check=False,
-            )
+            publisher = run_command(sim, sim_env)
             assert publisher.returncode == 0, publisher.stderr
             wait_until(lambda: stored_count(influx) == 40, 30, "40 readings stored")
             wait_until(lambda: len(seen) == 40, 20, "40 readings through nginx, whichever bridge stored them")
@@ -233,14 +218,6 @@ def test_the_compose_scale_profile_runs_for_real(tmp_path: Path, redis_server: S
             process.terminate()
             process.wait(30)
         broker.stop()
-
-
-def service_env(service: dict[str, Any], broker_port: int) -> dict[str, str]:
-    """A service's environment as compose gives it, with the broker moved to this machine."""
-    base = {k: v for k, v in os.environ.items() if not k.startswith("SENSORPIPE_")} | {"PYTHONUNBUFFERED": "1"}
-    env = base | dockerfile_env() | {k: str(v) for k, v in service["environment"].items()}
-    env["SENSORPIPE_MQTT_URL"] = local(env["SENSORPIPE_MQTT_URL"], broker_port)
-    return env
 
 
 def _healthy(port: int) -> bool:
