@@ -32,8 +32,12 @@ def stored(influx: InfluxV1, device: str, since: str = "1h") -> int:
 
 
 def write_history(influx: InfluxV1, device: str, minutes: int, skip: range = range(0)) -> None:
-    """One reading a minute for `minutes` up to now (minus the minutes in `skip`)."""
-    now = now_us() // MINUTE_US * MINUTE_US
+    """One reading a minute for `minutes` up to now (minus the minutes in `skip`).
+
+    Stamped from this instant, not from the last whole minute: a range of N minutes then holds
+    exactly N-1 of them for a whole minute after this call (flooring made that window random).
+    """
+    now = now_us()
     influx.write(
         [
             to_line(
