@@ -15,6 +15,7 @@ import re
 import signal
 import statistics
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -22,7 +23,9 @@ from pathlib import Path
 from playwright.sync_api import sync_playwright
 
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = "/usr/lib/chromium/chromium"
+sys.path.insert(0, str(ROOT))
+
+from devstack.browser import chromium_executable  # noqa: E402
 
 
 def one_run() -> tuple[float, float, float]:
@@ -46,7 +49,7 @@ def one_run() -> tuple[float, float, float]:
             match = re.search(r"Dashboard:\s+(\S+)", output)
             assert match
             with sync_playwright() as playwright:
-                browser = playwright.chromium.launch(executable_path=CHROMIUM, headless=True)
+                browser = playwright.chromium.launch(executable_path=chromium_executable(), headless=True)
                 page = browser.new_page()
                 page.goto(match.group(1))
                 loaded = time.monotonic() - started

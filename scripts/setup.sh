@@ -17,6 +17,10 @@ packages=(mosquitto mosquitto-clients influxdb influxdb-client python3-venv)
 # systemd for systemd-analyze (checks the service unit), openssl for the TLS listener test,
 # redis-server for the tests with several bridges.
 [ "$purpose" = test ] && packages+=(chromium docker-compose systemd openssl redis-server)
+# Raspberry Pi OS may already have its own build under the older name: use that one.
+if dpkg-query -W -f='${Status}' chromium-browser 2>/dev/null | grep -q "install ok installed"; then
+  packages=("${packages[@]/chromium}")
+fi
 command -v npm >/dev/null || packages+=(nodejs npm)
 missing=()
 for package in "${packages[@]}"; do

@@ -24,6 +24,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from playwright.sync_api import sync_playwright
 
 from bridge.influx import InfluxTarget, InfluxV1
+from devstack.browser import chromium_executable
 from devstack.servers import (
     SHIPPED_CONFIG_DIR,
     Server,
@@ -39,7 +40,6 @@ from tests.faults import SteadyPublisher
 from tests.waiting import wait_until
 
 ROOT = Path(__file__).resolve().parent.parent
-CHROMIUM = "/usr/lib/chromium/chromium"
 
 
 # --- servers ---------------------------------------------------------------------------
@@ -285,7 +285,7 @@ def browser() -> Iterator[Any]:
     """Headless Debian Chromium through Playwright (no browser download)."""
     with sync_playwright() as playwright:
         launched = playwright.chromium.launch(
-            executable_path=CHROMIUM,
+            executable_path=chromium_executable(),
             headless=True,
             args=["--disable-background-networking", "--disable-component-update", "--no-first-run"],
         )
