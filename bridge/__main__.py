@@ -97,6 +97,7 @@ def serve(settings: BridgeSettings) -> int:
             settings.web_secure_cookie,
             message_queue=settings.redis_url,
             channel=f"{namespace}:socketio",
+            proxies=settings.web_proxies,
         )
     except AssetsMissing as exc:
         print(f"bridge: {exc}", file=sys.stderr)

@@ -12,6 +12,7 @@ from common.settings import (
     MqttUrl,
     Option,
     load,
+    parse_count,
     parse_http_url,
     parse_nonempty,
     parse_nonnegative_float,
@@ -123,6 +124,15 @@ OPTIONS = [
         "1: the login cookie is sent over HTTPS only (set it behind a TLS proxy)",
         parse_switch,
     ),
+    Option(
+        "SENSORPIPE_WEB_PROXIES",
+        "0",
+        "how many reverse proxies (nginx) stand in front of the web UI: 1 takes the client's "
+        "address, scheme and host from the X-Forwarded-* headers the proxy sets, so wrong "
+        "passwords are throttled per client, not per proxy. Leave 0 when browsers connect "
+        "directly: anyone could send those headers",
+        parse_count,
+    ),
 ]
 
 
@@ -146,6 +156,7 @@ class BridgeSettings:
     web_port: int
     web_password: str
     web_secure_cookie: bool
+    web_proxies: int
 
 
 def load_settings(argv: Sequence[str], environ: Mapping[str, str]) -> BridgeSettings:

@@ -188,8 +188,9 @@ def test_the_documented_influxql_queries_answer(influx: InfluxV1, two_days: list
 
 @pytest.fixture
 def nginx(tmp_path: Path, start_bridge: Callable[..., BridgeProcess]) -> Iterator[tuple[int, int, BridgeProcess]]:
-    """docs/examples/nginx-sensorpipe.conf in front of a bridge: (http port, https port, bridge)."""
-    bridge = start_bridge()
+    """docs/examples/nginx-sensorpipe.conf in front of a bridge set up as docs/side-doors.md
+    says for it: (http port, https port, bridge)."""
+    bridge = start_bridge(SENSORPIPE_WEB_PROXIES="1")
     http_port, https_port = free_port(), free_port()
     self_signed_certificate(tmp_path / "cert.pem", tmp_path / "key.pem")
     site = (EXAMPLES / "nginx-sensorpipe.conf").read_text()

@@ -71,10 +71,35 @@ def test_wrong_passwords_are_throttled(start_bridge: Callable[..., BridgeProcess
         assert requests.post(bridge.url + "/login", data={"password": "guess"}, timeout=10).status_code == 401
     blocked = requests.post(bridge.url + "/login", data={"password": PASSWORD}, allow_redirects=False, timeout=10)
     assert blocked.status_code == 429  # even the right one, until the window passes
+    # Without SENSORPIPE_WEB_PROXIES an X-Forwarded-For header changes nothing.
+    assert _login(bridge, PASSWORD, forwarded_for="198.51.100.2").status_code == 429
     foreign = requests.post(
         bridge.url + "/login", data={"password": PASSWORD}, headers={"Origin": "http://evil.example"}, timeout=10
     )
     assert foreign.status_code == 403
+
+
+def test_behind_a_proxy_wrong_passwords_are_counted_per_client(start_bridge: Callable[..., BridgeProcess]) -> None:
+    """SENSORPIPE_WEB_PROXIES=1: the client is the last X-Forwarded-For entry, the one the proxy
+    added. These requests carry the header as nginx would send it; nginx itself runs the same
+    setting in tests/test_side_doors.py."""
+    bridge = start_bridge(SENSORPIPE_WEB_PASSWORD=PASSWORD, SENSORPIPE_WEB_PROXIES="1")
+    for _ in range(10):
+        assert _login(bridge, "guess", forwarded_for="203.0.113.7").status_code == 401
+    assert _login(bridge, PASSWORD, forwarded_for="203.0.113.7").status_code == 429
+    assert _login(bridge, PASSWORD, forwarded_for="198.51.100.2").status_code == 302  # another client
+    # A client cannot choose its address: what it sends itself comes before the proxy's entry.
+    assert _login(bridge, PASSWORD, forwarded_for="198.51.100.9, 203.0.113.7").status_code == 429
+
+
+def _login(bridge: BridgeProcess, password: str, forwarded_for: str) -> requests.Response:
+    return requests.post(
+        bridge.url + "/login",
+        data={"password": password},
+        headers={"X-Forwarded-For": forwarded_for},
+        allow_redirects=False,
+        timeout=10,
+    )
 
 
 def test_no_server_credential_reaches_the_browser(

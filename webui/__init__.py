@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from flask import Flask
 from flask_socketio import SocketIO
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from webui.access import WebAccess, install
 from webui.api import api
@@ -21,11 +22,13 @@ def create_app(
     secure_cookie: bool = False,
     message_queue: str | None = None,
     channel: str = "sensorpipe",
+    proxies: int = 0,
 ) -> Flask:
     """Build the app and bind `socketio` to it; raises AssetsMissing without the npm packages.
 
     `socketio` is made by the caller (with `make_socketio`) so that the live broadcaster
-    can be handed to the ingest loop before the app exists.
+    can be handed to the ingest loop before the app exists. `proxies`: how many reverse
+    proxies to believe the X-Forwarded-* headers of.
     """
     check_vendor_files()
     app = Flask(__name__)
@@ -39,6 +42,12 @@ def create_app(
     # constructor: there it would build a second, write-only server first.
     queue = {"message_queue": message_queue, "channel": channel} if message_queue else {}
     socketio.init_app(app, **queue)
+    if proxies:
+        # Outside Socket.IO's middleware, so its handshakes see the client's address too.
+        # Only the last `proxies` entries of each header count: a client can prepend its own.
+        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
+            app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies
+        )
     return app
 
 
