@@ -31,6 +31,19 @@ def stored(influx: InfluxV1, device: str, since: str = "1h") -> int:
     return int(series[0]["values"][0][1]) if series else 0
 
 
+def settled_count(influx: InfluxV1, device: str, since: str) -> int:
+    """The stored count once it has stopped growing (the last readings may still be in flight)."""
+    counts = [stored(influx, device, since)]
+
+    def settled() -> bool:
+        time.sleep(0.5)
+        counts.append(stored(influx, device, since))
+        return counts[-1] == counts[-2]
+
+    wait_until(settled, 20, f"{device}'s stored count to settle")
+    return counts[-1]
+
+
 def write_history(influx: InfluxV1, device: str, minutes: int, skip: range = range(0)) -> None:
     """One reading a minute for `minutes` up to now (minus the minutes in `skip`).
 
@@ -128,8 +141,7 @@ def test_reconnect_leaves_no_hole_and_only_the_shown_device_is_streamed(
         proxy.restore()
         page.wait_for_selector('#connection[data-state="connected"]', timeout=30_000)
         shown.stop(signal.SIGTERM)
-        time.sleep(1.0)
-        count = stored(influx, "shown", "15m")
+        count = settled_count(influx, "shown", "15m")
         temperature = '#charts .chart[data-metric="temperature"]'
         wait_until(
             lambda: chart_points(page, '#charts .chart[data-metric="temperature"]') == count,
