@@ -248,7 +248,7 @@ class Mqtt:
         self.client.publish(topic, body, qos=1, retain=retain).wait_for_publish(10)
 
     def subscribe(self, topic: str) -> None:
-        self.client.subscribe(topic, qos=1)
+        subscribe_acked(self.client, topic)
 
     def close(self) -> None:
         self.client.disconnect()
@@ -327,6 +327,15 @@ def broker_user(config: Path, *args: str, reload: str = "none") -> str:
 def add(config: Path, *args: str) -> str:
     """The URL of a new account (host and port as the test broker's)."""
     return broker_user(config, *args, "--host", "127.0.0.1", "--url-only").strip()
+
+
+def subscribe_acked(client: mqtt.Client, topic: str) -> None:
+    """Subscribe at QoS 1 and return once the broker's SUBACK is in: whatever is published
+    from then on reaches `client`."""
+    acked = threading.Event()
+    client.on_subscribe = lambda c, u, mid, reasons, p: acked.set()
+    client.subscribe(topic, qos=1)
+    assert acked.wait(10), f"no SUBACK for {topic}"
 
 
 class Client:

@@ -23,7 +23,17 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from bridge.influx import InfluxV1
 from devstack.servers import Server, shipped_mosquitto
-from tests.conftest import TOOL, BridgeProcess, Client, Program, add, broker_user, credentials, self_signed_certificate
+from tests.conftest import (
+    TOOL,
+    BridgeProcess,
+    Client,
+    Program,
+    add,
+    broker_user,
+    credentials,
+    self_signed_certificate,
+    subscribe_acked,
+)
 from tests.waiting import wait_until
 
 
@@ -43,10 +53,9 @@ def test_a_device_writes_only_its_own_topics_and_readers_only_read(
 ) -> None:
     server, urls = secured_broker
     bridge = clients(server.port, *credentials(urls["bridge"]))
-    bridge.client.subscribe("sensors/#", qos=1)
+    subscribe_acked(bridge.client, "sensors/#")
     reader = clients(server.port, *credentials(urls["mytool"]))
-    reader.client.subscribe("sensors/#", qos=1)
-    time.sleep(0.5)
+    subscribe_acked(reader.client, "sensors/#")
     greenhouse = clients(server.port, *credentials(urls["greenhouse"]))
     mytool = reader
     for client, topic in [

@@ -68,9 +68,12 @@ def test_documented_mosquitto_sub_commands_work_with_a_reader_account(
         if "-W" not in args:
             args += ["-C", "1", "-W", "10"]
         sub = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        time.sleep(0.5)
-        reading = {"ts": time.time(), "seq": 1, "temperature": 21.5}
-        client.publish("sensors/greenhouse/reading", json.dumps(reading), qos=1).wait_for_publish(5)
+        # Publish until mosquitto_sub (-C 1) has one and exits: it may not have subscribed yet.
+        deadline = time.monotonic() + 10
+        while sub.poll() is None and time.monotonic() < deadline:
+            reading = {"ts": time.time(), "seq": 1, "temperature": 21.5}
+            client.publish("sensors/greenhouse/reading", json.dumps(reading), qos=1).wait_for_publish(5)
+            time.sleep(0.5)
         out, err = sub.communicate(timeout=20)
         assert out.strip(), f"{command}: nothing received ({err})"
         if "status" in command:
