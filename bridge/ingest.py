@@ -15,7 +15,7 @@ import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -38,11 +38,13 @@ BACKOFF_MAX_S = 5.0  # a local InfluxDB back from a restart is written to within
 
 
 class Sink(Protocol):
-    """Where stored readings and status changes go besides InfluxDB (the browsers)."""
+    """Where stored readings, status changes and health reports go besides InfluxDB (the browsers)."""
 
     def readings(self, readings: Sequence[Reading]) -> None: ...
 
     def status(self, device: str, online: bool) -> None: ...
+
+    def health(self, device: str, health: dict[str, Any]) -> None: ...
 
 
 @dataclass(slots=True)
@@ -251,11 +253,7 @@ class Ingest:
                     kept.append(reading)
             self.state.stored += len(kept)
             self._devices.saw_readings(kept)
-            for sink in self._sinks:
-                try:
-                    sink.readings(kept)
-                except Exception:  # a failing sink must not hold back storage or acks
-                    log.exception("sink %r failed", sink)
+            self._tell_sinks(lambda sink: sink.readings(kept))
         self._ack(done + stored_msgs)
 
     def _handle_status(self, device: str, payload: bytes) -> None:
@@ -266,11 +264,7 @@ class Ingest:
             raise RejectedMessage("bad_status", f"status must be {STATUS_ONLINE} or {STATUS_OFFLINE}")
         online = text == STATUS_ONLINE
         if self._devices.set_online(device, online):
-            for sink in self._sinks:
-                try:
-                    sink.status(device, online)
-                except Exception:  # see above: sinks never block the ingest
-                    log.exception("sink %r failed", sink)
+            self._tell_sinks(lambda sink: sink.status(device, online))
 
     def _handle_health(self, device: str, payload: bytes) -> None:
         if not payload:
@@ -282,6 +276,14 @@ class Ingest:
         if not isinstance(health, dict) or len(payload) > 16 * 1024:
             raise RejectedMessage("bad_health", "health must be a JSON object of at most 16 KiB")
         self._devices.set_health(device, health)
+        self._tell_sinks(lambda sink: sink.health(device, health))
+
+    def _tell_sinks(self, call: Callable[[Sink], None]) -> None:
+        for sink in self._sinks:
+            try:
+                call(sink)
+            except Exception:  # a failing sink must not hold back storage or acks
+                log.exception("sink %r failed", sink)
 
     def _store(self, readings: list[Reading]) -> dict[int, str]:
         """Write until InfluxDB accepts; return {index: why} of readings it refused for good."""

@@ -168,6 +168,8 @@ def test_overview_health_stale_pipeline_and_a_phone_screen(
     # A phone in dark mode: the page follows the system's colour scheme.
     context = browser.new_context(viewport={"width": 390, "height": 844}, color_scheme="dark")
     page = context.new_page()
+    frames: list[str] = []
+    page.on("websocket", lambda ws: ws.on("framereceived", lambda payload: frames.append(str(payload))))
     try:
         page.goto(bridge.url + "/")
         page.wait_for_selector('#connection[data-state="connected"]')
@@ -179,10 +181,12 @@ def test_overview_health_stale_pipeline_and_a_phone_screen(
         page.wait_for_function("document.querySelector('#pipeline .rate').textContent.includes('readings/s')")
         assert "connected" in (page.text_content("#pipeline .mqtt") or "")
         assert "InfluxDB 1.6" in (page.text_content("#pipeline .influx") or "")
-        page.reload()  # health is read with the device list
-        page.wait_for_function(
-            "document.querySelector('article[data-device=\"flaky\"] .health')?.textContent.includes('failed reads')"
-        )
+        # Health reports (every 0.5 s here) are pushed: the count of failed reads moves on
+        # without a reload, and the frames carried them.
+        health = 'article[data-device="flaky"] .health'
+        first = wait_until(lambda: "failed reads" in (text := page.text_content(health) or "") and text, 20, "health")
+        wait_until(lambda: page.text_content(health) != first, 20, f"a newer health report than {first!r}")
+        assert any(f.startswith('42["health",{"device":"flaky"') for f in frames)
         assert page.evaluate("document.documentElement.scrollWidth") <= 390  # nothing wider than the phone
         assert page.evaluate("getComputedStyle(document.body).backgroundColor") == "rgb(21, 23, 27)"  # dark
         page.screenshot(path=str(artifacts / "overview-phone.png"), full_page=True)

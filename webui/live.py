@@ -1,4 +1,5 @@
-"""Live updates over Socket.IO: stored readings and status changes, to the browsers that want them.
+"""Live updates over Socket.IO: stored readings, status changes and health reports, to the
+browsers that want them.
 
 Every browser starts in the room `all`; a `subscribe` event with a list of devices moves it
 to one room per device instead, so it receives only those.
@@ -69,6 +70,11 @@ class LiveBroadcaster:
     def status(self, device: str, online: bool) -> None:
         """Send a device's status change to those who see it."""
         self._socketio.emit("status", {"device": device, "online": online}, to=[ALL, _room(device)])
+
+    def health(self, device: str, health: dict[str, Any]) -> None:
+        """Send a publisher's health report (as /api/devices has it) to those who see the device."""
+        if self._clients or self._shared:
+            self._socketio.emit("health", {"device": device, "health": health}, to=[ALL, _room(device)])
 
     def _on_connect(self, auth: Any = None) -> None:
         # The handshake is a request like any other: the same session cookie or bearer token.

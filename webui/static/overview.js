@@ -176,11 +176,16 @@
     }
   });
   socket.on("status", (status) => setOnline(ensureDevice(status.device), status.online));
+  socket.on("health", (report) => {
+    const device = devices.get(report.device);
+    if (device) showInfo(device, { ...device.info, health: report.health });
+  });
 
   setInterval(() => {
     for (const device of devices.values()) markStale(device);
   }, 5000);
-  // Health and status change without a reading: read them again now and then.
+  // Health and status arrive as events; read them again now and then in case one was
+  // missed while reconnecting.
   setInterval(async () => {
     const list = await getJson("/api/devices");
     for (const info of list || []) {
