@@ -47,8 +47,18 @@
         legend: { show: false },
         cursor: { show: false },
         axes: [{ show: false }, { show: false }],
-        scales: { x: { time: true, range: () => [Date.now() / 1000 - WINDOW_S, Date.now() / 1000] } },
-        series: [{}, { stroke: color(metric), width: 1.5, spanGaps: false }],
+        // A little room right of "now" for the dot on the latest value: a device that has
+        // just started has all its points in the last pixel, and the dot shows it is there.
+        scales: { x: { time: true, range: () => [Date.now() / 1000 - WINDOW_S, Date.now() / 1000 + WINDOW_S / 60] } },
+        series: [
+          {},
+          {
+            stroke: color(metric),
+            width: 1.5,
+            spanGaps: false,
+            points: { show: true, size: 5, fill: color(metric), filter: (u, i) => (u.data[i].length ? [u.data[i].length - 1] : null) },
+          },
+        ],
       },
       [[], []],
       el,
