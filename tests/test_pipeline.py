@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable
+from typing import Any
 
+import pytest
 import requests
+import socketio
 
 from bridge.influx import InfluxV1
 from common.reading import format_ts, now_us
@@ -111,6 +114,42 @@ def test_hand_published_reading_is_stored_and_shown(
     assert before / 1000 - 1 <= stored[0]["time"] <= now_us() / 1000 + 1  # stamped on receipt
     devices = wait_until(lambda: bridge.get("/api/devices"), what="the device in the API")
     assert devices[0]["device"] == "desk" and devices[0]["latest"] == {"temperature": 22.5}
+
+
+def test_socketio_subscriptions_hold_from_the_handshake_and_change_by_event(
+    start_bridge: Callable[..., BridgeProcess], mqtt_client: Mqtt, prefix: str
+) -> None:
+    bridge = start_bridge()
+    seen: dict[str, list[str]] = {"a only": [], "everything": []}
+    clients: list[socketio.Client] = []
+    try:
+        for name, auth in (("a only", {"devices": ["a"]}), ("everything", None)):
+            client = socketio.Client()
+            client.on("readings", lambda readings, name=name: seen[name].extend(r["device"] for r in readings))
+            client.connect(bridge.url, transports=["websocket"], auth=auth, wait_timeout=10)
+            clients.append(client)
+        mqtt_client.publish(f"{prefix}/b/reading", {"temperature": 1.0})  # first: b reaches nobody subscribed to a
+        mqtt_client.publish(f"{prefix}/a/reading", {"temperature": 2.0})
+        wait_until(lambda: seen["a only"] and len(seen["everything"]) == 2, 15, "the readings")
+        assert seen == {"a only": ["a"], "everything": ["b", "a"]}
+
+        everything = clients[1]
+        assert everything.call("subscribe", {"devices": ["b"]}, timeout=10) == {"ok": True, "devices": ["b"]}
+        assert everything.call("subscribe", {"devices": "b"}, timeout=10)["ok"] is False  # not a list: unchanged
+        mqtt_client.publish(f"{prefix}/a/reading", {"temperature": 3.0})
+        mqtt_client.publish(f"{prefix}/b/reading", {"temperature": 4.0})
+        wait_until(lambda: len(seen["a only"]) == 2 and len(seen["everything"]) == 3, 15, "the second readings")
+        assert seen == {"a only": ["a", "a"], "everything": ["b", "a", "b"]}
+
+        refused = socketio.Client()
+        reasons: list[Any] = []
+        refused.on("connect_error", reasons.append)
+        with pytest.raises(socketio.exceptions.ConnectionError):
+            refused.connect(bridge.url, transports=["websocket"], auth={"devices": ["not a device id"]}, wait_timeout=5)
+        assert "device ids" in str(reasons)
+    finally:
+        for client in clients:
+            client.disconnect()
 
 
 def test_a_redelivered_reading_is_stored_once(

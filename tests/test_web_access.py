@@ -41,8 +41,12 @@ def test_with_a_password_everything_but_healthz_needs_it(start_bridge: Callable[
     assert requests.get(bridge.url + "/metrics", headers=bearer, timeout=10).status_code == 200
     wrong = {"Authorization": "Bearer nope"}
     assert requests.get(bridge.url + "/api/devices", headers=wrong, timeout=10).status_code == 401
+    stranger = socketio.Client()
+    reasons: list[Any] = []
+    stranger.on("connect_error", reasons.append)
     with pytest.raises(socketio.exceptions.ConnectionError):
-        socketio.Client().connect(bridge.url, transports=["polling"], wait_timeout=5)
+        stranger.connect(bridge.url, transports=["polling"], wait_timeout=5)
+    assert reasons == [{"message": "sign in first"}]  # the page goes to the login form on this
 
     session = requests.Session()
     refused = session.post(bridge.url + "/login", data={"password": "guess", "next": "/"}, allow_redirects=False)

@@ -1,8 +1,9 @@
 """Live updates over Socket.IO: stored readings, status changes and health reports, to the
 browsers that want them.
 
-Every browser starts in the room `all`; a `subscribe` event with a list of devices moves it
-to one room per device instead, so it receives only those.
+Every browser starts in the room `all`, or with `{"devices": [...]}` as its connection's auth
+data in one room per device; a `subscribe` event with a list of devices moves it to those
+rooms later, so it receives only those.
 """
 
 from __future__ import annotations
@@ -14,7 +15,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from flask import request
-from flask_socketio import SocketIO, join_room, leave_room, rooms
+
+# Socket.IO's own ConnectionRefusedError: its message reaches the browser's connect_error
+# (Python's built-in one refuses too, with a generic message).
+from flask_socketio import ConnectionRefusedError, SocketIO, join_room, leave_room, rooms
 
 from common.reading import Reading
 from common.topics import DEVICE_ID
@@ -26,8 +30,25 @@ ALL = "all"
 MAX_SUBSCRIBED = 1000
 
 
+SUBSCRIBE_ERROR = f"devices must be a list of at most {MAX_SUBSCRIBED} device ids"
+
+
 def _room(device: str) -> str:
     return f"device:{device}"
+
+
+def _devices(data: Any) -> list[str] | None:
+    """The device list of `{"devices": [...]}` ([] when missing: all), None when it is not one."""
+    devices = data.get("devices") if isinstance(data, dict) else None
+    if devices is None:
+        return []
+    if (
+        not isinstance(devices, list)
+        or len(devices) > MAX_SUBSCRIBED
+        or not all(isinstance(d, str) and DEVICE_ID.fullmatch(d) for d in devices)
+    ):
+        return None
+    return devices
 
 
 def reading_json(reading: Reading) -> dict[str, Any]:
@@ -80,7 +101,13 @@ class LiveBroadcaster:
         # The handshake is a request like any other: the same session cookie or bearer token.
         if not self._access.authorized():
             raise ConnectionRefusedError("sign in first")
-        join_room(ALL)
+        # `auth` may carry the subscription ({"devices": [...]}), so that not one reading of
+        # another device arrives before a `subscribe` event could (on every reconnect too).
+        devices = _devices(auth) if isinstance(auth, dict) and "devices" in auth else []
+        if devices is None:
+            raise ConnectionRefusedError(SUBSCRIBE_ERROR)
+        for room in [_room(d) for d in devices] or [ALL]:
+            join_room(room)
         with self._lock:
             self._clients += 1
 
@@ -90,15 +117,9 @@ class LiveBroadcaster:
 
     def _on_subscribe(self, data: Any) -> dict[str, Any]:
         """`{"devices": [...]}`: only these from now on; empty or missing: all devices."""
-        devices = data.get("devices") if isinstance(data, dict) else None
+        devices = _devices(data)
         if devices is None:
-            devices = []
-        if (
-            not isinstance(devices, list)
-            or len(devices) > MAX_SUBSCRIBED
-            or not all(isinstance(d, str) and DEVICE_ID.fullmatch(d) for d in devices)
-        ):
-            return {"ok": False, "error": f"devices must be a list of at most {MAX_SUBSCRIBED} device ids"}
+            return {"ok": False, "error": SUBSCRIBE_ERROR}
         sid = request.sid  # type: ignore[attr-defined]  # set by Flask-SocketIO per event
         for room in rooms():
             if room != sid:

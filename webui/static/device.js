@@ -1,6 +1,6 @@
 // One device: a chart per metric over a chosen range, live while the range ends now.
 // History comes downsampled to about one point per pixel (mean line, min-max band); live
-// readings for this device only (Socket.IO `subscribe`) merge by timestamp, and after a
+// readings for this device only (subscribed with the Socket.IO handshake) merge by timestamp, and after a
 // reconnect the range is fetched again up to now, so a dropped connection leaves no hole.
 "use strict";
 
@@ -151,10 +151,11 @@
   document.getElementById("earlier").addEventListener("click", () => pan(-1));
   document.getElementById("later").addEventListener("click", () => pan(1));
 
-  const socket = io();
+  // The subscription goes with the handshake (and every reconnect's), so no reading of
+  // another device is sent before it.
+  const socket = io({ auth: { devices: [id] } });
   socket.on("connect", () => {
     setBadge(connectionEl, "connected", "live");
-    socket.emit("subscribe", { devices: [id] });
     loadRange(charts.size === 0).catch((error) => console.error("loading history failed", error));
   });
   socket.on("disconnect", () => setBadge(connectionEl, "disconnected", "reconnecting…"));
