@@ -68,7 +68,17 @@ class CuttableProxy:
             self._sockets.clear()
 
     def restore(self) -> None:
-        self._listener = socket.create_server(("127.0.0.1", self.port), reuse_port=False)
+        # The port can stay busy for a moment after cut(), until the kernel has let go of
+        # the connections that were just dropped.
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                self._listener = socket.create_server(("127.0.0.1", self.port), reuse_port=False)
+                break
+            except OSError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.1)
         self._start_accepting()
 
     def close(self) -> None:

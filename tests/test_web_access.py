@@ -14,6 +14,7 @@ import socketio
 
 from devstack.servers import Server
 from tests.conftest import BridgeProcess, Mqtt
+from tests.faults import CuttableProxy
 from tests.waiting import wait_until
 
 PASSWORD = "correct horse battery staple"
@@ -174,6 +175,27 @@ def test_the_browser_signs_in_and_shows_device_strings_as_text(
     page.click(".logout button")
     page.wait_for_selector("form.login")
     assert page.evaluate("fetch('/api/devices').then((r) => r.status)") == 401
+
+
+def test_a_page_whose_session_ended_goes_to_the_login_form_on_reconnect(
+    start_bridge: Callable[..., BridgeProcess], page: Any
+) -> None:
+    """The device page fetches nothing on a timer: only Socket.IO's refusal tells it."""
+    bridge = start_bridge(SENSORPIPE_WEB_PASSWORD=PASSWORD)
+    proxy = CuttableProxy(bridge.port)
+    try:
+        page.goto(f"http://127.0.0.1:{proxy.port}/device/lab")
+        page.fill("#password", PASSWORD)
+        page.click("button[type=submit]")
+        page.wait_for_selector('#connection[data-state="connected"]')
+        page.context.clear_cookies()  # signed out elsewhere, or the session expired
+        proxy.cut()
+        page.wait_for_selector('#connection[data-state="disconnected"]')
+        proxy.restore()
+        page.wait_for_selector("form.login", timeout=30_000)
+        assert page.url.endswith("/login?next=%2Fdevice%2Flab")
+    finally:
+        proxy.close()
 
 
 def bridge_devices(page: Any) -> bool:
