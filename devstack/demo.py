@@ -29,7 +29,11 @@ class Child:
     def __init__(self, name: str, args: list[str], env: dict[str, str], log_path: Path) -> None:
         self.name = name
         self._log = log_path.open("ab")
-        self.process = subprocess.Popen(args, env=env, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT)
+        # Its own session, like the servers (devstack.servers): Ctrl-C reaches the demo only,
+        # which stops publishers, bridge and servers in that order.
+        self.process = subprocess.Popen(
+            args, env=env, cwd=ROOT, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+        )
 
     def stop(self) -> None:
         if self.process.poll() is None:
@@ -70,6 +74,7 @@ def main() -> int:
     # Explicitly: a shell starting this in the background may have set SIGINT to be ignored.
     signal.signal(signal.SIGTERM, _stop_on_signal)
     signal.signal(signal.SIGINT, _stop_on_signal)
+    signal.signal(signal.SIGHUP, _stop_on_signal)  # the terminal closed: the children would not hear it
 
     servers: list[Server] = []
     children: list[Child] = []
@@ -141,8 +146,8 @@ Press Ctrl-C to stop everything.""",
         print(f"demo: {exc}", file=sys.stderr)
         return 1
     finally:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not leave servers behind
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # a second Ctrl-C must not leave servers behind
+            signal.signal(signum, signal.SIG_IGN)
         for child in reversed(children):
             child.stop()
         for server in reversed(servers):

@@ -73,7 +73,10 @@ class Server:
     def start(self, timeout: float = 30.0) -> None:
         """Start the process and wait until it listens; raises ServerError."""
         self._log = self.log_path.open("ab")
-        self.process = subprocess.Popen(self.args, stdout=self._log, stderr=subprocess.STDOUT)
+        # A session of its own: Ctrl-C in a terminal signals the whole foreground process
+        # group, and the server must outlive the programs that use it, stopped by whoever
+        # started it, in order.
+        self.process = subprocess.Popen(self.args, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
             _wait_for_port(self.port, self.process, self.log_path, timeout)
         except ServerError as exc:

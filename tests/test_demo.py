@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import signal
 import socket
@@ -23,6 +24,7 @@ def test_demo_runs_the_whole_pipeline_and_stops_cleanly(tmp_path: Path) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
+        start_new_session=True,  # a process group of its own, as a terminal gives it
     )
     try:
         assert demo.stdout is not None
@@ -50,10 +52,13 @@ def test_demo_runs_the_whole_pipeline_and_stops_cleanly(tmp_path: Path) -> None:
         ).json()
         assert len(query["results"][0]["series"]) == 2
     finally:
-        demo.send_signal(signal.SIGINT)  # what Ctrl-C does
+        os.killpg(demo.pid, signal.SIGINT)  # what Ctrl-C does: every process of the terminal's group
         rest, _ = demo.communicate(timeout=60)
     assert demo.returncode == 0, rest
     assert "stopped: publishers, bridge, InfluxDB, Mosquitto" in rest
+    # In that order: the broker outlived the publishers (it did not get the Ctrl-C itself).
+    for log in (tmp_path / "state" / "logs").glob("sim-*.log"):
+        assert "lost the broker" not in log.read_text(), log.read_text()
     for port in (broker_port.group(1), influx_port.group(1)):
         with socket.socket() as sock:
             assert sock.connect_ex(("127.0.0.1", int(port))) != 0, f"something still listens on {port}"
