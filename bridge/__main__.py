@@ -60,7 +60,7 @@ def serve(settings: BridgeSettings) -> int:
     rejections = RedisRejectionLog(shared, namespace) if shared else RejectionLog()
     history = HistoryReader(influx, settings.influx_measurement)
     client = make_client(settings.mqtt_url, settings.mqtt_client_id, persistent=True, manual_ack=True)
-    web_access = WebAccess(settings.web_password)
+    web_access = WebAccess(settings.web_password, settings.web_secret)
     socketio, live = make_socketio(web_access, shared=shared is not None)
     registry = CollectorRegistry(auto_describe=False)
     ingest = Ingest(

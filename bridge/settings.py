@@ -119,6 +119,14 @@ OPTIONS = [
         secret=True,
     ),
     Option(
+        "SENSORPIPE_WEB_SECRET",
+        "",
+        "a long random string that signs the login cookies together with the password (the "
+        "same on every bridge behind one address); without it the key comes from the password "
+        "alone, and whoever captures a cookie could guess a weak password offline",
+        secret=True,
+    ),
+    Option(
         "SENSORPIPE_WEB_SECURE_COOKIE",
         "0",
         "1: the login cookie is sent over HTTPS only (set it behind a TLS proxy)",
@@ -155,6 +163,7 @@ class BridgeSettings:
     web_host: str
     web_port: int
     web_password: str
+    web_secret: str
     web_secure_cookie: bool
     web_proxies: int
 

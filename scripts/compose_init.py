@@ -49,6 +49,7 @@ def main(argv: list[str]) -> int:
         "SIM_GREENHOUSE_MQTT_URL": url("sim-greenhouse"),
         "SIM_COLDROOM_MQTT_URL": url("sim-coldroom"),
         "WEB_PASSWORD": secrets.token_urlsafe(12),
+        "WEB_SECRET": secrets.token_urlsafe(32),
         "BRIDGE_B_MQTT_URL": url(SECOND_BRIDGE_USER),
     }
     if args.scale:

@@ -68,7 +68,7 @@ def test_compose_init_keeps_an_existing_env_and_secrets_stay_out_of_the_file(pro
     compose_text = (ROOT / "docker-compose.yml").read_text()
     for line in before.splitlines():
         name, _, value = line.partition("=")
-        if name in {"INFLUX_TOKEN", "INFLUX_ADMIN_PASSWORD", "MQTT_HEALTH_PASSWORD", "WEB_PASSWORD"}:
+        if name in {"INFLUX_TOKEN", "INFLUX_ADMIN_PASSWORD", "MQTT_HEALTH_PASSWORD", "WEB_PASSWORD", "WEB_SECRET"}:
             assert value and value not in compose_text
 
 
@@ -101,6 +101,7 @@ def test_the_services_are_wired_as_documented(config: dict[str, Any]) -> None:
     )
     assert {"mosquitto-data", "influxdb-data", "sim-greenhouse-outbox"} <= set(config["volumes"])
     assert services["bridge"]["environment"]["SENSORPIPE_WEB_PASSWORD"]  # compose-init sets one
+    assert services["bridge"]["environment"]["SENSORPIPE_WEB_SECRET"]  # and a cookie secret
 
 
 def test_the_dockerfile_builds_assets_then_runs_unprivileged() -> None:

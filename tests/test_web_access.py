@@ -66,6 +66,26 @@ def test_with_a_password_everything_but_healthz_needs_it(start_bridge: Callable[
     assert session.get(bridge.url + "/api/devices", timeout=10).status_code == 401
 
 
+def test_a_session_holds_on_every_bridge_with_the_same_password_and_secret(
+    start_bridge: Callable[..., BridgeProcess],
+) -> None:
+    secret = "a long random string"
+    bridge = start_bridge(SENSORPIPE_WEB_PASSWORD=PASSWORD, SENSORPIPE_WEB_SECRET=secret)
+    session = requests.Session()
+    signed_in = session.post(bridge.url + "/login", data={"password": PASSWORD}, allow_redirects=False, timeout=10)
+    assert signed_in.status_code == 302
+    cookie = {"Cookie": _cookie_header(session)}
+    for settings, status in (
+        ({"SENSORPIPE_WEB_SECRET": secret}, 200),  # another bridge behind the same address, or a restart
+        ({"SENSORPIPE_WEB_SECRET": "another secret"}, 401),  # the secret is part of the key
+        ({"SENSORPIPE_WEB_SECRET": ""}, 401),
+    ):
+        other = start_bridge(SENSORPIPE_WEB_PASSWORD=PASSWORD, **settings)
+        assert requests.get(other.url + "/api/devices", headers=cookie, timeout=10).status_code == status, settings
+    changed = start_bridge(SENSORPIPE_WEB_PASSWORD="a new password", SENSORPIPE_WEB_SECRET=secret)
+    assert requests.get(changed.url + "/api/devices", headers=cookie, timeout=10).status_code == 401
+
+
 def _cookie_header(session: requests.Session) -> str:
     return "; ".join(f"{name}={value}" for name, value in session.cookies.items())
 

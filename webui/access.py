@@ -42,8 +42,9 @@ FAILURE_WINDOW_S = 600.0  # ... within this long, then 429 until the oldest ages
 class WebAccess:
     """The password (if any) and the login throttle; one per app."""
 
-    def __init__(self, password: str | None) -> None:
+    def __init__(self, password: str | None, secret: str = "") -> None:
         self.password = password or None
+        self._secret = secret
         self._failures: dict[str, deque[float]] = defaultdict(deque)
         self._lock = threading.Lock()
 
@@ -52,9 +53,11 @@ class WebAccess:
         return self.password is not None
 
     def secret_key(self) -> bytes:
-        """The cookie-signing key: from the password, so a new password ends every session."""
+        """The cookie-signing key: from the password, so a new password ends every session,
+        and from the secret (SENSORPIPE_WEB_SECRET), so that a captured cookie is no test of
+        password guesses. The same on every bridge with the same settings, and after a restart."""
         seed = (self.password or "").encode()
-        return hmac.new(seed, b"sensorpipe session cookies", hashlib.sha256).digest()
+        return hmac.new(seed, b"sensorpipe session cookies:" + self._secret.encode(), hashlib.sha256).digest()
 
     def correct(self, given: str) -> bool:
         return self.password is not None and hmac.compare_digest(given.encode(), self.password.encode())
