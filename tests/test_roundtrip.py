@@ -18,6 +18,7 @@ from common.reading import (
     FORBIDDEN_METRICS,
     MAX_FUTURE_US,
     METRIC_NAME,
+    RESERVED_KEYS,
     TAG_MAX_CHARS,
     Reading,
     encode_reading,
@@ -35,13 +36,16 @@ tag_text = st.text(
     min_size=1,
     max_size=TAG_MAX_CHARS,
 )
-metric_names = st.from_regex(METRIC_NAME, fullmatch=True).filter(lambda name: name not in FORBIDDEN_METRICS)
+# Not the payload's own keys (ts, seq, sensor, location) nor the names InfluxDB reserves.
+metric_names = st.from_regex(METRIC_NAME, fullmatch=True).filter(
+    lambda name: name not in FORBIDDEN_METRICS | RESERVED_KEYS
+)
 readings = st.builds(
     Reading,
     device=st.from_regex(DEVICE_ID, fullmatch=True),
     ts_us=st.integers(min_value=0, max_value=now_us()),
     metrics=st.dictionaries(
-        metric_names.filter(lambda name: name != "seq"),
+        metric_names,
         st.floats(allow_nan=False, allow_infinity=False),
         min_size=1,
         max_size=8,
