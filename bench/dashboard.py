@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT))
 from bridge.lineprotocol import to_line  # noqa: E402
 from common.reading import Reading, now_us  # noqa: E402
 from devstack.loadgen import percentile, publish_steadily, start_bridge  # noqa: E402
-from devstack.servers import influxdb, mosquitto, wait_influx_ready  # noqa: E402
+from devstack.servers import private_stack  # noqa: E402
 
 PREFIX = "bench"
 PROCESSES = 4
@@ -154,13 +154,8 @@ def main() -> None:
     parser.add_argument("--rate", type=float, default=50)
     parser.add_argument("--seconds", type=float, default=30)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as folder:
-        broker = mosquitto(Path(folder) / "mosquitto")
-        database = influxdb(Path(folder) / "influxdb")
-        broker.start()
-        database.start()
-        wait_influx_ready(database.port)
-        influx_url = f"http://127.0.0.1:{database.port}"
+    with tempfile.TemporaryDirectory() as folder, private_stack(Path(folder)) as stack:
+        broker, influx_url = stack.broker, stack.influx_url
         bridge, web_port = start_bridge(broker.port, influx_url, PREFIX, Path(folder) / "bridge.log")
         url = f"http://127.0.0.1:{web_port}"
         try:
@@ -177,8 +172,6 @@ def main() -> None:
         finally:
             bridge.terminate()
             bridge.wait(30)
-            broker.stop()
-            database.stop()
     print(
         f"reproduce: .venv/bin/python bench/dashboard.py --clients {args.clients} --rate {args.rate:g} "
         f"--seconds {args.seconds:g}"

@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT))
 
 from devstack.loadgen import join_session, publish_backlog, start_bridge, stored_count  # noqa: E402
 from devstack.procstat import proc_cpu_s, proc_memory_mib  # noqa: E402
-from devstack.servers import influxdb, mosquitto, wait_influx_ready  # noqa: E402
+from devstack.servers import private_stack  # noqa: E402
 
 PREFIX = "bench"
 
@@ -77,7 +77,8 @@ def bridge_drain(port: int, influx_url: str, client_id: str, expected: int, log:
             if first is None and count:
                 first = (time.monotonic(), count)
             time.sleep(0.1)
-        assert first is not None
+        if first is None:  # all stored between two looks: nothing to time
+            raise RuntimeError(f"the bridge stored all {expected} readings at once: too few to time, give more")
         elapsed = (time.monotonic() - first[0]) * expected / (expected - first[1])
         cpu = proc_cpu_s(bridge.pid)
         hwm = proc_memory_mib(bridge.pid)
@@ -92,40 +93,31 @@ def main() -> None:
     parser.add_argument("--readings", type=int, default=200_000)
     parser.add_argument("--devices", type=int, default=100)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as folder:
-        broker = mosquitto(Path(folder) / "mosquitto")
-        database = influxdb(Path(folder) / "influxdb")
-        broker.start()
-        database.start()
-        wait_influx_ready(database.port)
-        influx_url = f"http://127.0.0.1:{database.port}"
-        try:
-            join_session(broker.port, "bench-bare", f"{PREFIX}/+/reading")
-            join_session(broker.port, "bench-bridge", f"{PREFIX}/+/reading")
-            publish_s = publish_backlog(broker.port, PREFIX, args.readings, args.devices)
-            print(f"backlog: {args.readings} readings from {args.devices} devices published in {publish_s:.1f} s")
-            assert broker.process is not None
-            rss = proc_memory_mib(broker.process.pid, "VmRSS")
-            print(
-                f"Mosquitto holding it for 2 sessions ({2 * args.readings} queued messages): {rss:.0f} MiB resident, "
-                f"{rss * 1024 / (2 * args.readings):.2f} KiB per queued message"
-            )
-            bare_s = bare_drain(broker.port, "bench-bare", args.readings)
-            bare_rate = args.readings / bare_s
-            print(f"bare paho subscriber (ack only): {bare_s:.1f} s, {bare_rate:,.0f} readings/s")
-            bridge_s, cpu_s, hwm = bridge_drain(
-                broker.port, influx_url, "bench-bridge", args.readings, Path(folder) / "bridge.log"
-            )
-            bridge_rate = args.readings / bridge_s
-            print(
-                f"bridge into InfluxDB: {bridge_s:.1f} s, {bridge_rate:,.0f} readings/s "
-                f"(bridge CPU {cpu_s:.1f} s, {cpu_s / args.readings * 1e6:.0f} µs per reading, incl. start-up)"
-            )
-            print(f"ratio bridge/bare: {bridge_rate / bare_rate:.2f}")
-            print(f"bridge peak memory (VmHWM): {hwm:.0f} MiB")
-        finally:
-            broker.stop()
-            database.stop()
+    with tempfile.TemporaryDirectory() as folder, private_stack(Path(folder)) as stack:
+        broker, influx_url = stack.broker, stack.influx_url
+        join_session(broker.port, "bench-bare", f"{PREFIX}/+/reading")
+        join_session(broker.port, "bench-bridge", f"{PREFIX}/+/reading")
+        publish_s = publish_backlog(broker.port, PREFIX, args.readings, args.devices)
+        print(f"backlog: {args.readings} readings from {args.devices} devices published in {publish_s:.1f} s")
+        assert broker.process is not None
+        rss = proc_memory_mib(broker.process.pid, "VmRSS")
+        print(
+            f"Mosquitto holding it for 2 sessions ({2 * args.readings} queued messages): {rss:.0f} MiB resident, "
+            f"{rss * 1024 / (2 * args.readings):.2f} KiB per queued message"
+        )
+        bare_s = bare_drain(broker.port, "bench-bare", args.readings)
+        bare_rate = args.readings / bare_s
+        print(f"bare paho subscriber (ack only): {bare_s:.1f} s, {bare_rate:,.0f} readings/s")
+        bridge_s, cpu_s, hwm = bridge_drain(
+            broker.port, influx_url, "bench-bridge", args.readings, Path(folder) / "bridge.log"
+        )
+        bridge_rate = args.readings / bridge_s
+        print(
+            f"bridge into InfluxDB: {bridge_s:.1f} s, {bridge_rate:,.0f} readings/s "
+            f"(bridge CPU {cpu_s:.1f} s, {cpu_s / args.readings * 1e6:.0f} µs per reading, incl. start-up)"
+        )
+        print(f"ratio bridge/bare: {bridge_rate / bare_rate:.2f}")
+        print(f"bridge peak memory (VmHWM): {hwm:.0f} MiB")
     print(f"reproduce: .venv/bin/python bench/ingest.py --readings {args.readings} --devices {args.devices}")
 
 

@@ -36,7 +36,7 @@ sys.path.insert(0, str(ROOT))
 from common.reading import now_us  # noqa: E402
 from devstack.loadgen import percentile, publish_steadily, start_bridge  # noqa: E402
 from devstack.procstat import proc_cpu_s, proc_memory_mib  # noqa: E402
-from devstack.servers import influxdb, mosquitto, wait_influx_ready  # noqa: E402
+from devstack.servers import private_stack  # noqa: E402
 
 PREFIX = "bench"
 
@@ -121,12 +121,8 @@ def main() -> None:
     parser.add_argument("--devices", type=int, default=50)
     parser.add_argument("--no-browser", action="store_true", help="no Socket.IO client (to see its cost)")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as folder:
-        broker = mosquitto(Path(folder) / "mosquitto")
-        database = influxdb(Path(folder) / "influxdb")
-        broker.start()
-        database.start()
-        wait_influx_ready(database.port)
+    with tempfile.TemporaryDirectory() as folder, private_stack(Path(folder)) as stack:
+        broker, database = stack.broker, stack.influx
         total = int(args.rate * args.seconds)
         bare_cpu = bare_subscriber_cpu(broker.port, args.rate, total, args.devices)
         proxy = RecordingProxy(database.port)
@@ -169,8 +165,6 @@ def main() -> None:
             bridge.terminate()
             bridge.wait(30)
             proxy.shutdown()
-            broker.stop()
-            database.stop()
 
     stored_ms = [(proxy.stored_at[ts] - ts) / 1000 for ts in sent if ts in proxy.stored_at]
     browser_ms = [(seen_at[ts] - ts) / 1000 for ts in sent if ts in seen_at]

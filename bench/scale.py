@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from devstack.loadgen import join_session, publish_backlog, start_bridge, stored_count  # noqa: E402
-from devstack.servers import Server, influxdb, mosquitto, redis, wait_influx_ready  # noqa: E402
+from devstack.servers import Server, private_stack  # noqa: E402
 
 
 def drain(replicas: int, broker: Server, influx_url: str, redis_port: int, args: argparse.Namespace) -> float:
@@ -70,23 +70,13 @@ def main() -> None:
     parser.add_argument("--readings", type=int, default=100_000)
     parser.add_argument("--devices", type=int, default=100)
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as folder:
-        broker = mosquitto(Path(folder) / "mosquitto")
-        database = influxdb(Path(folder) / "influxdb")
-        shared = redis(Path(folder) / "redis")
-        for server in (broker, database, shared):
-            server.start()
-        wait_influx_ready(database.port)
-        influx_url = f"http://127.0.0.1:{database.port}"
-        try:
-            one = drain(1, broker, influx_url, shared.port, args)
-            print(f"one bridge:   {one:,.0f} readings/s ({args.readings:,} readings from {args.devices} devices)")
-            two = drain(2, broker, influx_url, shared.port, args)
-            print(f"two bridges:  {two:,.0f} readings/s")
-            print(f"ratio two/one: {two / one:.2f} (on {os.cpu_count()} cores shared with broker, InfluxDB and Redis)")
-        finally:
-            for server in (broker, database, shared):
-                server.stop()
+    with tempfile.TemporaryDirectory() as folder, private_stack(Path(folder), with_redis=True) as stack:
+        assert stack.redis is not None
+        one = drain(1, stack.broker, stack.influx_url, stack.redis.port, args)
+        print(f"one bridge:   {one:,.0f} readings/s ({args.readings:,} readings from {args.devices} devices)")
+        two = drain(2, stack.broker, stack.influx_url, stack.redis.port, args)
+        print(f"two bridges:  {two:,.0f} readings/s")
+        print(f"ratio two/one: {two / one:.2f} (on {os.cpu_count()} cores shared with broker, InfluxDB and Redis)")
     print(f"reproduce: .venv/bin/python bench/scale.py --readings {args.readings} --devices {args.devices}")
 
 

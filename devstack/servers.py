@@ -6,6 +6,7 @@ the system's services or their files.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -14,6 +15,7 @@ import subprocess
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
@@ -95,6 +97,15 @@ class Server:
         if self._log is not None:
             self._log.close()
             self._log = None
+
+    @contextlib.contextmanager
+    def serving(self) -> Iterator[Server]:
+        """Started for the `with` block, stopped by its process id when it ends however it ends."""
+        self.start()
+        try:
+            yield self
+        finally:
+            self.stop()
 
     def kill(self) -> None:
         """kill -9: no chance to save anything."""
@@ -205,3 +216,30 @@ def redis(folder: Path, port: int | None = None) -> Server:
     args = [REDIS_SERVER, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
     args += ["--dir", str(folder), "--protected-mode", "yes"]
     return Server("redis", port, folder, args, folder / "redis.log")
+
+
+@dataclass
+class Stack:
+    """The servers of a benchmark, started and ready."""
+
+    broker: Server
+    influx: Server
+    redis: Server | None = None
+
+    @property
+    def influx_url(self) -> str:
+        return f"http://127.0.0.1:{self.influx.port}"
+
+
+@contextlib.contextmanager
+def private_stack(folder: Path, with_redis: bool = False) -> Iterator[Stack]:
+    """A private Mosquitto and InfluxDB (and Redis) in `folder`, ready to use; on leaving,
+    every one that started is stopped by its process id, also when a later one failed."""
+    servers = [mosquitto(folder / "mosquitto"), influxdb(folder / "influxdb")]
+    if with_redis:
+        servers.append(redis(folder / "redis"))
+    with contextlib.ExitStack() as running:
+        for server in servers:
+            running.enter_context(server.serving())
+        wait_influx_ready(servers[1].port)
+        yield Stack(*servers)

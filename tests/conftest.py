@@ -48,20 +48,16 @@ ROOT = Path(__file__).resolve().parent.parent
 @pytest.fixture(scope="session")
 def influx_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """One private InfluxDB for the session; each test gets its own database."""
-    server = influxdb(tmp_path_factory.mktemp("influxdb"))
-    server.start()
-    wait_influx_ready(server.port)
-    yield server
-    server.stop()
+    with influxdb(tmp_path_factory.mktemp("influxdb")).serving() as server:
+        wait_influx_ready(server.port)
+        yield server
 
 
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """One private Mosquitto for the session; each test gets its own topic prefix."""
-    server = mosquitto(tmp_path_factory.mktemp("mosquitto"))
-    server.start()
-    yield server
-    server.stop()
+    with mosquitto(tmp_path_factory.mktemp("mosquitto")).serving() as server:
+        yield server
 
 
 def fresh_clone_only(folder: str, names: list[str]) -> set[str]:
@@ -73,19 +69,15 @@ def fresh_clone_only(folder: str, names: list[str]) -> set[str]:
 @pytest.fixture(scope="session")
 def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     """A private Redis for the tests with several bridges (each test uses its own prefix)."""
-    server = redis(tmp_path_factory.mktemp("redis"))
-    server.start()
-    yield server
-    server.stop()
+    with redis(tmp_path_factory.mktemp("redis")).serving() as server:
+        yield server
 
 
 @pytest.fixture
 def private_broker(tmp_path: Path) -> Iterator[Server]:
     """A Mosquitto of this test's own, for tests that stop or restart it."""
-    server = mosquitto(tmp_path / "mosquitto")
-    server.start()
-    yield server
-    server.stop()
+    with mosquitto(tmp_path / "mosquitto").serving() as server:
+        yield server
 
 
 @pytest.fixture
@@ -388,10 +380,8 @@ def secured_broker(broker_config: Path) -> Iterator[tuple[Server, dict[str, str]
         "coldroom": add(broker_config, "add", "coldroom"),
         "mytool": add(broker_config, "add", "mytool", "--reader"),
     }
-    server = shipped_mosquitto(broker_config)
-    server.start()
-    yield server, {name: url.replace(":1883", f":{server.port}") for name, url in urls.items()}
-    server.stop()
+    with shipped_mosquitto(broker_config).serving() as server:
+        yield server, {name: url.replace(":1883", f":{server.port}") for name, url in urls.items()}
 
 
 @pytest.fixture

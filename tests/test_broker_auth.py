@@ -141,9 +141,7 @@ def test_optional_websockets_and_tls_listeners_start_with_the_same_users(
     self_signed_certificate(conf_d / "fullchain.pem", conf_d / "privkey.pem")
     shutil.copy(conf_d / "fullchain.pem", conf_d / "ca.pem")
     url = add(broker_config, "add", "greenhouse")
-    server = shipped_mosquitto(broker_config)
-    server.start()
-    try:
+    with shipped_mosquitto(broker_config).serving() as server:
         ports = {
             name: int(
                 next(
@@ -169,5 +167,3 @@ def test_optional_websockets_and_tls_listeners_start_with_the_same_users(
         ws.loop_stop()
         assert not reasons[0].is_failure
         assert clients(server.port, user, password).accepted  # the plain listener still there
-    finally:
-        server.stop()

@@ -119,10 +119,8 @@ def test_the_dockerfile_builds_assets_then_runs_unprivileged() -> None:
 
 @pytest.fixture
 def stack_broker(project: Path) -> Iterator[Server]:
-    server = shipped_mosquitto(project / "mosquitto")
-    server.start()
-    yield server
-    server.stop()
+    with shipped_mosquitto(project / "mosquitto").serving() as server:
+        yield server
 
 
 def test_the_stack_runs_its_commands_for_real(
