@@ -38,6 +38,17 @@ def replicas(
     return start
 
 
+def two_replicas_mid_run(
+    start: Callable[[str], BridgeProcess], run: Callable[[], SteadyPublisher], influx: InfluxV1
+) -> tuple[BridgeProcess, SteadyPublisher]:
+    """Replicas a and b, then the steady run started by `run`, 5,000 readings in: (b, the run)."""
+    start("a")
+    b = start("b")
+    publisher = run()  # after both subscribed: nothing is published before there is a session for it
+    wait_until(lambda: stored_count(influx) >= 5000, 60, "5,000 readings stored")
+    return b, publisher
+
+
 def stored_by(bridge: BridgeProcess) -> float:
     return stored_by_port(bridge.port, {})
 
@@ -109,10 +120,7 @@ def test_a_replica_killed_with_sigkill_and_restarted_loses_nothing(
     prefix: str,
 ) -> None:
     start = replicas(start_bridge, redis_server, prefix)
-    start("a")
-    b = start("b")
-    publisher = steady(broker)
-    wait_until(lambda: stored_count(influx) >= 5000, 60, "5,000 readings stored")
+    b, publisher = two_replicas_mid_run(start, lambda: steady(broker), influx)
     b.stop(signal.SIGKILL)  # its share waits in its persistent session (Mosquitto 2.0)
     assert publisher.wait_done(60)
     start("b")
@@ -127,11 +135,7 @@ def test_a_replica_stopped_for_good_hands_its_share_to_the_others(
     influx: InfluxV1,
     prefix: str,
 ) -> None:
-    start = replicas(start_bridge, redis_server, prefix)
-    start("a")
-    b = start("b")
-    publisher = steady(broker)
-    wait_until(lambda: stored_count(influx) >= 5000, 60, "5,000 readings stored")
+    b, publisher = two_replicas_mid_run(replicas(start_bridge, redis_server, prefix), lambda: steady(broker), influx)
     assert b.stop(signal.SIGTERM) == 0  # a planned stop: it leaves the group first
     assert "new readings go to the other bridges" in b.log()
     assert publisher.wait_done(60)
