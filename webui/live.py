@@ -37,6 +37,12 @@ def _room(device: str) -> str:
     return f"device:{device}"
 
 
+def _join(devices: list[str]) -> None:
+    """Put the current browser in these devices' rooms, or in `all` for none."""
+    for room in [_room(d) for d in devices] or [ALL]:
+        join_room(room)
+
+
 def _devices(data: Any) -> list[str] | None:
     """The device list of `{"devices": [...]}` ([] when missing: all), None when it is not one."""
     devices = data.get("devices") if isinstance(data, dict) else None
@@ -103,11 +109,10 @@ class LiveBroadcaster:
             raise ConnectionRefusedError("sign in first")
         # `auth` may carry the subscription ({"devices": [...]}), so that not one reading of
         # another device arrives before a `subscribe` event could (on every reconnect too).
-        devices = _devices(auth) if isinstance(auth, dict) and "devices" in auth else []
+        devices = _devices(auth)
         if devices is None:
             raise ConnectionRefusedError(SUBSCRIBE_ERROR)
-        for room in [_room(d) for d in devices] or [ALL]:
-            join_room(room)
+        _join(devices)
         with self._lock:
             self._clients += 1
 
@@ -124,6 +129,5 @@ class LiveBroadcaster:
         for room in rooms():
             if room != sid:
                 leave_room(room)
-        for room in [_room(d) for d in devices] or [ALL]:
-            join_room(room)
+        _join(devices)
         return {"ok": True, "devices": devices}
