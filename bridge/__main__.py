@@ -20,13 +20,14 @@ from bridge.ingest import Ingest
 from bridge.metrics import BridgeCollector, IngestMetrics, metrics_text
 from bridge.rejections import RejectionLog
 from bridge.settings import BridgeSettings, load_settings
-from bridge.shared import RedisDeviceRegistry, RedisRejectionLog, SharedTotals
+from bridge.shared import RedisDeviceRegistry, RedisEndedSessions, RedisRejectionLog, SharedTotals
 from bridge.shared import connect as connect_redis
 from bridge.writers import make_writer
 from common.mqtt import make_client
 from common.settings import SettingsError, exit_bad_setting
 from common.topics import Topics
 from webui import AssetsMissing, WebAccess, WebContext, create_app, make_socketio
+from webui.access import SESSION_LIFETIME_S
 
 log = logging.getLogger("bridge")
 
@@ -56,11 +57,15 @@ def serve(settings: BridgeSettings) -> int:
     influx = InfluxV1(InfluxTarget(settings.influx_url, settings.influx_db, settings.influx_token))
     namespace = f"sensorpipe:{settings.topic_prefix}"
     shared = connect_redis(settings.redis_url) if settings.redis_url else None
-    devices = RedisDeviceRegistry(shared, namespace) if shared else DeviceRegistry()
+    if shared:
+        devices: DeviceRegistry = RedisDeviceRegistry(shared, namespace, settings.max_devices)
+    else:
+        devices = DeviceRegistry(settings.max_devices)
     rejections = RedisRejectionLog(shared, namespace) if shared else RejectionLog()
     history = HistoryReader(influx, settings.influx_measurement)
     client = make_client(settings.mqtt_url, settings.mqtt_client_id, persistent=True, manual_ack=True)
-    web_access = WebAccess(settings.web_password, settings.web_secret)
+    ended = RedisEndedSessions(shared, namespace, SESSION_LIFETIME_S) if shared else None
+    web_access = WebAccess(settings.web_password, settings.web_secret, ended)
     socketio, live = make_socketio(web_access, shared=shared is not None)
     registry = CollectorRegistry(auto_describe=False)
     ingest = Ingest(
@@ -74,8 +79,9 @@ def serve(settings: BridgeSettings) -> int:
         sinks=[live],
         linger_s=settings.batch_linger_ms / 1000,
         share_group=settings.share_group,
+        stall_after_s=settings.stall_after_s,
     )
-    registry.register(BridgeCollector(ingest, rejections, lambda: live.clients))
+    registry.register(BridgeCollector(ingest, rejections, devices, lambda: live.clients))
     totals: Callable[[], dict[str, int]] = functools.partial(ingest_totals, ingest)
     if shared:  # with several bridges, /api/pipeline adds up everyone's totals
         shared_totals = SharedTotals(shared, namespace, settings.mqtt_client_id, totals)

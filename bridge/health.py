@@ -11,10 +11,12 @@ from bridge.influx import InfluxUnavailable, InfluxV1
 from bridge.ingest import Ingest
 from bridge.rejections import RejectionLog
 
+PING_TIMEOUT_S = 2.0  # /healthz answers within about this, also when InfluxDB hangs
+
 
 def check_health(ingest: Ingest, influx: InfluxV1, shared: redis.Redis | None = None) -> tuple[bool, dict[str, Any]]:
-    """(healthy, details): the broker connection, InfluxDB's /ping and last write, and Redis
-    when several bridges share it."""
+    """(healthy, details): the broker connection, InfluxDB's /ping and last write, whether
+    ingest makes progress, and Redis when several bridges share it."""
     reasons = []
     if shared is not None:
         try:
@@ -24,9 +26,12 @@ def check_health(ingest: Ingest, influx: InfluxV1, shared: redis.Redis | None = 
     state = ingest.state
     if not state.mqtt_connected:
         reasons.append(f"MQTT: {state.mqtt_error}")
+    stalled = ingest.stalled()
+    if stalled:
+        reasons.append(f"ingest stalled: {stalled}")
     influx_version = None
     try:
-        influx_version = influx.ping()
+        influx_version = influx.ping(timeout=PING_TIMEOUT_S)
     except InfluxUnavailable as exc:
         reasons.append(f"InfluxDB: {exc}")
     else:
@@ -35,6 +40,7 @@ def check_health(ingest: Ingest, influx: InfluxV1, shared: redis.Redis | None = 
     return not reasons, {
         "mqtt": "connected" if state.mqtt_connected else "disconnected",
         "influxdb": influx_version,
+        "unacknowledged": ingest.unacknowledged(),
         "reasons": reasons,
     }
 
@@ -42,7 +48,12 @@ def check_health(ingest: Ingest, influx: InfluxV1, shared: redis.Redis | None = 
 def ingest_totals(ingest: Ingest) -> dict[str, int]:
     """This bridge's totals since it started (with replicas, bridge/shared.py adds them up)."""
     state = ingest.state
-    return {"received": state.received, "stored": state.stored, "redelivered": state.redelivered}
+    return {
+        "received": state.received,
+        "stored": state.stored,
+        "rewritten": state.rewritten,
+        "redelivered": state.redelivered,
+    }
 
 
 def pipeline_counts(totals: dict[str, int], rejections: RejectionLog) -> dict[str, int]:

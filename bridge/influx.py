@@ -10,6 +10,7 @@ import http.client
 import json
 import logging
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlencode, urlsplit
@@ -85,10 +86,15 @@ class InfluxV1:
         self._local.connection = connection
         return connection, False
 
-    def _request(self, method: str, path: str, params: dict[str, str], body: bytes | None = None) -> Answer:
+    def _request(
+        self, method: str, path: str, params: dict[str, str], body: bytes | None = None, timeout: float = TIMEOUT_S
+    ) -> Answer:
         url = f"{self._base_path}{path}?{urlencode({**self._params, **params})}"
         while True:
             connection, reused = self._connection()
+            connection.timeout = timeout  # for a new socket; a kept-alive one is set below
+            if connection.sock is not None:
+                connection.sock.settimeout(timeout)
             try:
                 connection.request(method, url, body=body, headers=self._headers)
                 response = connection.getresponse()
@@ -96,12 +102,16 @@ class InfluxV1:
             except (OSError, http.client.HTTPException) as exc:
                 connection.close()
                 self._local.connection = None
-                if not reused:  # a kept-alive connection the server closed: try once anew
-                    raise InfluxUnavailable(f"{self.target.url} unreachable: {type(exc).__name__}") from None
+                # A kept-alive connection the server closed: try once anew. Not after a
+                # timeout: a server that does not answer would cost the wait twice.
+                if not reused or isinstance(exc, TimeoutError):
+                    what = f"no answer within {timeout:g} s" if isinstance(exc, TimeoutError) else type(exc).__name__
+                    raise InfluxUnavailable(f"{self.target.url} unreachable: {what}") from None
 
-    def ping(self) -> str:
-        """The server's version (from `/ping`); raises InfluxUnavailable."""
-        answer = self._request("GET", "/ping", {})
+    def ping(self, timeout: float = TIMEOUT_S) -> str:
+        """The server's version (from `/ping`); raises InfluxUnavailable, also when no
+        answer comes within `timeout` seconds."""
+        answer = self._request("GET", "/ping", {}, timeout=timeout)
         if answer.status != 204:
             raise InfluxUnavailable(f"/ping answered {answer.status}")
         return answer.version or "unknown"
@@ -110,14 +120,13 @@ class InfluxV1:
         """Create the database if it is missing (a no-op on 1.x when it exists)."""
         self.query(f"CREATE DATABASE {quote_ident(self.target.database)}", write=True)
 
-    def write(self, lines: list[str]) -> None:
+    def write(self, lines: Sequence[bytes | str]) -> None:
         """Store the lines (microsecond timestamps). Raises InfluxUnavailable or InfluxRejected.
 
         On InfluxRejected some lines of the request may have been stored (a partial write).
         """
-        answer = self._request(
-            "POST", "/write", {"db": self.target.database, "precision": "u"}, "\n".join(lines).encode()
-        )
+        body = b"\n".join(line if isinstance(line, bytes) else line.encode() for line in lines)
+        answer = self._request("POST", "/write", {"db": self.target.database, "precision": "u"}, body)
         if answer.status == 204:
             return
         message = answer.error()

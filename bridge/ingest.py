@@ -9,32 +9,36 @@ again overwrites the same point instead of adding a second one.
 
 from __future__ import annotations
 
-import json
 import logging
 import queue
 import threading
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any, Protocol
 
 import paho.mqtt.client as mqtt
 
 from bridge.devices import DeviceRegistry
-from bridge.influx import InfluxRejected, InfluxUnavailable
-from bridge.lineprotocol import to_line
+from bridge.influx import InfluxRejected
 from bridge.metrics import IngestMetrics
+from bridge.refusals import RefusalNotifier
 from bridge.rejections import RejectionLog
+from bridge.router import HealthReport, Refused, Router, StatusChange, ToStore
 from bridge.writers import PointWriter
-from common.reading import Reading, RejectedMessage, now_us, parse_reading
-from common.topics import STATUS_OFFLINE, STATUS_ONLINE, Topics
+from common.health import Health
+from common.reading import Reading, RejectedMessage, now_us
+from common.topics import Kind, Topics
 
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 500
 BACKOFF_MIN_S = 0.2
 BACKOFF_MAX_S = 5.0  # a local InfluxDB back from a restart is written to within 5 s
+RECENT_POINTS = 20_000  # (device, ts) of the latest stored readings, to count a rewrite once
+FAILING_AFTER = 3  # the same batch failing this often in a row makes /healthz 503
 
 
 class Sink(Protocol):
@@ -42,9 +46,9 @@ class Sink(Protocol):
 
     def readings(self, readings: Sequence[Reading]) -> None: ...
 
-    def status(self, device: str, online: bool) -> None: ...
+    def status(self, device: str, online: bool | None) -> None: ...
 
-    def health(self, device: str, health: dict[str, Any]) -> None: ...
+    def health(self, device: str, health: Health | None) -> None: ...
 
 
 @dataclass(slots=True)
@@ -56,6 +60,7 @@ class Incoming:
     mid: int
     qos: int
     dup: bool
+    retain: bool
     generation: int  # which connection it came on: acks are only valid on that one
     received_us: int
 
@@ -68,8 +73,11 @@ class IngestState:
     mqtt_error: str | None = "not connected yet"
     influx_error: str | None = None
     received: int = 0
-    stored: int = 0
+    stored: int = 0  # readings stored, each once: a rewrite of a point just stored is not counted
+    rewritten: int = 0  # readings that came again (broker redelivery, outbox resend) and were written again
     redelivered: int = 0
+    batch_failures: int = 0  # batches that failed for a reason of the bridge's own, ever
+    failing: str | None = None  # why the batch at hand keeps failing, while it does
 
 
 class Ingest:
@@ -87,22 +95,25 @@ class Ingest:
         sinks: Sequence[Sink] = (),
         linger_s: float = 0.005,
         share_group: str | None = None,
+        stall_after_s: float = 60.0,
     ) -> None:
         """`linger_s`: after the first message of a batch, wait this long for more unless a
         full batch is already waiting. A write, an ack round and a broadcast cost about the
         same for one reading as for fifty, so this trades a few ms of latency for CPU.
         `share_group`: take readings through the MQTT shared subscription
         `$share/<group>/...`, so that several bridges split them; status and health are read
-        by every bridge."""
+        by every bridge. `stall_after_s`: messages waiting this long without a batch
+        finishing make `stalled()` say so (and /healthz 503)."""
         self._client = client
-        self._topics = topics
+        self._router = Router(topics, measurement)
         self._writer = writer
-        self._measurement = measurement
         self._devices = devices
         self._rejections = rejections
+        self._refusals = RefusalNotifier(topics, self._publish_retained)
         self._sinks = list(sinks)
         self._metrics = metrics
         self._linger_s = linger_s
+        self._stall_after_s = stall_after_s
         readings = topics.filter("reading")
         self._share_filter = f"$share/{share_group}/{readings}" if share_group else None
         self._last_message = 0.0  # monotonic time of the last message paho handed over
@@ -112,6 +123,9 @@ class Ingest:
             (topics.filter("health"), 1),
         ]
         self._in_hand = 0  # taken from the queue, not yet acknowledged
+        self._batch_taken: float | None = None  # monotonic time the batch at hand was taken
+        self._last_progress = time.monotonic()  # a batch finished (or the worker started)
+        self._recent: OrderedDict[int, None] = OrderedDict()  # hash((device, ts_us)), oldest first
         # SimpleQueue: C-implemented, several times faster per message than queue.Queue.
         self._queue: queue.SimpleQueue[Incoming] = queue.SimpleQueue()
         self._stop = threading.Event()
@@ -150,26 +164,56 @@ class Ingest:
         self._last_message = time.monotonic()
         if self._ack_ready:
             self._flush_acks()
+        try:
+            topic = message.topic
+        except UnicodeDecodeError:  # the broker should refuse such a topic; the router will
+            topic = message._topic.decode("utf-8", errors="replace")
         self._queue.put(
             Incoming(
-                message.topic,
+                topic,
                 bytes(message.payload),
                 message.mid,
                 message.qos,
                 bool(message.dup),
+                bool(message.retain),
                 self._generation,
                 now_us(),
             )
         )
 
-    # --- the worker thread -------------------------------------------------------------
+    def _publish_retained(self, topic: str, payload: bytes) -> None:
+        self._client.publish(topic, payload, qos=1, retain=True)
+
+    # --- what /healthz and /metrics read --------------------------------------------------
 
     def unacknowledged(self) -> int:
         """Messages received from the broker and not yet acknowledged."""
         return self._queue.qsize() + self._in_hand + len(self._ack_ready)
 
+    def waiting_s(self) -> float:
+        """How long messages have waited without a batch finishing (0 when none wait)."""
+        if self._batch_taken is not None:
+            return time.monotonic() - self._batch_taken
+        if self._queue.qsize():
+            return time.monotonic() - self._last_progress
+        return 0.0
+
+    def stalled(self) -> str | None:
+        """Why ingest is stuck, or None while it makes progress (or has nothing to do)."""
+        if self._worker.ident is not None and not self._worker.is_alive() and not self._stop.is_set():
+            return "the ingest worker has stopped"
+        if self.state.failing is not None:
+            return f"the same batch failed {self.state.failing}"
+        waited = self.waiting_s()
+        if waited > self._stall_after_s:
+            return f"{self.unacknowledged()} messages not acknowledged, no batch finished for {waited:.0f} s"
+        return None
+
+    # --- lifecycle -----------------------------------------------------------------------
+
     def start(self) -> None:
         """Start the worker; the caller connects the client (connect_async + loop_start)."""
+        self._last_progress = time.monotonic()
         self._worker.start()
 
     def stop(self, timeout: float = 10.0) -> None:
@@ -195,12 +239,15 @@ class Ingest:
             time.sleep(0.05)
         log.warning("stopping with readings still arriving; the broker keeps them for this session")
 
+    # --- the worker thread -------------------------------------------------------------
+
     def _work(self) -> None:
         while not self._stop.is_set():
             try:
                 first = self._queue.get(timeout=0.2)
             except queue.Empty:
                 continue
+            self._batch_taken = time.monotonic()
             if self._queue.qsize() < MAX_BATCH - 1:
                 # Wake once per batch, not once per message: at a steady few hundred
                 # readings a second, the wake-ups cost more than the readings themselves.
@@ -212,82 +259,119 @@ class Ingest:
                 except queue.Empty:
                     break
             self._in_hand = len(batch)
-            try:
-                self._handle(batch)
-            except Exception:  # the loop must outlive any bug in one batch; it is not acked
-                log.exception(
-                    "unexpected error handling a batch of %d; not acknowledged, the broker sends it "
-                    "again after the next reconnect",
-                    len(batch),
-                )
+            self.state.received += len(batch)
+            self.state.redelivered += sum(item.dup for item in batch)
+            self._handle_until_done(batch)
             self._in_hand = 0
+            self._batch_taken = None
+            self._last_progress = time.monotonic()
         self._flush_acks()
 
+    def _handle_until_done(self, batch: list[Incoming]) -> None:
+        """Handle the batch; should that fail for a reason of the bridge's own, try the same
+        batch again with backoff (never drop it: it is not acknowledged), and say so."""
+        delay = BACKOFF_MIN_S
+        failures = 0
+        while True:
+            try:
+                self._handle(batch)
+                self.state.failing = None
+                return
+            except Exception as exc:  # the loop must outlive any bug in one batch
+                if self._stop.is_set():
+                    return  # stopping mid-write: the batch stays unacknowledged and comes back
+                failures += 1
+                self.state.batch_failures += 1
+                if failures == 1:
+                    log.exception("unexpected error handling a batch of %d; retrying it", len(batch))
+                if failures >= FAILING_AFTER:
+                    self.state.failing = f"{failures} times in a row: {type(exc).__name__}: {str(exc)[:200]}"
+                if self._stop.wait(delay):
+                    return
+                delay = min(delay * 2, BACKOFF_MAX_S)
+
     def _handle(self, batch: list[Incoming]) -> None:
-        readings: list[Reading] = []
+        stored: list[ToStore] = []
         stored_msgs: list[Incoming] = []
         done: list[Incoming] = []  # status, health and rejected messages: nothing to write
         for item in batch:
-            self.state.received += 1
-            self.state.redelivered += item.dup
-            try:
-                device, kind = self._topics.parse(item.topic)
-                if kind == "reading":
-                    readings.append(parse_reading(device, item.payload, item.received_us))
-                    stored_msgs.append(item)
-                    continue
-                if kind == "status":
-                    self._handle_status(device, item.payload)
-                else:
-                    self._handle_health(device, item.payload)
-            except RejectedMessage as error:
-                self._rejections.add(item.topic, item.payload, error)
+            routed = self._router.route(item.topic, item.payload, item.retain, item.received_us)
+            if isinstance(routed, ToStore):
+                stored.append(routed)
+                stored_msgs.append(item)
+                continue
             done.append(item)
-        if readings:
-            refused = self._store(readings)
+            if isinstance(routed, Refused):
+                self._reject(item, routed.error, routed.device, routed.kind)
+            elif isinstance(routed, StatusChange):
+                self._apply_status(routed)
+            else:
+                self._apply_health(routed)
+        if stored:
+            refused = self._store([s.line for s in stored])
             kept = []
-            for index, (reading, item) in enumerate(zip(readings, stored_msgs, strict=True)):
+            for index, (routed, item) in enumerate(zip(stored, stored_msgs, strict=True)):
                 if index in refused:
-                    self._rejections.add(item.topic, item.payload, RejectedMessage("influx_refused", refused[index]))
+                    error = RejectedMessage("influx_refused", refused[index], routed.reading.seq)
+                    self._reject(item, error, routed.reading.device, "reading")
                 else:
-                    kept.append(reading)
-            self.state.stored += len(kept)
-            self._devices.saw_readings(kept)
-            self._tell_sinks(lambda sink: sink.readings(kept))
+                    kept.append(routed.reading)
+            self._count_stored(kept)
+            self._tell("device registry", partial(self._devices.saw_readings, kept))
+            self._tell("refusals", partial(self._refusals.stored, [r.device for r in kept]))
+            for sink in self._sinks:
+                self._tell(repr(sink), partial(sink.readings, kept))
         self._ack(done + stored_msgs)
 
-    def _handle_status(self, device: str, payload: bytes) -> None:
-        text = payload.decode("utf-8", errors="replace").strip()
-        if text not in (STATUS_ONLINE, STATUS_OFFLINE):
-            if not text:  # an empty retained message clears the status: not an error
-                return
-            raise RejectedMessage("bad_status", f"status must be {STATUS_ONLINE} or {STATUS_OFFLINE}")
-        online = text == STATUS_ONLINE
-        if self._devices.set_online(device, online):
-            self._tell_sinks(lambda sink: sink.status(device, online))
+    def _reject(self, item: Incoming, error: RejectedMessage, device: str | None, kind: Kind | None) -> None:
+        self._tell("rejection log", partial(self._rejections.add, item.topic, item.payload, error))
+        if device is not None:
+            self._tell("refusals", partial(self._refusals.refused, device, kind, error))
 
-    def _handle_health(self, device: str, payload: bytes) -> None:
-        if not payload:
-            return
+    def _apply_status(self, change: StatusChange) -> None:
         try:
-            health = json.loads(payload)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise RejectedMessage("bad_health", f"health is not JSON: {exc}") from None
-        if not isinstance(health, dict) or len(payload) > 16 * 1024:
-            raise RejectedMessage("bad_health", "health must be a JSON object of at most 16 KiB")
-        self._devices.set_health(device, health)
-        self._tell_sinks(lambda sink: sink.health(device, health))
+            changed = self._devices.set_online(change.device, change.online)
+        except Exception:  # best effort, as every sink
+            log.exception("device registry failed")
+            changed = True
+        if changed:
+            for sink in self._sinks:
+                self._tell(repr(sink), partial(sink.status, change.device, change.online))
 
-    def _tell_sinks(self, call: Callable[[Sink], None]) -> None:
+    def _apply_health(self, report: HealthReport) -> None:
+        self._tell("device registry", partial(self._devices.set_health, report.device, report.health))
         for sink in self._sinks:
-            try:
-                call(sink)
-            except Exception:  # a failing sink must not hold back storage or acks
-                log.exception("sink %r failed", sink)
+            self._tell(repr(sink), partial(sink.health, report.device, report.health))
 
-    def _store(self, readings: list[Reading]) -> dict[int, str]:
-        """Write until InfluxDB accepts; return {index: why} of readings it refused for good."""
-        lines = [to_line(r, self._measurement) for r in readings]
+    def _count_stored(self, readings: list[Reading]) -> None:
+        """`stored` counts readings, not writes: one written again (the broker redelivered it,
+        or a publisher resent it from its outbox) while still among the recent ones counts as
+        `rewritten`."""
+        recent = self._recent
+        for reading in readings:
+            key = hash((reading.device, reading.ts_us))
+            if key in recent:
+                self.state.rewritten += 1
+            else:
+                self.state.stored += 1
+                recent[key] = None
+        while len(recent) > RECENT_POINTS:
+            recent.popitem(last=False)
+
+    def _tell(self, what: str, call: Callable[[], object]) -> None:
+        """Run one best-effort duty: a failure is logged, and storage and acks go on."""
+        try:
+            call()
+        except Exception:  # a failing sink must not hold back storage or acks
+            log.exception("%s failed", what)
+
+    def _store(self, lines: list[bytes]) -> dict[int, str]:
+        """Write until InfluxDB accepts; return {index: why} of lines it refused for good.
+
+        Anything but a refusal (InfluxRejected) counts as "not stored yet": an unreachable
+        server, a 5xx, and also an error of the writer's own are retried with backoff, and
+        nothing is acknowledged meanwhile.
+        """
         delay = BACKOFF_MIN_S
         while True:
             try:
@@ -296,21 +380,21 @@ class Ingest:
                 self._metrics.write_seconds.observe(time.perf_counter() - started)
                 self._metrics.batch_size.observe(len(lines))
                 return refused
-            except InfluxUnavailable as exc:
+            except Exception as exc:
                 self._flush_acks()  # what earlier batches stored must not wait for this one
                 if self.state.influx_error is None:
                     log.error("InfluxDB write failed, retrying with backoff: %s", exc)
-                self.state.influx_error = str(exc)
+                self.state.influx_error = str(exc)[:300] or type(exc).__name__
                 if "database" in str(exc) and "not found" in str(exc):
                     try:
                         self._writer.ensure_database()
-                    except (InfluxUnavailable, InfluxRejected) as create_error:
+                    except Exception as create_error:  # retried with the next attempt
                         log.error("cannot create the database: %s", create_error)
                 if self._stop.wait(delay):
                     raise  # stopping: the batch stays unacknowledged and comes back
                 delay = min(delay * 2, BACKOFF_MAX_S)
 
-    def _write_isolating(self, lines: list[str], indexes: list[int]) -> dict[int, str]:
+    def _write_isolating(self, lines: list[bytes], indexes: list[int]) -> dict[int, str]:
         """Write; on a 400, split the batch to find the lines InfluxDB refuses for good."""
         try:
             self._writer.write([lines[i] for i in indexes])

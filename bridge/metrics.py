@@ -9,6 +9,7 @@ from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from bridge.devices import DeviceRegistry
 from bridge.rejections import RejectionLog
 
 if TYPE_CHECKING:
@@ -36,15 +37,25 @@ class IngestMetrics:
 class BridgeCollector(Collector):
     """Reads the counters the ingest loop keeps; nothing is counted twice."""
 
-    def __init__(self, ingest: Ingest, rejections: RejectionLog, browsers: Callable[[], int]) -> None:
+    def __init__(
+        self, ingest: Ingest, rejections: RejectionLog, devices: DeviceRegistry, browsers: Callable[[], int]
+    ) -> None:
         self._ingest = ingest
         self._rejections = rejections
+        self._devices = devices
         self._browsers = browsers
 
     def collect(self) -> Iterator[Any]:
         state = self._ingest.state
         yield CounterMetricFamily("sensorpipe_readings_received", "MQTT messages received", value=state.received)
-        yield CounterMetricFamily("sensorpipe_readings_stored", "readings stored in InfluxDB", value=state.stored)
+        yield CounterMetricFamily(
+            "sensorpipe_readings_stored", "readings stored in InfluxDB, each once", value=state.stored
+        )
+        yield CounterMetricFamily(
+            "sensorpipe_readings_rewritten",
+            "readings that arrived again (redelivered, resent) and were written over their own point",
+            value=state.rewritten,
+        )
         yield CounterMetricFamily(
             "sensorpipe_readings_redelivered", "messages the broker sent again (DUP)", value=state.redelivered
         )
@@ -58,6 +69,27 @@ class BridgeCollector(Collector):
             "sensorpipe_ingest_unacknowledged",
             "messages received from the broker and not yet acknowledged",
             value=self._ingest.unacknowledged(),
+        )
+        yield GaugeMetricFamily(
+            "sensorpipe_ingest_waiting_seconds",
+            "how long messages have waited without a batch finishing (0: nothing waits)",
+            value=self._ingest.waiting_s(),
+        )
+        yield GaugeMetricFamily(
+            "sensorpipe_ingest_stalled",
+            "1 while ingest is stuck (see /healthz)",
+            value=int(bool(self._ingest.stalled())),
+        )
+        yield CounterMetricFamily(
+            "sensorpipe_ingest_batch_failures",
+            "batches that failed for a reason of the bridge's own and were tried again",
+            value=state.batch_failures,
+        )
+        yield GaugeMetricFamily("sensorpipe_devices", "devices tracked", value=self._devices.count())
+        yield CounterMetricFamily(
+            "sensorpipe_devices_untracked",
+            "messages of devices beyond SENSORPIPE_MAX_DEVICES (stored, not shown)",
+            value=self._devices.untracked,
         )
         yield GaugeMetricFamily(
             "sensorpipe_mqtt_connected", "1 when connected to the broker", value=int(state.mqtt_connected)

@@ -1,11 +1,16 @@
-"""Rejected messages: counted by reason, the latest kept for `/api/rejections`, logs rate-limited."""
+"""Rejected messages: counted by reason, the latest kept for `/api/rejections`, logs rate-limited.
+
+Bounded whatever arrives: the latest `keep` (100) rejections, each with at most 200
+characters of topic, 300 of detail and 200 bytes of payload; one count per reason (the
+contract's fixed set); the log throttle remembers at most 1,000 (topic, reason) pairs.
+"""
 
 from __future__ import annotations
 
 import logging
 import threading
 import time
-from collections import Counter, deque
+from collections import Counter, OrderedDict, deque
 from dataclasses import asdict, dataclass
 
 from common.reading import RejectedMessage
@@ -13,7 +18,10 @@ from common.reading import RejectedMessage
 log = logging.getLogger(__name__)
 
 PAYLOAD_PREVIEW_BYTES = 200
-LOG_EVERY_S = 60.0  # at most one log line per topic and reason per minute
+TOPIC_CHARS = 200  # MQTT allows 65,535 bytes of topic: keep the start
+DETAIL_CHARS = 300
+LOG_EVERY_S = 60.0  # at most one log line per topic and reason per minute ...
+LOG_KEYS = 1000  # ... remembered for this many (topic, reason) pairs, the least recent go first
 
 
 @dataclass(frozen=True)
@@ -33,13 +41,14 @@ class RejectionLog:
     def __init__(self, keep: int = 100) -> None:
         self._latest: deque[Rejection] = deque(maxlen=keep)
         self._counts: Counter[str] = Counter()
-        self._last_logged: dict[tuple[str, str], float] = {}
+        self._last_logged: OrderedDict[tuple[str, str], float] = OrderedDict()
         self._lock = threading.Lock()
 
     def add(self, topic: str, payload: bytes, error: RejectedMessage) -> None:
         """Record one rejection and log it unless the same topic and reason logged lately."""
         preview = payload[:PAYLOAD_PREVIEW_BYTES].decode("utf-8", errors="replace")
-        rejection = Rejection(time.time() * 1000, topic, error.reason, error.detail, preview)
+        topic = topic[:TOPIC_CHARS]
+        rejection = Rejection(time.time() * 1000, topic, error.reason, error.detail[:DETAIL_CHARS], preview)
         self._store(rejection)
         now = time.monotonic()
         with self._lock:
@@ -47,10 +56,11 @@ class RejectionLog:
             quiet = now - self._last_logged.get(key, -LOG_EVERY_S) < LOG_EVERY_S
             if not quiet:
                 self._last_logged[key] = now
-                if len(self._last_logged) > 10_000:  # bound the memory a flood of topics takes
-                    self._last_logged.clear()
+                self._last_logged.move_to_end(key)
+                while len(self._last_logged) > LOG_KEYS:
+                    self._last_logged.popitem(last=False)
         if not quiet:
-            log.warning("rejected a message on %r: %s", topic[:100], error)
+            log.warning("rejected a message on %r: %s: %s", topic[:100], error.reason, rejection.detail)
 
     def _store(self, rejection: Rejection) -> None:
         """Keep it for counts() and latest(); here in memory (bridge/shared.py: in Redis)."""

@@ -17,6 +17,7 @@ from common.settings import (
     parse_nonempty,
     parse_nonnegative_float,
     parse_port,
+    parse_positive_float,
     parse_switch,
 )
 
@@ -70,6 +71,13 @@ def _host(raw: str) -> str:
     return parse_nonempty(raw).strip()
 
 
+def _max_devices(raw: str) -> int:
+    value = parse_count(raw)
+    if value < 1:
+        raise ValueError("must be 1 or more")
+    return value
+
+
 OPTIONS = [
     *BROKER_OPTIONS,
     Option(
@@ -109,6 +117,20 @@ OPTIONS = [
         "after a reading arrives, wait this many ms for more before writing them together "
         "(more: less CPU per reading, more latency)",
         _linger_ms,
+    ),
+    Option(
+        "SENSORPIPE_STALL_AFTER_S",
+        "60",
+        "messages waiting this many seconds without a batch finishing make /healthz answer 503 "
+        "(ingest is stuck: InfluxDB hangs, or a bug)",
+        parse_positive_float,
+    ),
+    Option(
+        "SENSORPIPE_MAX_DEVICES",
+        "10000",
+        "most devices the bridge keeps in memory for the dashboard; readings of more devices are "
+        "still stored, those devices are not shown",
+        _max_devices,
     ),
     Option("SENSORPIPE_WEB_HOST", "127.0.0.1", "address the web UI listens on", _host),
     Option("SENSORPIPE_WEB_PORT", "5000", "port the web UI listens on", parse_port),
@@ -160,6 +182,8 @@ class BridgeSettings:
     influx_api: str
     influx_measurement: str
     batch_linger_ms: float
+    stall_after_s: float
+    max_devices: int
     web_host: str
     web_port: int
     web_password: str

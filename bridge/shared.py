@@ -19,31 +19,49 @@ from typing import Any
 
 import redis
 
-from bridge.devices import DeviceRegistry
+from bridge.devices import DEFAULT_MAX_DEVICES, DeviceRegistry, DeviceState, device_json
 from bridge.rejections import Rejection, RejectionLog
-from common.reading import Reading
+from common.health import Health, encode_health, parse_health
+from common.reading import Reading, RejectedMessage
 
 log = logging.getLogger(__name__)
 
 # Newest reading wins, atomically: last_seen, seq, tags and one field per metric (`m:<name>`,
-# merged, as DeviceRegistry does). KEYS: device hash, device set. ARGV: device, ts_ms, seq,
-# sensor, location, then metric name/value pairs.
+# merged, as DeviceRegistry does). KEYS: device hash, device set. ARGV: device, the most
+# devices tracked, ts_ms, seq, sensor, location, then metric name/value pairs. Returns 0 for
+# an older reading, -1 for a device beyond the bound, 1 when recorded.
 SAW_READING = """
+if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 0 and redis.call('SCARD', KEYS[2]) >= tonumber(ARGV[2]) then
+  return -1
+end
 local current = redis.call('HGET', KEYS[1], 'last_seen')
-if current and tonumber(current) > tonumber(ARGV[2]) then return 0 end
-redis.call('HSET', KEYS[1], 'last_seen', ARGV[2], 'seq', ARGV[3], 'sensor', ARGV[4], 'location', ARGV[5])
-for i = 6, #ARGV, 2 do redis.call('HSET', KEYS[1], 'm:' .. ARGV[i], ARGV[i + 1]) end
+if current and tonumber(current) > tonumber(ARGV[3]) then return 0 end
+redis.call('HSET', KEYS[1], 'last_seen', ARGV[3], 'seq', ARGV[4], 'sensor', ARGV[5], 'location', ARGV[6])
+for i = 7, #ARGV, 2 do redis.call('HSET', KEYS[1], 'm:' .. ARGV[i], ARGV[i + 1]) end
+if redis.call('HLEN', KEYS[1]) > 48 then
+  -- more than 32 metric names over time: keep this reading's only (as DeviceRegistry does)
+  local keep = {}
+  for i = 7, #ARGV, 2 do keep['m:' .. ARGV[i]] = true end
+  for _, key in ipairs(redis.call('HKEYS', KEYS[1])) do
+    if string.sub(key, 1, 2) == 'm:' and not keep[key] then redis.call('HDEL', KEYS[1], key) end
+  end
+end
 redis.call('SADD', KEYS[2], ARGV[1])
 return 1
 """
 
-# Set online and say whether it changed, atomically: of N replicas that all read the same
-# status message, exactly one sees the change (and tells the browsers).
-SET_ONLINE = """
-local before = redis.call('HGET', KEYS[1], 'online')
-redis.call('HSET', KEYS[1], 'online', ARGV[2])
+# Set one field of a device (online, health; an empty value deletes it) and say whether it
+# changed, atomically: of N replicas that all read the same status message, exactly one
+# sees the change (and tells the browsers). KEYS: device hash, device set. ARGV: device, the
+# most devices tracked, field, value. Returns -1 for a device beyond the bound.
+SET_FIELD = """
+if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 0 and redis.call('SCARD', KEYS[2]) >= tonumber(ARGV[2]) then
+  return -1
+end
+local before = redis.call('HGET', KEYS[1], ARGV[3]) or ''
+if ARGV[4] == '' then redis.call('HDEL', KEYS[1], ARGV[3]) else redis.call('HSET', KEYS[1], ARGV[3], ARGV[4]) end
 redis.call('SADD', KEYS[2], ARGV[1])
-if before == ARGV[2] then return 0 end
+if before == ARGV[4] then return 0 end
 return 1
 """
 
@@ -73,15 +91,15 @@ def connect(url: str) -> redis.Redis:
 
 
 class RedisDeviceRegistry(DeviceRegistry):
-    """DeviceRegistry with the state in Redis."""
+    """DeviceRegistry with the state in Redis, bounded the same way."""
 
-    def __init__(self, client: redis.Redis, namespace: str) -> None:
-        super().__init__()
+    def __init__(self, client: redis.Redis, namespace: str, max_devices: int = DEFAULT_MAX_DEVICES) -> None:
+        super().__init__(max_devices)
         self._redis = client
         self._set = f"{namespace}:devices"
         self._prefix = f"{namespace}:device:"
         self._saw = client.register_script(SAW_READING)
-        self._online = client.register_script(SET_ONLINE)
+        self._field = client.register_script(SET_FIELD)
         self._quiet = _Quiet()
 
     def saw_readings(self, readings: list[Reading]) -> None:
@@ -91,23 +109,31 @@ class RedisDeviceRegistry(DeviceRegistry):
                 newest[reading.device] = reading
         with self._quiet, self._redis.pipeline(transaction=False) as pipe:
             for device, reading in newest.items():
-                args: list[Any] = [device, repr(reading.ts_ms), _opt(reading.seq), _opt(reading.sensor)]
-                args.append(_opt(reading.location))
+                args: list[Any] = [device, self.max_devices, repr(reading.ts_ms), _opt(reading.seq)]
+                args += [_opt(reading.sensor), _opt(reading.location)]
                 for name, value in reading.metrics.items():
                     args += [name, repr(value)]
                 self._saw(keys=[self._prefix + device, self._set], args=args, client=pipe)
-            pipe.execute()
+            for device, outcome in zip(newest, pipe.execute(), strict=True):
+                if outcome == -1:
+                    self._beyond_bound(device)
 
-    def set_online(self, device: str, online: bool) -> bool:
+    def _set_field(self, device: str, name: str, value: str) -> bool:
         with self._quiet:
-            return bool(self._online(keys=[self._prefix + device, self._set], args=[device, "1" if online else "0"]))
+            outcome = self._field(keys=[self._prefix + device, self._set], args=[device, self.max_devices, name, value])
+            if outcome == -1:
+                self._beyond_bound(device)
+            return bool(outcome == 1)
         return False
 
-    def set_health(self, device: str, health: dict[str, Any]) -> None:
-        with self._quiet, self._redis.pipeline(transaction=False) as pipe:
-            pipe.hset(self._prefix + device, "health", json.dumps(health))
-            pipe.sadd(self._set, device)
-            pipe.execute()
+    def set_online(self, device: str, online: bool | None) -> bool:
+        return self._set_field(device, "online", "" if online is None else "1" if online else "0")
+
+    def set_health(self, device: str, health: Health | None) -> None:
+        self._set_field(device, "health", "" if health is None else encode_health(health).decode())
+
+    def count(self) -> int:
+        return int(self._redis.scard(self._set))
 
     def snapshot(self) -> list[dict[str, Any]]:
         devices = sorted(_text(device) for device in self._redis.smembers(self._set))
@@ -115,7 +141,8 @@ class RedisDeviceRegistry(DeviceRegistry):
             for device in devices:
                 pipe.hgetall(self._prefix + device)
             states = pipe.execute()
-        return [_device_json(device, _texts(state)) for device, state in zip(devices, states, strict=True)]
+        pairs = zip(devices, states, strict=True)
+        return [device_json(_device_state(device, _texts(state))) for device, state in pairs]
 
 
 def _text(value: bytes | str) -> str:
@@ -131,20 +158,25 @@ def _opt(value: object) -> str:
     return "" if value is None else str(value)
 
 
-def _device_json(device: str, state: dict[str, str]) -> dict[str, Any]:
-    latest = {key[2:]: float(value) for key, value in state.items() if key.startswith("m:")}
+def _device_state(device: str, state: dict[str, str]) -> DeviceState:
+    """A device's Redis hash as the DeviceState the memory registry would hold."""
     online = state.get("online")
-    return {
-        "device": device,
-        "online": None if online is None else online == "1",
-        "last_seen": float(state["last_seen"]) if "last_seen" in state else None,
-        "metrics": sorted(latest),
-        "latest": latest,
-        "seq": int(state["seq"]) if state.get("seq") else None,
-        "sensor": state.get("sensor") or None,
-        "location": state.get("location") or None,
-        "health": json.loads(state["health"]) if "health" in state else None,
-    }
+    health = None
+    if state.get("health"):
+        try:
+            health = parse_health(state["health"].encode())
+        except RejectedMessage:  # written by an older bridge in another form: not shown
+            health = None
+    return DeviceState(
+        device=device,
+        online=None if online is None else online == "1",
+        last_seen_ms=float(state["last_seen"]) if "last_seen" in state else None,
+        latest={key[2:]: float(value) for key, value in state.items() if key.startswith("m:")},
+        seq=int(state["seq"]) if state.get("seq") else None,
+        sensor=state.get("sensor") or None,
+        location=state.get("location") or None,
+        health=health,
+    )
 
 
 class RedisRejectionLog(RejectionLog):
@@ -170,6 +202,26 @@ class RedisRejectionLog(RejectionLog):
 
     def latest(self) -> list[dict[str, object]]:
         return [json.loads(item) for item in self._redis.lrange(self._latest_key, 0, self._keep - 1)]
+
+
+class RedisEndedSessions:
+    """Signed-out sessions in Redis, each key expiring with the cookie it ends: every bridge
+    refuses a signed-out cookie, also after a restart (webui.access.EndedSessions)."""
+
+    def __init__(self, client: redis.Redis, namespace: str, lifetime_s: int) -> None:
+        self._redis = client
+        self._prefix = f"{namespace}:ended-session:"
+        self._lifetime_s = lifetime_s
+
+    def end(self, sid: str) -> None:
+        self._redis.set(self._prefix + sid, "1", ex=self._lifetime_s)
+
+    def ended(self, sid: str) -> bool:
+        # Redis down: refuse rather than let an ended session in (/healthz says Redis is down).
+        try:
+            return bool(self._redis.exists(self._prefix + sid))
+        except redis.RedisError:
+            return True
 
 
 class SharedTotals:

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from typing import Protocol
 
 from influxdb_client.client.exceptions import InfluxDBError
@@ -19,9 +20,10 @@ API_CHOICES = ("auto", "v1", "v2")
 
 
 class PointWriter(Protocol):
-    """Stores line protocol (µs timestamps); raises InfluxUnavailable or InfluxRejected."""
+    """Stores lines of line protocol, UTF-8 (µs timestamps); raises InfluxUnavailable or
+    InfluxRejected."""
 
-    def write(self, lines: list[str]) -> None: ...
+    def write(self, lines: Sequence[bytes]) -> None: ...
 
     def ensure_database(self) -> None: ...
 
@@ -36,10 +38,10 @@ class InfluxV2Writer:
         self._client = InfluxDBClient(url=url, token=token, org=org, timeout=10_000, retries=False)
         self._write_api = self._client.write_api(write_options=SYNCHRONOUS)
 
-    def write(self, lines: list[str]) -> None:
+    def write(self, lines: Sequence[bytes]) -> None:
         try:
             # "us": WritePrecision.US, which the library's own annotations do not accept.
-            self._write_api.write(self._bucket, self._org, lines, write_precision="us")  # type: ignore[arg-type]
+            self._write_api.write(self._bucket, self._org, b"\n".join(lines), write_precision="us")  # type: ignore[arg-type]
         except InfluxDBError as exc:
             status = getattr(exc, "status", None)
             message = str(exc.message if hasattr(exc, "message") else exc)[:300]
@@ -85,7 +87,7 @@ class AutoWriter:
                 )
         return self._chosen
 
-    def write(self, lines: list[str]) -> None:
+    def write(self, lines: Sequence[bytes]) -> None:
         self._choose().write(lines)
 
     def ensure_database(self) -> None:

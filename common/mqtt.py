@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from typing import Any
 
@@ -12,6 +13,8 @@ from common.settings import MqttUrl
 
 RECONNECT_MIN_S = 1
 RECONNECT_MAX_S = 10
+
+log = logging.getLogger("paho")
 
 
 def make_client(url: MqttUrl, client_id: str, *, persistent: bool, manual_ack: bool = False) -> mqtt.Client:
@@ -32,6 +35,11 @@ def make_client(url: MqttUrl, client_id: str, *, persistent: bool, manual_ack: b
     if url.tls:
         client.tls_set()
     client.reconnect_delay_set(RECONNECT_MIN_S, RECONNECT_MAX_S)
+    # An exception escaping a callback would kill paho's network thread while
+    # is_connected() stays True. Our callbacks catch their own; this is the net below them
+    # (paho then logs it as an error through `log`).
+    client.suppress_exceptions = True
+    client.enable_logger(log)
     # paho keeps outgoing QoS 1 messages in memory and by default allows 20 in flight.
     client.max_inflight_messages_set(100)
     return client

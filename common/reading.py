@@ -31,12 +31,17 @@ RFC3339 = re.compile(
 
 
 class RejectedMessage(ValueError):
-    """A message that breaks the contract; `reason` is a short, stable code."""
+    """A message that breaks the contract; `reason` is a short, stable code.
 
-    def __init__(self, reason: str, detail: str) -> None:
+    `seq` is the reading's own `seq` when the payload got far enough to show one, so the
+    publisher told of the rejection can say which of its readings it was.
+    """
+
+    def __init__(self, reason: str, detail: str, seq: int | None = None) -> None:
         super().__init__(f"{reason}: {detail}")
         self.reason = reason
         self.detail = detail
+        self.seq = seq
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,17 +147,41 @@ def _days_since_epoch(year: int, month: int, day: int) -> int:
     return era * 146097 + day_of_era - 719468
 
 
-def _tag(body: dict[str, object], key: str) -> str | None:
-    value = body.get(key)
-    if value is None and key not in body:
-        return None
+def text_problem(value: str) -> str | None:
+    """What makes `value` unfit to be stored and shown as text, or None when it is fine.
+
+    Refused: control characters (C0, DEL and the C1 block U+0080-U+009F, which terminals and
+    logs take for commands) and lone surrogates (what Python makes of a byte that is not UTF-8
+    in an environment variable, say a Latin-1 file; such a string cannot be encoded at all).
+    """
+    for ch in value:
+        code = ord(ch)
+        if code < 32 or 127 <= code <= 159:
+            return f"contains the control character U+{code:04X}"
+        if 0xD800 <= code <= 0xDFFF:
+            # Half of a UTF-16 pair on its own: no encoding can store it. Python makes one of
+            # each byte that is not UTF-8 in an environment variable (a Latin-1 env file).
+            return f"contains U+{code:04X}, which is not text (a byte that is not UTF-8, from a Latin-1 file say)"
+    return None
+
+
+def check_tag(key: str, value: object) -> str:
+    """Return `value` if it may be the tag `key` (`sensor`, `location`), else raise
+    RejectedMessage("bad_tag"). Publisher settings and the bridge both call this."""
     if not isinstance(value, str) or not 1 <= len(value) <= TAG_MAX_CHARS:
         raise RejectedMessage("bad_tag", f"{key} must be a string of 1 to {TAG_MAX_CHARS} characters")
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
-        raise RejectedMessage("bad_tag", f"{key} contains a control character")
+    problem = text_problem(value)
+    if problem is not None:
+        raise RejectedMessage("bad_tag", f"{key} {problem}")
     if "\\" in value:  # InfluxDB 1.x line protocol cannot store a backslash in a tag exactly
         raise RejectedMessage("bad_tag", f"{key} contains a backslash")
     return value
+
+
+def _tag(body: dict[str, object], key: str) -> str | None:
+    if key not in body:
+        return None
+    return check_tag(key, body[key])
 
 
 def _metric(name: str, value: object) -> float:
@@ -179,6 +208,32 @@ def _reject_constant(token: str) -> float:
 _DECODER = json.JSONDecoder(parse_constant=_reject_constant)
 
 
+def decode_object(payload: bytes, reason: str | None = None) -> dict[str, object]:
+    """A JSON object from UTF-8 bytes, strictly: no NaN or Infinity, no number of more
+    digits than Python converts (4,300), no nesting deeper than the parser's stack.
+
+    Raises RejectedMessage with `reason`, or with not_utf8 / not_json / not_object when
+    `reason` is None (readings have a reason for each).
+    """
+    try:
+        text = payload.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise RejectedMessage(reason or "not_utf8", f"not UTF-8: {exc}") from None
+    try:
+        body = _DECODER.decode(text)
+    except RejectedMessage as exc:
+        raise RejectedMessage(reason or exc.reason, exc.detail) from None
+    except RecursionError:
+        raise RejectedMessage(reason or "not_json", "not JSON: nested too deeply") from None
+    except json.JSONDecodeError as exc:
+        raise RejectedMessage(reason or "not_json", f"not JSON: {exc}") from None
+    except ValueError as exc:  # int() refuses more than 4,300 digits (sys.int_info)
+        raise RejectedMessage(reason or "not_json", f"not JSON we can read: {str(exc)[:120]}") from None
+    if not isinstance(body, dict):
+        raise RejectedMessage(reason or "not_object", f"the payload is a JSON {type(body).__name__}, not an object")
+    return body
+
+
 def parse_reading(device: str, payload: bytes, received_us: int) -> Reading:
     """Validate a payload per the contract and return the Reading, or raise RejectedMessage.
 
@@ -187,34 +242,29 @@ def parse_reading(device: str, payload: bytes, received_us: int) -> Reading:
     """
     if len(payload) > MAX_PAYLOAD_BYTES:
         raise RejectedMessage("too_large", f"{len(payload)} bytes, at most {MAX_PAYLOAD_BYTES}")
+    body = decode_object(payload)
+    raw_seq = body.get("seq")
+    if "seq" in body and (isinstance(raw_seq, bool) or not isinstance(raw_seq, int) or not 0 <= raw_seq < 2**63):
+        raise RejectedMessage("bad_seq", "seq must be a non-negative integer below 2**63")
+    seq = raw_seq if isinstance(raw_seq, int) else None
     try:
-        text = payload.decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise RejectedMessage("not_utf8", str(exc)) from None
-    try:
-        body = _DECODER.decode(text)
-    except RecursionError:
-        raise RejectedMessage("not_json", "nested too deeply") from None
-    except json.JSONDecodeError as exc:
-        raise RejectedMessage("not_json", str(exc)) from None
-    if not isinstance(body, dict):
-        raise RejectedMessage("not_object", f"the payload is a JSON {type(body).__name__}, not an object")
-    ts_us = parse_ts(body["ts"]) if "ts" in body else received_us
-    if ts_us > received_us + MAX_FUTURE_US:
-        raise RejectedMessage("ts_in_future", f"ts is {(ts_us - received_us) / 1e6:.0f} s ahead of the bridge's clock")
-    seq = body.get("seq")
-    if "seq" in body and (isinstance(seq, bool) or not isinstance(seq, int) or seq < 0 or seq >= 2**63):
-        raise RejectedMessage("bad_seq", "seq must be a non-negative integer")
-    metrics = {name: _metric(name, value) for name, value in body.items() if name not in RESERVED_KEYS}
-    if not metrics:
-        raise RejectedMessage("no_metrics", "a reading needs at least one metric")
-    if len(metrics) > MAX_METRICS:
-        raise RejectedMessage("too_many_metrics", f"{len(metrics)} metrics, at most {MAX_METRICS}")
-    return Reading(
-        device=device,
-        ts_us=ts_us,
-        metrics=metrics,
-        seq=seq,
-        sensor=_tag(body, "sensor"),
-        location=_tag(body, "location"),
-    )
+        ts_us = parse_ts(body["ts"]) if "ts" in body else received_us
+        if ts_us > received_us + MAX_FUTURE_US:
+            ahead_s = (ts_us - received_us) / 1e6
+            raise RejectedMessage("ts_in_future", f"ts is {ahead_s:.0f} s ahead of the bridge's clock")
+        metrics = {name: _metric(name, value) for name, value in body.items() if name not in RESERVED_KEYS}
+        if not metrics:
+            raise RejectedMessage("no_metrics", "a reading needs at least one metric")
+        if len(metrics) > MAX_METRICS:
+            raise RejectedMessage("too_many_metrics", f"{len(metrics)} metrics, at most {MAX_METRICS}")
+        return Reading(
+            device=device,
+            ts_us=ts_us,
+            metrics=metrics,
+            seq=seq,
+            sensor=_tag(body, "sensor"),
+            location=_tag(body, "location"),
+        )
+    except RejectedMessage as exc:
+        exc.seq = seq
+        raise

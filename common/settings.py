@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -49,7 +50,8 @@ def load(
     prog: str, description: str, options: Sequence[Option], argv: Sequence[str], environ: Mapping[str, str]
 ) -> dict[str, Any]:
     """Parse `options` from flags, then environment, then defaults; raise SettingsError."""
-    parser = _OneLineParser(prog=prog, description=description)
+    # No abbreviations: `--web-pass` must not quietly become --web-password.
+    parser = _OneLineParser(prog=prog, description=description, allow_abbrev=False)
     for option in options:
         shown = "(empty)" if option.default == "" else option.default
         parser.add_argument(
@@ -59,7 +61,12 @@ def load(
             # argparse %-formats help texts: a literal % (humidity) must be doubled.
             help=f"{option.help} [{option.env}, default {shown}]".replace("%", "%%"),
         )
-    namespace = parser.parse_args(list(argv))
+    namespace, unknown = parser.parse_known_args(list(argv))
+    if unknown:
+        # Never echo what follows: a mistyped `--web-pasword s3cret` must not print the secret.
+        flags = sorted({arg.split("=", 1)[0] for arg in unknown if arg.startswith("-")})
+        what = f"unknown flag {', '.join(flags)}" if flags else f"{len(unknown)} value(s) without a flag"
+        raise SettingsError(f"{what} (see --help; values are not shown)")
     values: dict[str, Any] = {}
     for option in options:
         raw = getattr(namespace, option.key)
@@ -68,7 +75,8 @@ def load(
         try:
             values[option.key] = option.parse(raw)
         except ValueError as exc:
-            shown = "***" if option.secret else repr(raw)
+            # A URL's user:password part is masked in any setting, secret or not.
+            shown = "***" if option.secret else repr(re.sub(r"//[^/@]*@", "//***@", raw))
             raise SettingsError(f"{option.env} ({option.flag}) = {shown}: {exc}") from None
     return values
 
@@ -216,6 +224,11 @@ def parse_http_url(raw: str) -> str:
     parts = urlsplit(raw)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("must be http://host[:port] or https://host[:port]")
+    if parts.username is not None or parts.password is not None:
+        # Refused rather than half-used: the URL is shown in logs and on /healthz.
+        raise ValueError("must not hold credentials: give them in SENSORPIPE_INFLUX_TOKEN (user:password for 1.x)")
+    if parts.query or parts.fragment:
+        raise ValueError("must be http(s)://host[:port][/path] with nothing after the path")
     try:
         parts.port  # noqa: B018  # raises on a bad port
     except ValueError:

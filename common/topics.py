@@ -40,6 +40,11 @@ class Topics:
     def health(self, device: str) -> str:
         return f"{self.prefix}/{device}/health"
 
+    def rejections(self, device: str) -> str:
+        """Where the bridge tells a device that it refused one of its messages (retained;
+        `_` cannot start a device id, so this never collides with a device's own topics)."""
+        return f"{self.prefix}/_rejections/{device}"
+
     def filter(self, kind: Kind) -> str:
         """The subscription filter for one kind of message from every device."""
         return f"{self.prefix}/+/{kind}"

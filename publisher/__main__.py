@@ -14,6 +14,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 
+from common.health import encode_health
 from common.settings import SettingsError, exit_bad_setting
 from common.topics import Topics
 from publisher.discovery import discovery_messages
@@ -48,7 +49,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     topics = Topics(settings.topic_prefix)
-    link = ReadingLink(settings.mqtt_url, topics, settings.device, outbox)
+    # What this run delivers starts with the oldest reading still waiting in the outbox.
+    waiting = outbox.after(-1, 1)
+    first_seq = waiting[0].seq if waiting else outbox.next_seq
+    link = ReadingLink(
+        settings.mqtt_url,
+        topics,
+        settings.device,
+        outbox,
+        on_refusal=lambda refusal: sampler.bridge_refused(refusal, first_seq),
+    )
     sampler = Sampler(
         SamplerConfig(settings.device, settings.sensor, settings.interval, settings.location, settings.count),
         sensor,
@@ -78,13 +88,23 @@ def main(argv: Sequence[str] | None = None) -> int:
                 pass
         if not link.wait_drained(DRAIN_ON_STOP_S):
             log.warning("%d readings not yet acknowledged wait in the outbox for the next start", outbox.depth)
-        link.publish_retained(topics.health(settings.device), sampler.health())
-        log.info("stored %d readings this run", sampler.stats.stored)
+        link.publish_retained(topics.health(settings.device), encode_health(sampler.health()))
+        stats = sampler.stats
+        log.info("took %d readings this run; %d wait in the outbox", stats.stored, outbox.depth)
+        if stats.refused_count and stats.refused:
+            # The broker acknowledged them, but they are not stored: never report them as delivered.
+            log.error(
+                "the bridge refused %d of this run's readings (the latest: %s: %s); they are not stored",
+                stats.refused_count,
+                stats.refused.reason,
+                stats.refused.detail,
+            )
     finally:
         link.stop()
         sensor.close()
         outbox.close()
-    return 0
+    # A run with --count wants a verdict: 1 when the bridge refused any of its readings.
+    return 1 if settings.count and sampler.stats.refused_count else 0
 
 
 def _announcer(settings: PublisherSettings, topics: Topics, link: ReadingLink, sampler: Sampler) -> Callable[[], None]:
@@ -103,7 +123,7 @@ def _announcer(settings: PublisherSettings, topics: Topics, link: ReadingLink, s
             ):
                 link.publish_retained(topic, config)
         if not announced or time.monotonic() - last_health >= settings.health_interval:
-            link.publish_retained(topics.health(settings.device), sampler.health())
+            link.publish_retained(topics.health(settings.device), encode_health(sampler.health()))
             last_health = time.monotonic()
         announced = True
 

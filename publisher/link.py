@@ -16,11 +16,14 @@ import logging
 import threading
 import time
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import paho.mqtt.client as mqtt
 
+from common.health import Refusal, parse_refusal
 from common.mqtt import make_client
+from common.reading import RejectedMessage, decode_object
 from common.settings import MqttUrl
 from common.topics import STATUS_OFFLINE, STATUS_ONLINE, Topics
 from publisher.outbox import Outbox
@@ -35,16 +38,27 @@ WINDOW = 1000
 class ReadingLink:
     """Delivers one device's outbox, status and health; reconnects by itself with backoff."""
 
-    def __init__(self, url: MqttUrl, topics: Topics, device: str, outbox: Outbox) -> None:
+    def __init__(
+        self,
+        url: MqttUrl,
+        topics: Topics,
+        device: str,
+        outbox: Outbox,
+        on_refusal: Callable[[Refusal], None] = lambda refusal: None,
+    ) -> None:
+        """`on_refusal` hears the bridge's refusals of this device's messages, from the
+        retained `<prefix>/_rejections/<device>` (called in paho's thread)."""
         self._topics = topics
         self._device = device
         self._outbox = outbox
         self._url = url
+        self._on_refusal = on_refusal
         self._client = make_client(url, client_id=f"sensorpipe-pub-{device}", persistent=False)
         self._client.will_set(topics.status(device), STATUS_OFFLINE, qos=1, retain=True)
         self._client.on_connect = self._on_connect
         self._client.on_disconnect = self._on_disconnect
         self._client.on_publish = self._on_publish
+        self._client.on_message = self._on_message
         # Filled by paho's thread, emptied by the sender thread: a deque needs no lock, and a
         # lock shared with paho's callbacks can deadlock (it holds its own while calling them).
         self._acked_mids: deque[int] = deque()
@@ -63,14 +77,14 @@ class ReadingLink:
         """A reading was added to the outbox: send it now rather than at the next poll."""
         self._wake.set()
 
-    def publish_retained(self, topic: str, payload: dict[str, Any] | str) -> None:
+    def publish_retained(self, topic: str, payload: dict[str, Any] | str | bytes) -> None:
         """Publish a retained QoS 1 message (health, discovery) if connected; skip it otherwise.
 
         These say how things are now: one sent during an outage would be stale on arrival.
         """
         if not self.connected:
             return
-        body = payload if isinstance(payload, str) else json.dumps(payload, separators=(",", ":"))
+        body = payload if isinstance(payload, (str, bytes)) else json.dumps(payload, separators=(",", ":"))
         self._client.publish(topic, body, qos=1, retain=True)
 
     def wait_drained(self, timeout: float) -> bool:
@@ -135,6 +149,7 @@ class ReadingLink:
             return
         log.info("connected to %s as device %s; %d readings in the outbox", self._url, self._device, self._outbox.depth)
         client.publish(self._topics.status(self._device), STATUS_ONLINE, qos=1, retain=True)
+        client.subscribe(self._topics.rejections(self._device), qos=1)
         self.connected = True
         self._wake.set()
 
@@ -146,3 +161,16 @@ class ReadingLink:
     def _on_publish(self, client: mqtt.Client, userdata: Any, mid: int, reason: Any, props: Any) -> None:
         self._acked_mids.append(mid)
         self._wake.set()
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        if not message.payload:
+            return  # the bridge cleared its refusal: readings are stored again
+        try:
+            refusal = parse_refusal(decode_object(bytes(message.payload), "bad_refusal"), "bad_refusal")
+        except RejectedMessage as exc:
+            log.warning("could not read the bridge's message on %s: %s", message.topic, exc.detail)
+            return
+        try:
+            self._on_refusal(refusal)
+        except Exception:  # paho's thread must survive whatever the handler does
+            log.exception("handling the bridge's refusal failed")

@@ -14,8 +14,8 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 
+from common.health import Health, Refusal, clean_text
 from common.reading import Reading
 from common.version import RELEASE_DATE, VERSION
 from publisher.outbox import Outbox
@@ -48,10 +48,12 @@ class SamplerStats:
     unchanged_reads: int = 0
     clock_ok: bool = True
     stored: int = 0
+    refused: Refusal | None = None  # the bridge's latest refusal of one of this run's readings
+    refused_count: int = 0  # refusals of this run's readings the bridge reported
 
     def failed(self, error: str) -> None:
         self.reads_failed += 1
-        self.last_error = error
+        self.last_error = clean_text(error)
         self.last_error_at = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
@@ -98,24 +100,41 @@ class Sampler:
             every_slot()
             stop.wait(max(0.0, next_at - time.monotonic()))
 
-    def health(self) -> dict[str, Any]:
+    def health(self) -> Health:
         """The retained health message (contract: `<prefix>/<device>/health`)."""
         stats = self.stats
-        return {
-            "reads_ok": stats.reads_ok,
-            "reads_failed": stats.reads_failed,
-            "last_error": stats.last_error,
-            "last_error_at": stats.last_error_at,
-            "rejected": dict(stats.rejected),
-            "unchanged_reads": stats.unchanged_reads,
-            "outbox_depth": self._outbox.depth,
-            "outbox_dropped": self._outbox.dropped,
-            "clock_ok": stats.clock_ok,
-            "uptime_s": round(time.monotonic() - stats.started),
-            "interval_s": self.config.interval,
-            "sensor": self.config.sensor_name,
-            "version": VERSION,
-        }
+        return Health(
+            reads_ok=stats.reads_ok,
+            reads_failed=stats.reads_failed,
+            last_error=stats.last_error,
+            last_error_at=stats.last_error_at,
+            rejected=dict(stats.rejected),
+            unchanged_reads=stats.unchanged_reads,
+            outbox_depth=self._outbox.depth,
+            outbox_dropped=self._outbox.dropped,
+            clock_ok=stats.clock_ok,
+            uptime_s=round(time.monotonic() - stats.started),
+            interval_s=self.config.interval,
+            sensor=self.config.sensor_name,
+            version=VERSION,
+            refused=stats.refused,
+            refused_count=stats.refused_count,
+        )
+
+    def bridge_refused(self, refusal: Refusal, first_seq: int) -> None:
+        """The bridge says it refused a message of this device (paho's thread calls this).
+
+        Counted when it is one of this run's readings (`seq` from `first_seq` on); an older
+        one, still retained from an earlier run, is only logged.
+        """
+        which = f"reading seq {refusal.seq}" if refusal.seq is not None else "a message"
+        if refusal.seq is None or refusal.seq < first_seq:
+            log.warning("the bridge had refused %s of an earlier run: %s: %s", which, refusal.reason, refusal.detail)
+            return
+        self.stats.refused = refusal
+        self.stats.refused_count += 1
+        hint = " (is this device's clock ahead? check NTP)" if refusal.reason == "ts_in_future" else ""
+        log.error("the bridge refused %s: %s: %s%s", which, refusal.reason, refusal.detail, hint)
 
     def _clock_is_set(self) -> bool:
         ok = clock_plausible(self._clock())

@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from common.reading import TAG_MAX_CHARS
+from common.reading import RejectedMessage, check_tag
 from common.settings import (
     BROKER_OPTIONS,
     MqttUrl,
@@ -50,11 +50,13 @@ def _pin(raw: str) -> str:
 
 
 def _optional_tag(raw: str) -> str | None:
+    """A tag the bridge will accept (the bridge's own check), or None for empty."""
     if raw == "":
         return None
-    if len(raw) > TAG_MAX_CHARS or any(ord(ch) < 32 for ch in raw):
-        raise ValueError(f"must be at most {TAG_MAX_CHARS} printable characters")
-    return raw
+    try:
+        return check_tag("the location", raw)
+    except RejectedMessage as exc:
+        raise ValueError(f"the bridge would refuse every reading: {exc.detail}") from None
 
 
 def _seed(raw: str) -> int | None:

@@ -129,11 +129,11 @@ def test_the_loop_retries_failed_reads_counts_them_and_publishes_only_good_plaus
     retries = [w for w in waits if w < 30]  # the rest are the waits for the next 60 s slot
     assert retries == [2.0, 4.0]  # backoff between the two failed reads and the good one
     health = sampler.health()
-    assert (health["reads_ok"], health["reads_failed"], health["last_error"]) == (4, 2, NOT_FOUND)
-    assert health["rejected"] == {"out_of_range": 1}
+    assert (health.reads_ok, health.reads_failed, health.last_error) == (4, 2, NOT_FOUND)
+    assert health.rejected == {"out_of_range": 1}
     stored = [e.payload for e in outbox.after(-1, 10)]
     assert len(stored) == 3 and b"85.0" not in b"".join(stored)
-    assert health["outbox_depth"] == 3
+    assert health.outbox_depth == 3
     assert device.measurements == 6
 
 

@@ -107,12 +107,31 @@ def test_encode_then_parse_is_identity() -> None:
         ({"location": "x" * 65, "t": 1}, "bad_tag"),
         ({"location": "a\nb", "t": 1}, "bad_tag"),
         ({"location": "C:\\lab", "t": 1}, "bad_tag"),
+        ({"location": "cold\x85room", "t": 1}, "bad_tag"),  # C1 control (NEL)
+        ({"location": "\x9b2J", "t": 1}, "bad_tag"),  # C1 control (CSI: a terminal command)
+        ({"location": "K\udcfcche", "t": 1}, "bad_tag"),  # a Latin-1 byte as Python reads it
+        (b'{"sensor": "\\ud800", "t": 1}', "bad_tag"),  # a lone surrogate, escaped in JSON
+        (b'{"t": ' + b"9" * 5000 + b"}", "not_json"),  # more digits than Python converts
+        (b'{"seq": ' + b"9" * 5000 + b', "t": 1}', "not_json"),
+        (b'{"ts": ' + b"9" * 5000 + b', "t": 1}', "not_json"),
+        (b"[" * 10_000, "not_json"),  # deeper than the parser's stack
+        (b'{"t": ' + b"[" * 5000 + b"]" * 5000 + b"}", "not_json"),
+        ({"seq": 2**63, "t": 1}, "bad_seq"),
     ],
 )
 def test_rejections(payload: bytes | dict[str, object], reason: str) -> None:
     with pytest.raises(RejectedMessage) as caught:
         parse(payload)
     assert caught.value.reason == reason
+
+
+def test_a_rejection_names_the_readings_seq_when_it_has_one() -> None:
+    with pytest.raises(RejectedMessage) as caught:
+        parse({"seq": 17, "ts": NOW_US / 1e6 + 600, "t": 1})
+    assert (caught.value.reason, caught.value.seq) == ("ts_in_future", 17)
+    with pytest.raises(RejectedMessage) as caught:
+        parse({"seq": -1, "t": 1})
+    assert caught.value.seq is None
 
 
 def test_ts_up_to_five_minutes_ahead_is_accepted() -> None:

@@ -72,7 +72,14 @@ def test_help_lists_every_setting_with_its_variable_and_flag(program: str) -> No
         ("publisher", [], {"SENSORPIPE_MQTT_URL": "mqtt://"}, "SENSORPIPE_MQTT_URL"),
         ("publisher", ["--topic-prefix", "sensors/#"], {}, "SENSORPIPE_TOPIC_PREFIX"),
         ("publisher", ["--count", "-1"], {}, "SENSORPIPE_COUNT"),
-        ("publisher", ["--colour", "red"], {}, "unrecognized arguments"),
+        ("publisher", ["--colour", "red"], {}, "unknown flag --colour"),
+        # Locations the bridge would refuse in every reading: refused here, at start.
+        ("publisher", ["--location", "C:\\lab"], {}, "SENSORPIPE_LOCATION"),
+        ("publisher", ["--location", "freezer\x7f"], {}, "SENSORPIPE_LOCATION"),
+        ("publisher", ["--location", "cold\x85room"], {}, "SENSORPIPE_LOCATION"),
+        ("publisher", ["--location", "x" * 65], {}, "SENSORPIPE_LOCATION"),
+        # A Latin-1 byte in an env file: Python sees U+DCFC, which no encoding can store.
+        ("publisher", [], {"SENSORPIPE_LOCATION": "K\udcfcche"}, "SENSORPIPE_LOCATION"),
         ("publisher", ["--outbox", "/dev/null/outbox.sqlite"], {}, "SENSORPIPE_OUTBOX"),
         ("publisher", ["--sim-fail-rate", "1.5"], {}, "SENSORPIPE_SIM_FAIL_RATE"),
         ("publisher", ["--max-jump-temperature", "-1"], {}, "SENSORPIPE_MAX_JUMP_TEMPERATURE"),
@@ -87,6 +94,10 @@ def test_help_lists_every_setting_with_its_variable_and_flag(program: str) -> No
         ("bridge", ["--topic-prefix", ""], {}, "SENSORPIPE_TOPIC_PREFIX"),
         ("bridge", ["--batch-linger-ms", "-1"], {}, "SENSORPIPE_BATCH_LINGER_MS"),
         ("bridge", ["--batch-linger-ms", "soon"], {}, "SENSORPIPE_BATCH_LINGER_MS"),
+        ("bridge", ["--influx-url", "http://admin:pw@127.0.0.1:8086"], {}, "SENSORPIPE_INFLUX_TOKEN"),
+        ("bridge", ["--influx-url", "http://127.0.0.1:8086/?db=x"], {}, "SENSORPIPE_INFLUX_URL"),
+        ("bridge", ["--stall-after-s", "0"], {}, "SENSORPIPE_STALL_AFTER_S"),
+        ("bridge", ["--max-devices", "0"], {}, "SENSORPIPE_MAX_DEVICES"),
     ],
 )
 def test_a_bad_setting_stops_with_one_line_naming_it(
@@ -105,3 +116,19 @@ def test_a_password_in_a_bad_setting_is_not_shown() -> None:
     assert result.returncode == 2
     assert "s3cret" not in result.stderr
     assert "SENSORPIPE_MQTT_URL" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--web-pasword", "s3cret"],  # a mistyped flag: its value is not shown
+        ["--web-pasword=s3cret"],
+        ["s3cret"],  # a value without its flag
+        ["--influx-url", "http://admin:s3cret@127.0.0.1:8086"],  # credentials where none belong
+    ],
+)
+def test_a_mistyped_setting_never_echoes_its_value(args: list[str]) -> None:
+    result = run("bridge", *args)
+    assert result.returncode == 2
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "s3cret" not in result.stderr

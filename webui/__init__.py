@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import Flask
+from flask.json.provider import DefaultJSONProvider
 from flask_socketio import SocketIO
 from werkzeug.middleware.proxy_fix import ProxyFix
 
@@ -13,6 +16,18 @@ from webui.live import LiveBroadcaster
 from webui.pages import AssetsMissing, check_vendor_files, pages
 
 __all__ = ["AssetsMissing", "WebAccess", "WebContext", "create_app", "make_socketio"]
+
+
+class StrictJSONProvider(DefaultJSONProvider):
+    """JSON as the standard says: a NaN or Infinity that got this far is a bug, and it fails
+    loudly here (a 500 and a traceback in the log) instead of reaching a client as text that
+    no JSON parser reads."""
+
+    sort_keys = False  # keep our field order
+
+    def dumps(self, obj: Any, **kwargs: Any) -> str:
+        kwargs.setdefault("allow_nan", False)
+        return super().dumps(obj, **kwargs)
 
 
 def create_app(
@@ -32,8 +47,8 @@ def create_app(
     """
     check_vendor_files()
     app = Flask(__name__)
+    app.json = StrictJSONProvider(app)
     app.extensions["sensorpipe"] = context
-    app.json.sort_keys = False  # type: ignore[attr-defined]  # keep our field order
     install(app, web_access, secure_cookie)
     app.register_blueprint(pages)
     app.register_blueprint(api)

@@ -8,15 +8,21 @@ may send `Authorization: Bearer <password>` instead. `/healthz` stays open for h
 
 Requests that carry an `Origin` header from another site are refused (403) whatever the
 password: no other site's page can drive the API or log a browser in or out.
+
+Signing out ends the session on the server too: each sign-in gets a random session id, and
+signing out puts it on a list of ended sessions (in memory, or in Redis with several bridges)
+that every request is checked against, so a copy of the cookie is worth nothing afterwards.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import secrets
 import threading
 import time
-from collections import defaultdict, deque
+from collections import OrderedDict, deque
+from typing import Protocol
 from urllib.parse import urlsplit
 
 from flask import (
@@ -37,15 +43,50 @@ access = Blueprint("access", __name__)
 OPEN_ENDPOINTS = {"access.login", "access.login_post", "api.healthz", "static"}
 FAILURES_ALLOWED = 10  # wrong passwords per client address ...
 FAILURE_WINDOW_S = 600.0  # ... within this long, then 429 until the oldest ages out
+FAILURE_CLIENTS = 10_000  # addresses remembered by the throttle; the least recent go first
+SESSION_LIFETIME_S = 31 * 86400  # Flask's default permanent session lifetime
+ENDED_SESSIONS = 100_000  # ended sessions remembered in memory (until their cookie expires anyway)
+
+
+class EndedSessions(Protocol):
+    """The ids of sessions that were signed out, until their cookies would expire anyway."""
+
+    def end(self, sid: str) -> None: ...
+
+    def ended(self, sid: str) -> bool: ...
+
+
+class MemoryEndedSessions:
+    """EndedSessions in this process's memory: a bridge restart forgets them (then a copied
+    cookie of a signed-out session is valid again until it expires); several bridges share
+    them through Redis instead (bridge/shared.py)."""
+
+    def __init__(self) -> None:
+        self._ended: OrderedDict[str, float] = OrderedDict()  # sid -> monotonic time ended
+        self._lock = threading.Lock()
+
+    def end(self, sid: str) -> None:
+        with self._lock:
+            self._ended[sid] = time.monotonic()
+            while self._ended and (
+                len(self._ended) > ENDED_SESSIONS
+                or time.monotonic() - next(iter(self._ended.values())) > SESSION_LIFETIME_S
+            ):
+                self._ended.popitem(last=False)
+
+    def ended(self, sid: str) -> bool:
+        with self._lock:
+            return sid in self._ended
 
 
 class WebAccess:
-    """The password (if any) and the login throttle; one per app."""
+    """The password (if any), the login throttle and the ended sessions; one per app."""
 
-    def __init__(self, password: str | None, secret: str = "") -> None:
+    def __init__(self, password: str | None, secret: str = "", ended: EndedSessions | None = None) -> None:
         self.password = password or None
         self._secret = secret
-        self._failures: dict[str, deque[float]] = defaultdict(deque)
+        self._ended = ended or MemoryEndedSessions()
+        self._failures: OrderedDict[str, deque[float]] = OrderedDict()
         self._lock = threading.Lock()
 
     @property
@@ -64,33 +105,52 @@ class WebAccess:
 
     def throttled(self, client: str) -> bool:
         with self._lock:
-            failures = self._failures[client]
+            failures = self._failures.get(client)
+            if failures is None:
+                return False
             while failures and time.monotonic() - failures[0] > FAILURE_WINDOW_S:
                 failures.popleft()
+            if not failures:
+                del self._failures[client]
             return len(failures) >= FAILURES_ALLOWED
 
     def failed(self, client: str) -> None:
         with self._lock:
-            self._failures[client].append(time.monotonic())
+            self._failures.setdefault(client, deque(maxlen=FAILURES_ALLOWED)).append(time.monotonic())
+            self._failures.move_to_end(client)
+            while len(self._failures) > FAILURE_CLIENTS:
+                self._failures.popitem(last=False)
+
+    def sign_in(self) -> None:
+        """Start a session for the current browser (after the right password)."""
+        session.clear()
+        session["signed_in"] = True
+        session["sid"] = secrets.token_urlsafe(18)
+        session.permanent = True  # 31 days (Flask's default lifetime)
+
+    def sign_out(self) -> None:
+        """End the current browser's session, also for any copy of its cookie."""
+        sid = session.get("sid")
+        if isinstance(sid, str):
+            self._ended.end(sid)
+        session.clear()
 
     def authorized(self) -> bool:
         """May the current request (page, API call or Socket.IO handshake) go ahead?"""
         if not self.enabled:
             return True
-        if session.get("signed_in") is True:
+        sid = session.get("sid")
+        if session.get("signed_in") is True and isinstance(sid, str) and not self._ended.ended(sid):
             return True
         header = request.headers.get("Authorization", "")
         return header.startswith("Bearer ") and self.correct(header.removeprefix("Bearer "))
 
 
 def same_origin(origin: str) -> bool:
-    """Is `origin` this site, as the browser sees it (also behind a proxy that says so)?"""
-    own = {f"{request.scheme}://{request.host}"}
-    forwarded_proto = request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip()
-    forwarded_host = request.headers.get("X-Forwarded-Host", "").split(",")[0].strip()
-    if forwarded_proto or forwarded_host:
-        own.add(f"{forwarded_proto or request.scheme}://{forwarded_host or request.host}")
-    return origin in own
+    """Is `origin` this site, as the browser sees it? Behind SENSORPIPE_WEB_PROXIES proxies,
+    ProxyFix has already put their X-Forwarded-Proto and -Host into the request; without
+    proxies those headers are anyone's and not believed."""
+    return origin == f"{request.scheme}://{request.host}"
 
 
 def _access() -> WebAccess:
@@ -152,13 +212,11 @@ def login_post() -> ResponseReturnValue:
     if not web_access.correct(request.form.get("password", "")):
         web_access.failed(client)
         return render_template("login.html", next=next_path, error="Wrong password."), 401
-    session.clear()
-    session["signed_in"] = True
-    session.permanent = True  # 31 days (Flask's default lifetime)
+    web_access.sign_in()
     return redirect(next_path)
 
 
 @access.post("/logout")
 def logout() -> ResponseReturnValue:
-    session.clear()
+    _access().sign_out()
     return redirect(url_for("access.login") if _access().enabled else "/")

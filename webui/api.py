@@ -2,25 +2,32 @@
 
 from __future__ import annotations
 
-import math
+import logging
 import re
 from collections.abc import Mapping
 from dataclasses import asdict
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from bridge.influx import InfluxError
-from common.reading import METRIC_NAME, now_us
+from bridge.influx import InfluxRejected, InfluxUnavailable
+from common.reading import FORBIDDEN_METRICS, METRIC_NAME, now_us
 from common.topics import DEVICE_ID
 from webui.context import WebContext
 
+log = logging.getLogger(__name__)
+
 api = Blueprint("api", __name__)
 
+# ASCII digits only ([0-9], not \d or str.isdigit(), which take "²" and other scripts' digits).
 RANGE = re.compile(r"([1-9][0-9]{0,5})([smhdw])")
+WHOLE = re.compile(r"[0-9]{1,6}")
+EPOCH_MS = re.compile(r"[0-9]{1,16}(\.[0-9]{1,6})?")
 UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 MAX_RANGE_S = 366 * 86400
 MAX_POINTS = 5000
 DEFAULT_POINTS = 1000
+MAX_TIME_MS = 9_223_372_036_854  # InfluxDB's last nanosecond, 2262-04-11, in ms
+MAX_SPARKLINE_DEVICES = 100
 
 
 def _context() -> WebContext:
@@ -44,32 +51,64 @@ def history() -> Response | tuple[Response, int]:
     most `points` points."""
     device = request.args.get("device", "")
     metric = request.args.get("metric", "")
-    points_raw = request.args.get("points", str(DEFAULT_POINTS))
     if not DEVICE_ID.fullmatch(device):
         return _bad_request("device: give a device id, e.g. device=pi-kitchen")
-    if not METRIC_NAME.fullmatch(metric):
+    if not METRIC_NAME.fullmatch(metric) or metric in FORBIDDEN_METRICS:
         return _bad_request("metric: give a metric name, e.g. metric=temperature")
-    if not points_raw.isdigit() or not 1 <= int(points_raw) <= MAX_POINTS:
-        return _bad_request(f"points: a whole number from 1 to {MAX_POINTS}")
+    points = _points(request.args)
     span = _span(request.args)
-    if isinstance(span, str):
-        return _bad_request(span)
+    if isinstance(points, str) or isinstance(span, str):
+        return _bad_request(points if isinstance(points, str) else str(span))
     try:
-        series = _context().history.series(device, metric, span[0], span[1], int(points_raw))
-    except InfluxError as exc:
+        series = _context().history.series(device, metric, span[0], span[1], points)
+    except InfluxUnavailable as exc:
         return jsonify(error=f"InfluxDB: {exc}"), 503
+    except InfluxRejected as exc:  # a query of ours InfluxDB cannot run: a bug, not the caller's
+        log.error("history query refused by InfluxDB: %s", exc)
+        return jsonify(error="InfluxDB could not answer this query (the bridge's log says why)"), 500
     return jsonify(asdict(series))
+
+
+@api.get("/api/sparklines")
+def sparklines() -> Response | tuple[Response, int]:
+    """Every metric of several devices (`device` repeated, at most 100) over `since` or
+    `from`..`to`, as about `points` means per metric: what the overview draws, in one request."""
+    devices = request.args.getlist("device")
+    if not devices or len(devices) > MAX_SPARKLINE_DEVICES or not all(DEVICE_ID.fullmatch(d) for d in devices):
+        return _bad_request(f"device: 1 to {MAX_SPARKLINE_DEVICES} device ids, e.g. device=a&device=b")
+    points = _points(request.args)
+    span = _span(request.args)
+    if isinstance(points, str) or isinstance(span, str):
+        return _bad_request(points if isinstance(points, str) else str(span))
+    try:
+        lines = _context().history.sparklines(sorted(set(devices)), span[0], span[1], points)
+    except InfluxUnavailable as exc:
+        return jsonify(error=f"InfluxDB: {exc}"), 503
+    except InfluxRejected as exc:
+        log.error("sparkline query refused by InfluxDB: %s", exc)
+        return jsonify(error="InfluxDB could not answer this query (the bridge's log says why)"), 500
+    return jsonify(asdict(lines))
+
+
+def _points(args: Mapping[str, str]) -> int | str:
+    """`points`, 1 to MAX_POINTS (default DEFAULT_POINTS); or what is wrong."""
+    raw = args.get("points", str(DEFAULT_POINTS))
+    if not WHOLE.fullmatch(raw) or not 1 <= int(raw) <= MAX_POINTS:
+        return f"points: a whole number from 1 to {MAX_POINTS}"
+    return int(raw)
 
 
 def _span(args: Mapping[str, str]) -> tuple[int, int] | str:
     """(start, end) in Unix µs from `since`, or from `from` and `to`; or what is wrong."""
     end_us = now_us()
     if "from" in args or "to" in args:
-        try:
-            start_ms, end_ms = float(args.get("from", "")), float(args.get("to", str(end_us / 1000)))
-        except ValueError:
+        raw_from, raw_to = args.get("from", ""), args.get("to", f"{end_us / 1000:.3f}")
+        if not (EPOCH_MS.fullmatch(raw_from) and EPOCH_MS.fullmatch(raw_to)):
             return "from, to: epoch milliseconds, e.g. from=1764000000000"
-        if not (math.isfinite(start_ms) and math.isfinite(end_ms)) or not 0 <= start_ms < end_ms:
+        start_ms, end_ms = float(raw_from), float(raw_to)
+        if end_ms > MAX_TIME_MS:
+            return "from, to: at most 9223372036854 (2262-04-11, the last time InfluxDB can store)"
+        if not start_ms < end_ms:
             return "from, to: from must be before to"
         if (end_ms - start_ms) / 1000 > MAX_RANGE_S:
             return "from, to: at most 366 days apart"

@@ -20,6 +20,7 @@ from flask import request
 # (Python's built-in one refuses too, with a generic message).
 from flask_socketio import ConnectionRefusedError, SocketIO, join_room, leave_room, rooms
 
+from common.health import Health
 from common.reading import Reading
 from common.topics import DEVICE_ID
 from webui.access import WebAccess
@@ -94,14 +95,16 @@ class LiveBroadcaster:
         for device, items in per_device.items():
             self._socketio.emit("readings", items, to=_room(device))
 
-    def status(self, device: str, online: bool) -> None:
-        """Send a device's status change to those who see it."""
+    def status(self, device: str, online: bool | None) -> None:
+        """Send a device's status change (None: cleared) to those who see it."""
         self._socketio.emit("status", {"device": device, "online": online}, to=[ALL, _room(device)])
 
-    def health(self, device: str, health: dict[str, Any]) -> None:
-        """Send a publisher's health report (as /api/devices has it) to those who see the device."""
+    def health(self, device: str, health: Health | None) -> None:
+        """Send a publisher's health report (as /api/devices has it; None: cleared) to those
+        who see the device."""
         if self._clients or self._shared:
-            self._socketio.emit("health", {"device": device, "health": health}, to=[ALL, _room(device)])
+            body = health.as_json() if health else None
+            self._socketio.emit("health", {"device": device, "health": body}, to=[ALL, _room(device)])
 
     def _on_connect(self, auth: Any = None) -> None:
         # The handshake is a request like any other: the same session cookie or bearer token.
