@@ -116,7 +116,8 @@ class DeviceRegistry:
         """How many devices are tracked."""
         return len(self._devices)
 
-    def snapshot(self) -> list[dict[str, Any]]:
-        """Every device as JSON-ready dicts, sorted by id."""
+    def snapshot(self, devices: list[str] | None = None) -> list[dict[str, Any]]:
+        """Every device (or those of `devices` that are known) as JSON-ready dicts, sorted by id."""
         with self._lock:
-            return [device_json(self._devices[d]) for d in sorted(self._devices)]
+            ids = sorted(self._devices if devices is None else set(devices) & self._devices.keys())
+            return [device_json(self._devices[d]) for d in ids]

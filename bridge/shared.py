@@ -135,8 +135,12 @@ class RedisDeviceRegistry(DeviceRegistry):
     def count(self) -> int:
         return int(self._redis.scard(self._set))
 
-    def snapshot(self) -> list[dict[str, Any]]:
-        devices = sorted(_text(device) for device in self._redis.smembers(self._set))
+    def snapshot(self, devices: list[str] | None = None) -> list[dict[str, Any]]:
+        if devices is None:
+            devices = sorted(_text(device) for device in self._redis.smembers(self._set))
+        else:
+            asked = sorted(set(devices))
+            devices = [d for d, known in zip(asked, self._redis.smismember(self._set, asked), strict=True) if known]
         with self._redis.pipeline(transaction=False) as pipe:
             for device in devices:
                 pipe.hgetall(self._prefix + device)

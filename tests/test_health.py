@@ -15,7 +15,8 @@ from common.reading import MAX_PAYLOAD_BYTES, RejectedMessage
 from publisher.outbox import Outbox
 from publisher.plausibility import Plausibility
 from publisher.sampling import Sampler, SamplerConfig
-from publisher.sensors import SENSORS, SimFaults, SimulatedSensor
+from publisher.sensors import SENSORS, SimFaults
+from publisher.sensors.simulated import SimulatedSensor
 
 REQUIRED = {"reads_ok": 1, "reads_failed": 0, "last_error": None, "outbox_depth": 0, "uptime_s": 5}
 

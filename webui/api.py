@@ -41,8 +41,10 @@ def _bad_request(message: str) -> tuple[Response, int]:
 
 @api.get("/api/devices")
 def devices() -> Response:
-    """Every known device: online, last_seen (epoch ms), metrics and latest values."""
-    return jsonify(_context().devices.snapshot())
+    """Every known device (or those given as `device`, repeated): online, last_seen (epoch
+    ms), metrics and latest values."""
+    wanted = request.args.getlist("device")
+    return jsonify(_context().devices.snapshot(wanted or None))
 
 
 @api.get("/api/history")

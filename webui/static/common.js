@@ -27,6 +27,12 @@ const sensorpipe = (() => {
     el.textContent = text;
   }
 
+  // A device's status badge: online, offline, or no status (none seen yet, or cleared).
+  function showOnline(el, online) {
+    if (online == null) setBadge(el, "unknown", "no status");
+    else setBadge(el, online ? "online" : "offline", online ? "online" : "offline");
+  }
+
   // One metric's points, sorted by time (seconds). `ys` is the value (the mean for bucketed
   // history); `lows`/`highs` the bucket's min and max (the value itself for raw points).
   class Series {
@@ -140,5 +146,5 @@ const sensorpipe = (() => {
     setInterval(refresh, 5000);
   }
 
-  return { unit, color, formatTime, toLogin, getJson, setBadge, Series, historyRows, redraw, pipelinePanel };
+  return { unit, color, formatTime, toLogin, getJson, setBadge, showOnline, Series, historyRows, redraw, pipelinePanel };
 })();

@@ -5,7 +5,7 @@
 "use strict";
 
 (() => {
-  const { unit, color, toLogin, getJson, setBadge, Series, historyRows, redraw } = sensorpipe;
+  const { unit, color, toLogin, getJson, setBadge, showOnline, Series, historyRows, redraw } = sensorpipe;
   const PRESETS = { "15m": 900, "1h": 3600, "6h": 21600, "24h": 86400, "7d": 604800 };
   const id = document.getElementById("device").dataset.device;
   const chartsEl = document.getElementById("charts");
@@ -69,10 +69,9 @@
 
   async function loadRange(fresh) {
     const mine = ++generation;
-    const info = (await getJson("/api/devices"))?.find((d) => d.device === id);
+    const info = (await getJson(`/api/devices?${new URLSearchParams({ device: id })}`))?.find((d) => d.device === id);
     if (mine !== generation) return;
-    if (info) setBadge(document.getElementById("online"), info.online ? "online" : info.online === false ? "offline" : "unknown",
-      info.online == null ? "no status" : info.online ? "online" : "offline");
+    if (info) showOnline(document.getElementById("online"), info.online);
     const metrics = info ? info.metrics : [];
     if (fresh) {
       charts = new Map();
@@ -175,7 +174,7 @@
     }
   });
   socket.on("status", (status) => {
-    if (status.device === id) setBadge(document.getElementById("online"), status.online ? "online" : "offline", status.online ? "online" : "offline");
+    if (status.device === id) showOnline(document.getElementById("online"), status.online);
   });
   new ResizeObserver(() => {
     for (const chart of charts.values()) chart.plot.setSize({ width: Math.max(280, chartsEl.clientWidth), height: 240 });

@@ -1,18 +1,53 @@
 // The overview: one card per device with its state, latest values, health and a sparkline of
-// the last hour per metric. History comes from /api/history, live readings over Socket.IO;
+// the last hour per metric. History comes from /api/sparklines, live readings over Socket.IO;
 // both merge by timestamp, on load and after every reconnect, so there is no hole and no double.
+//
+// Built for thousands of devices: cards are inserted in order without re-sorting, and a
+// card's sparklines are drawn only once it comes near the screen, fetched for up to
+// SPARK_BATCH devices in one request, one request at a time, and retried with backoff.
 "use strict";
 
 (() => {
-  const { unit, color, formatTime, toLogin, getJson, setBadge, Series, historyRows, redraw } = sensorpipe;
+  const { unit, color, formatTime, toLogin, getJson, setBadge, showOnline, Series, historyRows, redraw } = sensorpipe;
   const WINDOW_S = 3600;
   const HISTORY_POINTS = 360; // a sparkline is small: one point per 10 s is plenty
   const STALE_AFTER = 3; // usual intervals without a reading
-  const devices = new Map(); // id -> { card, charts: Map(metric -> chart), info }
+  const SPARK_BATCH = 50; // devices per /api/sparklines request
+  const RETRY_MAX_MS = 30000;
+  const devices = new Map(); // id -> { card, charts: Map(metric -> chart), info, history, buffered }
+  const order = []; // device ids, sorted: where a new card goes
   const listEl = document.getElementById("devices");
   const emptyEl = document.getElementById("empty");
   const connectionEl = document.getElementById("connection");
   const template = document.getElementById("device-card");
+  // history: "none" (not asked yet), "wanted" (near the screen, queued), "loading" (asked:
+  // live readings are buffered until the answer is merged), "loaded".
+  const wanted = new Set();
+  const visible = new Set();
+  let fetching = false;
+  let retryMs = 1000;
+
+  const nearScreen = new IntersectionObserver(
+    (entries) => {
+      for (const entry of entries) {
+        const id = entry.target.dataset.device;
+        if (entry.isIntersecting) {
+          visible.add(id);
+          const device = devices.get(id);
+          if (device && device.history === "none") want(device, id);
+        } else {
+          visible.delete(id);
+        }
+      }
+    },
+    { rootMargin: "400px 0px" },
+  );
+
+  function want(device, id) {
+    device.history = "wanted";
+    wanted.add(id);
+    fetchSparklines();
+  }
 
   function ensureDevice(id) {
     let device = devices.get(id);
@@ -22,12 +57,22 @@
     const link = card.querySelector(".name a");
     link.textContent = id;
     link.href = `/device/${encodeURIComponent(id)}`;
-    setBadge(card.querySelector(".online"), "unknown", "no status");
-    device = { card, charts: new Map(), info: {} };
+    showOnline(card.querySelector(".online"), null);
+    device = { card, charts: new Map(), info: {}, history: "none", buffered: [] };
     devices.set(id, device);
-    const after = [...devices.keys()].sort().find((other) => other > id);
-    listEl.insertBefore(card, after ? devices.get(after).card : null);
+    // Binary search for its place among the sorted ids, then one insertBefore.
+    let lo = 0;
+    let hi = order.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >> 1;
+      if (order[mid] < id) lo = mid + 1;
+      else hi = mid;
+    }
+    order.splice(lo, 0, id);
+    const next = lo + 1 < order.length ? devices.get(order[lo + 1]).card : null;
+    listEl.insertBefore(card, next);
     emptyEl.hidden = true;
+    nearScreen.observe(card);
     return device;
   }
 
@@ -68,10 +113,10 @@
       series,
       plot,
       draw() {
-        series.trim(Date.now() / 1000 - WINDOW_S);
-        const [xs, ys] = series.data();
+        this.series.trim(Date.now() / 1000 - WINDOW_S);
+        const [xs, ys] = this.series.data();
         plot.setData([xs, ys]);
-        el.dataset.points = String(series.xs.length);
+        el.dataset.points = String(this.series.xs.length);
       },
     };
     device.charts.set(metric, chart);
@@ -108,22 +153,20 @@
       const parts = [`${health.reads_failed ?? 0} failed reads`, `outbox ${health.outbox_depth ?? 0}`];
       if (health.outbox_dropped) parts.push(`${health.outbox_dropped} dropped`);
       if (health.clock_ok === false) parts.push("clock not set");
+      if (health.refused_count) parts.push(`${health.refused_count} refused by the bridge (${health.refused?.reason ?? "?"})`);
       healthEl.textContent = parts.join(" · ");
       healthEl.title = health.last_error ? `last error: ${health.last_error}` : "";
-      healthEl.dataset.state = health.reads_failed || health.outbox_dropped || health.clock_ok === false ? "warn" : "ok";
+      const warn = health.reads_failed || health.outbox_dropped || health.clock_ok === false || health.refused_count;
+      healthEl.dataset.state = warn ? "warn" : "ok";
     } else {
       healthEl.textContent = "";
+      healthEl.title = "";
+      delete healthEl.dataset.state;
     }
   }
 
-  function setOnline(device, online) {
-    const badge = device.card.querySelector(".online");
-    if (online == null) setBadge(badge, "unknown", "no status");
-    else setBadge(badge, online ? "online" : "offline", online ? "online" : "offline");
-  }
-
   // Stale: no reading for three of the device's usual intervals (from its health message,
-  // else from the spacing of its recent readings).
+  // else from the spacing of its recent readings). Writes to the page only what changed.
   function markStale(device) {
     const lastSeen = Number(device.card.dataset.lastSeen || 0);
     let interval = device.info.health && Number(device.info.health.interval_s);
@@ -133,41 +176,96 @@
     }
     const stale = Boolean(lastSeen && interval && Date.now() - lastSeen > STALE_AFTER * interval * 1000);
     const el = device.card.querySelector(".stale");
-    el.hidden = !stale;
-    el.textContent = stale ? `stale: nothing for ${Math.round((Date.now() - lastSeen) / 1000)} s` : "";
-    device.card.dataset.stale = String(stale);
+    const text = stale ? `stale: nothing for ${Math.round((Date.now() - lastSeen) / 1000)} s` : "";
+    if (el.hidden === stale) el.hidden = !stale;
+    if (el.textContent !== text) el.textContent = text;
+    if (device.card.dataset.stale !== String(stale)) device.card.dataset.stale = String(stale);
   }
 
-  async function loadHistory(id, metric) {
-    const query = new URLSearchParams({ device: id, metric, since: "1h", points: String(HISTORY_POINTS) });
-    const body = await getJson(`/api/history?${query}`);
-    if (!body) return;
-    const chart = ensureChart(ensureDevice(id), metric);
-    chart.series.merge(historyRows(body));
-    redraw(chart);
+  function mergeReading(device, reading) {
+    for (const [metric, value] of Object.entries(reading.metrics)) {
+      const chart = ensureChart(device, metric);
+      chart.series.merge([[reading.ts / 1000, value]]);
+      redraw(chart);
+    }
   }
 
-  // On first load and after every reconnect: what the server knows, then history up to now.
+  // One request for up to SPARK_BATCH wanted devices at a time; a failed one is put back
+  // and retried after a backoff, so no card is left without its sparklines.
+  async function fetchSparklines() {
+    if (fetching || wanted.size === 0) return;
+    fetching = true;
+    const ids = [...wanted].slice(0, SPARK_BATCH);
+    for (const id of ids) {
+      wanted.delete(id);
+      devices.get(id).history = "loading";
+    }
+    const query = new URLSearchParams({ since: "1h", points: String(HISTORY_POINTS) });
+    for (const id of ids) query.append("device", id);
+    let body = null;
+    try {
+      body = await getJson(`/api/sparklines?${query}`);
+    } catch (error) {
+      console.error("loading sparklines failed", error);
+    }
+    if (body) {
+      retryMs = 1000;
+      for (const id of ids) {
+        const device = devices.get(id);
+        // History up to now replaces what a chart had (after a reconnect: live points and
+        // the means of their buckets would otherwise both be drawn); what arrived live
+        // meanwhile is merged after it.
+        for (const chart of device.charts.values()) {
+          chart.series = new Series();
+          redraw(chart);
+        }
+        for (const [metric, points] of Object.entries(body.devices[id] || {})) {
+          const chart = ensureChart(device, metric);
+          chart.series.merge(historyRows({ points }));
+          redraw(chart);
+        }
+        for (const reading of device.buffered) mergeReading(device, reading);
+        device.buffered = [];
+        device.history = "loaded";
+        markStale(device);
+      }
+      fetching = false;
+      fetchSparklines();
+    } else {
+      for (const id of ids) {
+        devices.get(id).history = "wanted";
+        wanted.add(id);
+      }
+      setTimeout(() => {
+        fetching = false;
+        fetchSparklines();
+      }, retryMs);
+      retryMs = Math.min(retryMs * 2, RETRY_MAX_MS);
+    }
+  }
+
+  // On first load and after every reconnect: what the server knows, then history up to now
+  // for the cards on screen (the others when they come near it).
   async function loadAll() {
     const list = await getJson("/api/devices");
     if (!list) return;
     emptyEl.hidden = list.length > 0 || devices.size > 0;
-    const loads = [];
     for (const info of list) {
       const device = ensureDevice(info.device);
-      setOnline(device, info.online);
+      showOnline(device.card.querySelector(".online"), info.online);
       showInfo(device, info);
       if (info.last_seen != null) showLatest(device, info.latest, info.last_seen, info.seq);
-      for (const metric of info.metrics) loads.push(loadHistory(info.device, metric));
     }
-    await Promise.all(loads);
-    for (const device of devices.values()) markStale(device);
+    for (const [id, device] of devices) {
+      if (device.history === "loaded") device.history = "none";
+      if (device.history === "none" && visible.has(id)) want(device, id);
+    }
   }
 
   const socket = io();
   socket.on("connect", () => {
     setBadge(connectionEl, "connected", "live");
-    loadAll().catch((error) => console.error("loading history failed", error));
+    loadAll().catch((error) => console.error("loading devices failed", error));
   });
   socket.on("disconnect", () => setBadge(connectionEl, "disconnected", "reconnecting…"));
   socket.on("connect_error", (error) => {
@@ -176,16 +274,17 @@
   socket.on("readings", (readings) => {
     for (const reading of readings) {
       const device = ensureDevice(reading.device);
-      for (const [metric, value] of Object.entries(reading.metrics)) {
-        const chart = ensureChart(device, metric);
-        chart.series.merge([[reading.ts / 1000, value]]);
-        redraw(chart);
+      // Not near the screen yet: its history, when asked for, holds this reading too.
+      if (device.history === "loading" || device.history === "wanted") {
+        device.buffered.push(reading);
+        if (device.buffered.length > 2000) device.buffered.shift();
       }
+      else if (device.history === "loaded") mergeReading(device, reading);
       const last = Number(device.card.dataset.lastSeen || 0);
       if (reading.ts >= last) showLatest(device, reading.metrics, reading.ts, reading.seq);
     }
   });
-  socket.on("status", (status) => setOnline(ensureDevice(status.device), status.online));
+  socket.on("status", (status) => showOnline(ensureDevice(status.device).card.querySelector(".online"), status.online));
   socket.on("health", (report) => {
     const device = devices.get(report.device);
     if (device) showInfo(device, { ...device.info, health: report.health });
@@ -194,17 +293,6 @@
   setInterval(() => {
     for (const device of devices.values()) markStale(device);
   }, 5000);
-  // Health and status arrive as events; read them again now and then in case one was
-  // missed while reconnecting.
-  setInterval(async () => {
-    const list = await getJson("/api/devices");
-    for (const info of list || []) {
-      const device = devices.get(info.device);
-      if (!device) continue;
-      setOnline(device, info.online);
-      showInfo(device, info);
-    }
-  }, 30000);
   sensorpipe.pipelinePanel(document.getElementById("pipeline"));
   new ResizeObserver(() => {
     for (const device of devices.values()) {
