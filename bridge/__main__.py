@@ -13,7 +13,7 @@ from types import FrameType
 from prometheus_client import CollectorRegistry
 
 from bridge.devices import DeviceRegistry
-from bridge.health import check_health, ingest_totals, pipeline_counts
+from bridge.health import PING_TIMEOUT_S, check_health, ingest_totals, pipeline_counts
 from bridge.history import HistoryReader
 from bridge.influx import InfluxError, InfluxTarget, InfluxV1
 from bridge.ingest import Ingest
@@ -38,7 +38,7 @@ def prepare_influx(influx: InfluxV1, history: HistoryReader, devices: DeviceRegi
     InfluxDB may be down at start: then log it and go on; writes retry until it is back.
     """
     try:
-        version = influx.ping()
+        version = influx.ping(timeout=PING_TIMEOUT_S)
     except InfluxError as exc:
         log.error("InfluxDB not reachable (%s); readings wait at the broker until it is", exc)
         return

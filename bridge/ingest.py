@@ -305,7 +305,7 @@ class Ingest:
                 self._reject(item, routed.error, routed.device, routed.kind)
             elif isinstance(routed, StatusChange):
                 self._apply_status(routed)
-            else:
+            elif isinstance(routed, HealthReport):
                 self._apply_health(routed)
         if stored:
             refused = self._store([s.line for s in stored])

@@ -56,7 +56,13 @@ class Refused:
     kind: Kind | None = None
 
 
-Routed = ToStore | StatusChange | HealthReport | Refused
+@dataclass(frozen=True, slots=True)
+class Ignored:
+    """One of the bridge's own messages (`<prefix>/_rejections/reading` matches the reading
+    filter when a device is called `reading`): acknowledged, neither stored nor refused."""
+
+
+Routed = ToStore | StatusChange | HealthReport | Refused | Ignored
 
 
 class Router:
@@ -65,12 +71,15 @@ class Router:
     def __init__(self, topics: Topics, measurement: str) -> None:
         self._topics = topics
         self._measurement = measurement
+        self._own = f"{topics.prefix}/_"  # no device id starts with "_": these levels are the bridge's
         self._last_bug_logged = float("-inf")
 
     def route(self, topic: str, payload: bytes, retained: bool, received_us: int) -> Routed:
         """What this message is. Never raises."""
         device: str | None = None
         kind: Kind | None = None
+        if topic.startswith(self._own):
+            return Ignored()
         try:
             device, kind = self._topics.parse(topic)
             if kind == "reading":

@@ -15,8 +15,8 @@ as_root() {
 
 packages=(mosquitto mosquitto-clients influxdb influxdb-client python3-venv)
 # systemd for systemd-analyze (checks the service unit), openssl for the TLS listener test,
-# redis-server for the tests with several bridges.
-[ "$purpose" = test ] && packages+=(chromium docker-compose systemd openssl redis-server)
+# redis-server for the tests with several bridges, faketime for a publisher whose clock is ahead.
+[ "$purpose" = test ] && packages+=(chromium docker-compose systemd openssl redis-server faketime)
 # Raspberry Pi OS may already have its own build under the older name: use that one.
 if dpkg-query -W -f='${Status}' chromium-browser 2>/dev/null | grep -q "install ok installed"; then
   packages=("${packages[@]/chromium}")

@@ -85,6 +85,37 @@ class CuttableProxy:
         self.cut()
 
 
+class SilentServer:
+    """A TCP server that accepts every connection, reads what comes and never answers: an
+    InfluxDB that hangs (a full disk, a stuck compaction), seen from its client."""
+
+    def __init__(self) -> None:
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self._listener.getsockname()[1]
+        self._sockets: list[socket.socket] = []
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                client, _ = self._listener.accept()
+            except OSError:
+                return  # closed
+            self._sockets.append(client)
+            threading.Thread(target=self._swallow, args=(client,), daemon=True).start()
+
+    @staticmethod
+    def _swallow(client: socket.socket) -> None:
+        with contextlib.suppress(OSError):
+            while client.recv(65536):
+                pass
+
+    def close(self) -> None:
+        self._listener.close()
+        for sock in self._sockets:
+            sock.close()
+
+
 class SteadyPublisher:
     """Publishes `per_device` readings for each device at about `rate` a second, QoS 1, from a
     persistent session that reconnects by itself (paho resends what was not acknowledged).

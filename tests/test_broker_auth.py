@@ -105,6 +105,25 @@ def test_the_bridge_receives_every_device_and_stores_nothing_forged(
     assert not influx.query("SELECT * FROM environment WHERE temperature = -99.0")
 
 
+def test_a_device_hears_the_bridges_refusals_of_its_own_messages_only(
+    secured_broker: tuple[Server, dict[str, str]],
+    start_bridge: Callable[..., BridgeProcess],
+    clients: Callable[..., Client],
+) -> None:
+    server, urls = secured_broker
+    start_bridge(on=server, SENSORPIPE_MQTT_URL=urls["bridge"], SENSORPIPE_TOPIC_PREFIX="sensors")
+    devices = {name: clients(server.port, *credentials(urls[name])) for name in ("greenhouse", "coldroom")}
+    for device in devices.values():
+        subscribe_acked(device.client, "sensors/_rejections/#")  # all of them: the ACL lets through its own
+    for name, device in devices.items():  # one after the other: greenhouse's refusal goes out first
+        device.client.publish(f"sensors/{name}/reading", b"garbage", qos=1).wait_for_publish(5)
+        wait_until(lambda d=device: d.received, 20, f"{name} told of its refusal")  # type: ignore[misc]
+    for name, device in devices.items():
+        assert [m.topic for m in device.received] == [f"sensors/_rejections/{name}"]
+        refusal = json.loads(device.received[0].payload)
+        assert refusal["reason"] == "not_json" and refusal["kind"] == "reading"
+
+
 def test_users_added_and_removed_while_running_take_effect_on_reload(
     broker_config: Path, secured_broker: tuple[Server, dict[str, str]], clients: Callable[..., Client]
 ) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -69,3 +70,38 @@ def test_a_new_install_shows_how_to_publish_a_first_reading(
     page.goto(bridge.url + "/")
     page.wait_for_selector("#empty:not([hidden])")
     assert "mosquitto_pub" in page.text_content("#empty")
+
+
+def test_poison_never_blanks_the_dashboard_and_an_empty_retained_message_clears(
+    start_bridge: Callable[..., BridgeProcess], mqtt_client: Mqtt, prefix: str, page: Any
+) -> None:
+    # Left behind, retained, by an unlucky publisher: this used to make /api/devices answer
+    # a bare NaN after every restart, and the pages drew nothing at all.
+    mqtt_client.publish(f"{prefix}/broken/health", b'{"reads_ok": NaN}', retain=True)
+    bridge = start_bridge()
+    health = {"reads_ok": 9, "reads_failed": 2, "last_error": None, "outbox_depth": 0, "uptime_s": 60}
+    mqtt_client.publish(f"{prefix}/desk/health", json.dumps(health).encode(), retain=True)
+    mqtt_client.publish(f"{prefix}/desk/status", b"online", retain=True)
+    # A Latin-1 location (not UTF-8) and a lone surrogate, between good readings.
+    for index, poison in enumerate([b'{"location": "K\xfcche", "temperature": 1}', b'{"sensor": "\\ud800", "t": 1}']):
+        ts = format_ts(now_us() - (1 - index) * 60_000_000)  # a minute apart: two sparkline buckets
+        mqtt_client.publish(f"{prefix}/desk/reading", {"ts": ts, "temperature": 21 + index})
+        mqtt_client.publish(f"{prefix}/kitchen/reading", poison)
+    wait_until(lambda: len(bridge.get("/api/rejections")["latest"]) == 3, what="the three refused")
+
+    page.goto(bridge.url + "/")
+    wait_until(lambda: chart_points(page, "desk", "temperature") == 2, what="desk's two readings on its sparkline")
+    card = 'article[data-device="desk"]'
+    page.wait_for_selector(f'{card} .online[data-state="online"]')
+    assert "2 failed reads" in (page.text_content(f"{card} .health") or "")
+    assert page.locator('article[data-device="broken"]').count() == 0
+    assert page.locator('article[data-device="kitchen"]').count() == 0
+
+    # Empty retained messages clear what they stood for, live.
+    mqtt_client.publish(f"{prefix}/desk/health", b"", retain=True)
+    mqtt_client.publish(f"{prefix}/desk/status", b"", retain=True)
+    page.wait_for_function(f"() => document.querySelector('{card} .health').textContent === ''")
+    page.wait_for_selector(f'{card} .online[data-state="unknown"]')
+
+    page.goto(bridge.url + "/device/desk")
+    page.wait_for_selector('#charts .chart[data-metric="temperature"][data-points="2"]')

@@ -13,8 +13,9 @@ import requests
 
 from bridge.influx import InfluxTarget, InfluxV1
 from devstack.servers import Server, influxdb, wait_influx_ready
-from tests.conftest import BridgeProcess
-from tests.faults import CuttableProxy, SteadyPublisher, assert_exactly_all_stored, stored_count
+from tests.conftest import BridgeProcess, Mqtt
+from tests.faults import CuttableProxy, SilentServer, SteadyPublisher, assert_exactly_all_stored, stored_count
+from tests.test_rejections import bridge_metrics
 from tests.waiting import wait_until
 
 
@@ -108,3 +109,45 @@ def test_bridge_cut_off_from_the_broker_for_60_s(
         wait_until(lambda: healthz(bridge)[0] == 200, 60, "/healthz 200 again")
     finally:
         proxy.close()
+
+
+def test_a_hung_influxdb_turns_healthz_503_with_ingest_stalled(
+    start_bridge: Callable[..., BridgeProcess], mqtt_client: Mqtt, prefix: str
+) -> None:
+    """The stand-in (tests/faults.py) is no InfluxDB: it takes each request and never answers,
+    which a real server cannot be made to do on purpose."""
+    silent = SilentServer()
+    try:
+        bridge = start_bridge(
+            wait=False,
+            SENSORPIPE_INFLUX_URL=f"http://127.0.0.1:{silent.port}",
+            SENSORPIPE_INFLUX_API="v1",
+            SENSORPIPE_STALL_AFTER_S="3",
+        )
+        wait_until(lambda: _answers(bridge), 60, "the bridge's web server")
+        mqtt_client.publish(f"{prefix}/desk/reading", b'{"temperature": 21.5}')
+        # The write waits 10 s for an answer that never comes, and is then retried: the
+        # stall shows after 3 s, while the batch is still in hand.
+        _, body = wait_until(
+            lambda: (
+                (h := healthz(bridge))[0] == 503 and any(r.startswith("ingest stalled") for r in h[1]["reasons"]) and h
+            ),
+            30,
+            "/healthz 503 saying ingest is stalled",
+        )
+        assert body["unacknowledged"] >= 1
+        metrics = bridge_metrics(bridge)
+        assert metrics["sensorpipe_ingest_stalled"] == 1
+        assert metrics["sensorpipe_ingest_waiting_seconds"] > 3
+        assert metrics["sensorpipe_ingest_unacknowledged"] >= 1
+        assert bridge.process.poll() is None
+    finally:
+        silent.close()
+
+
+def _answers(bridge: BridgeProcess) -> bool:
+    try:
+        requests.get(bridge.url + "/healthz", timeout=10)
+    except requests.ConnectionError:
+        return False
+    return True

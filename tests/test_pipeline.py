@@ -96,9 +96,29 @@ def test_history_is_downsampled_on_the_server_into_bucket_means(
     assert [row[0] for row in custom["points"]] == [ts_us / 1000 for ts_us in first]
     bad = requests.get(bridge.url + "/api/history?device=desk&metric=temperature&from=5&to=1", timeout=10)
     assert bad.status_code == 400 and "before" in bad.json()["error"]
+    for query, named in [
+        ("points=\u00b2", "points"),  # "²" passes str.isdigit()
+        ("points=\u0661\u0662", "points"),  # Arabic-Indic digits, which int() takes
+        ("from=0&to=9300000000000", "2262"),  # past the last time InfluxDB can store
+        ("from=nan&to=1", "from"),
+        ("from=1e3&to=2e3", "from"),
+        ("since=1y", "since"),
+    ]:
+        answer = requests.get(f"{bridge.url}/api/history?device=desk&metric=temperature&{query}", timeout=10)
+        assert answer.status_code == 400 and named in answer.json()["error"], (query, answer.text)
+    reserved = requests.get(bridge.url + "/api/history?device=desk&metric=time", timeout=10)
+    assert reserved.status_code == 400 and "metric" in reserved.json()["error"]
 
     nothing = bridge.get("/api/history?device=desk&metric=humidity&since=1h&points=6")
     assert nothing["points"] == []
+
+    # The overview's sparklines, several devices in one request: the same bucket means.
+    spark = bridge.get("/api/sparklines?device=desk&device=nobody&since=1h&points=6")
+    assert spark["interval_ms"] == 600_000 and list(spark["devices"]) == ["desk"]
+    assert spark["devices"]["desk"] == {"temperature": [row[:2] for row in filled]}
+    many = "&".join(f"device=d{i}" for i in range(101))
+    assert requests.get(f"{bridge.url}/api/sparklines?{many}", timeout=10).status_code == 400
+    assert requests.get(f"{bridge.url}/api/sparklines?device=a,b", timeout=10).status_code == 400
 
 
 def test_hand_published_reading_is_stored_and_shown(

@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import json
 import signal
+import subprocess
+import sys
 import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -21,7 +24,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from bridge.influx import InfluxV1
 from devstack.servers import Server
-from tests.conftest import BridgeProcess, Program
+from tests.conftest import ROOT, BridgeProcess, Program, base_env
 from tests.waiting import wait_until
 
 
@@ -184,3 +187,38 @@ def test_home_assistant_discovery_configs_are_retained(
     assert (temperature["device_class"], temperature["unit_of_measurement"]) == ("temperature", "°C")
     assert temperature["unique_id"] == "sensorpipe_kitchen_temperature"
     assert configs[f"{ha}/sensor/kitchen/humidity/config"]["unit_of_measurement"] == "%"
+
+
+def test_a_publisher_whose_clock_is_ahead_learns_its_readings_are_refused(
+    start_bridge: Callable[..., BridgeProcess], broker: Server, influx: InfluxV1, prefix: str, tmp_path: Path
+) -> None:
+    """The clock is really ahead: libfaketime (Debian's faketime) shifts the publisher's
+    wall clock by 10 minutes, as an RTC-less Pi with a wrong time would have it."""
+    bridge = start_bridge()
+    env = base_env(broker, influx, prefix)
+    env.update(
+        SENSORPIPE_DEVICE="fast",
+        SENSORPIPE_OUTBOX=str(tmp_path / "outbox-fast.sqlite"),
+        SENSORPIPE_INTERVAL="0.5",
+        SENSORPIPE_COUNT="4",
+        FAKETIME_DONT_FAKE_MONOTONIC="1",  # only the wall clock is wrong on such a Pi
+    )
+    result = subprocess.run(
+        ["faketime", "-f", "+10m", sys.executable, "-m", "publisher"],
+        env=env,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    # The broker acknowledged all four, yet the run is not reported as delivered.
+    assert result.returncode == 1, result.stderr
+    assert "the bridge refused reading seq 0: ts_in_future" in result.stderr
+    assert "check NTP" in result.stderr
+    assert "the bridge refused" in result.stderr.splitlines()[-1]
+    assert influx.query("SELECT * FROM environment") == []
+    assert bridge.get("/api/rejections")["counts"]["ts_in_future"] == 4
+    # Its last health message says so too, for the dashboard.
+    health = wait_until(lambda: (d := bridge.get("/api/devices?device=fast")) and d[0]["health"], 20, "health")
+    assert health["refused"]["reason"] == "ts_in_future" and health["refused_count"] >= 1

@@ -26,6 +26,9 @@ def test_requests_from_another_site_are_refused(start_bridge: Callable[..., Brid
     assert requests.get(bridge.url + "/api/devices", headers={"Origin": bridge.url}, timeout=10).status_code == 200
     foreign = requests.get(bridge.url + "/api/devices", headers={"Origin": "http://evil.example"}, timeout=10)
     assert foreign.status_code == 403
+    # Without SENSORPIPE_WEB_PROXIES, forwarded headers are anyone's: they make no origin ours.
+    forged = {"Origin": "http://evil.example", "X-Forwarded-Host": "evil.example", "X-Forwarded-Proto": "http"}
+    assert requests.get(bridge.url + "/api/devices", headers=forged, timeout=10).status_code == 403
     client = socketio.Client()
     with pytest.raises(socketio.exceptions.ConnectionError):
         client.connect(bridge.url, transports=["polling"], headers={"Origin": "http://evil.example"}, wait_timeout=5)
@@ -62,8 +65,14 @@ def test_with_a_password_everything_but_healthz_needs_it(start_bridge: Callable[
     live = socketio.Client()
     live.connect(bridge.url, transports=["polling"], wait_timeout=5, headers={"Cookie": _cookie_header(session)})
     live.disconnect()
+    copied = {"Cookie": _cookie_header(session)}  # as someone who captured the cookie has it
     session.post(bridge.url + "/logout")
     assert session.get(bridge.url + "/api/devices", timeout=10).status_code == 401
+    # Signing out ended the session on the server: the copy is refused too.
+    assert requests.get(bridge.url + "/api/devices", headers=copied, timeout=10).status_code == 401
+    copy = socketio.Client()
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        copy.connect(bridge.url, transports=["polling"], wait_timeout=5, headers=copied)
 
 
 def test_a_session_holds_on_every_bridge_with_the_same_password_and_secret(
