@@ -84,10 +84,16 @@ def publish_backlog(port: int, prefix: str, readings: int, devices: int) -> floa
 
 
 def start_bridge(
-    broker_port: int, influx_url: str, prefix: str, log: Path, settings: dict[str, str] | None = None
+    broker_port: int,
+    influx_url: str,
+    prefix: str,
+    log: Path,
+    settings: dict[str, str] | None = None,
+    root: Path = ROOT,
 ) -> tuple[subprocess.Popen[bytes], int]:
     """A real `python -m bridge` on the benchmark's servers, plus `settings` (SENSORPIPE_*);
-    returns the process and the port of its web server."""
+    returns the process and the port of its web server. `root`: another checkout's bridge
+    (with its own .venv), to compare a change against it."""
     web_port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("SENSORPIPE_")} | {
         "SENSORPIPE_MQTT_URL": f"mqtt://127.0.0.1:{broker_port}",
@@ -96,8 +102,9 @@ def start_bridge(
         "SENSORPIPE_WEB_PORT": str(web_port),
         **(settings or {}),
     }
+    python = root / ".venv" / "bin" / "python" if root != ROOT else Path(sys.executable)
     with log.open("wb") as out:
-        process = subprocess.Popen([sys.executable, "-m", "bridge"], env=env, cwd=ROOT, stdout=out, stderr=out)
+        process = subprocess.Popen([str(python), "-m", "bridge"], env=env, cwd=root, stdout=out, stderr=out)
     return process, web_port
 
 

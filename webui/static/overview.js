@@ -26,6 +26,10 @@
   const visible = new Set();
   let fetching = false;
   let retryMs = 1000;
+  // Every card of the grid is as wide as the others: measure one chart's width once, not
+  // each new chart's (each measurement after a change lays out all the cards again).
+  let sparkWidth = null;
+  const chartWidth = (el) => (sparkWidth ??= Math.max(150, el.clientWidth));
 
   const nearScreen = new IntersectionObserver(
     (entries) => {
@@ -87,7 +91,7 @@
     const series = new Series();
     const plot = new uPlot(
       {
-        width: Math.max(150, el.clientWidth),
+        width: chartWidth(el),
         height: 48,
         legend: { show: false },
         cursor: { show: false },
@@ -295,8 +299,9 @@
   }, 5000);
   sensorpipe.pipelinePanel(document.getElementById("pipeline"));
   new ResizeObserver(() => {
+    sparkWidth = null;
     for (const device of devices.values()) {
-      for (const chart of device.charts.values()) chart.plot.setSize({ width: Math.max(150, chart.el.clientWidth), height: 48 });
+      for (const chart of device.charts.values()) chart.plot.setSize({ width: chartWidth(chart.el), height: 48 });
     }
   }).observe(listEl);
 })();
