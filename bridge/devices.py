@@ -61,9 +61,9 @@ class DeviceRegistry:
         self._lock = threading.Lock()
         self._last_warned = float("-inf")
 
-    def _get(self, device: str) -> DeviceState | None:
+    def _get(self, device: str, create: bool = True) -> DeviceState | None:
         state = self._devices.get(device)
-        if state is None:
+        if state is None and create:
             if len(self._devices) >= self.max_devices:
                 self._beyond_bound(device)
                 return None
@@ -98,7 +98,7 @@ class DeviceRegistry:
     def set_online(self, device: str, online: bool | None) -> bool:
         """Record a status (None: cleared); return True when it changed."""
         with self._lock:
-            state = self._get(device)
+            state = self._get(device, create=online is not None)  # clearing makes no new device
             if state is None:
                 return False
             changed = state.online != online
@@ -108,7 +108,7 @@ class DeviceRegistry:
     def set_health(self, device: str, health: Health | None) -> None:
         """Record a health report (None: cleared)."""
         with self._lock:
-            state = self._get(device)
+            state = self._get(device, create=health is not None)
             if state is not None:
                 state.health = health
 

@@ -55,8 +55,9 @@ return 1
 # sees the change (and tells the browsers). KEYS: device hash, device set. ARGV: device, the
 # most devices tracked, field, value. Returns -1 for a device beyond the bound.
 SET_FIELD = """
-if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 0 and redis.call('SCARD', KEYS[2]) >= tonumber(ARGV[2]) then
-  return -1
+if redis.call('SISMEMBER', KEYS[2], ARGV[1]) == 0 then
+  if ARGV[4] == '' then return 0 end  -- clearing makes no new device
+  if redis.call('SCARD', KEYS[2]) >= tonumber(ARGV[2]) then return -1 end
 end
 local before = redis.call('HGET', KEYS[1], ARGV[3]) or ''
 if ARGV[4] == '' then redis.call('HDEL', KEYS[1], ARGV[3]) else redis.call('HSET', KEYS[1], ARGV[3], ARGV[4]) end

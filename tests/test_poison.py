@@ -18,6 +18,7 @@ from bridge.influx import InfluxV1
 from bridge.router import Ignored, Refused, Router, ToStore
 from common.reading import format_ts, now_us
 from common.topics import KINDS, Topics
+from devstack.servers import Server
 from tests.conftest import BridgeProcess, Mqtt
 from tests.test_rejections import bridge_metrics
 from tests.waiting import wait_until
@@ -206,3 +207,30 @@ def test_fuzz_any_message_is_stored_or_refused_and_nothing_stalls(
     assert set(range(good_start, good_start + len(batch))) <= goods, "a good reading was lost"
     assert requests.get(bridge.url + "/healthz", timeout=10).status_code == 200
     strict_json(requests.get(bridge.url + "/api/devices", timeout=10))
+
+
+@pytest.mark.parametrize("shared", [False, True], ids=["memory", "redis"])
+def test_devices_beyond_the_bound_are_stored_but_not_shown(
+    start_bridge: Callable[..., BridgeProcess],
+    mqtt_client: Mqtt,
+    influx: InfluxV1,
+    prefix: str,
+    redis_server: Server,
+    shared: bool,
+) -> None:
+    settings = {"SENSORPIPE_MAX_DEVICES": "2"}
+    if shared:
+        settings["SENSORPIPE_REDIS_URL"] = f"redis://127.0.0.1:{redis_server.port}/0"
+    bridge = start_bridge(**settings)
+    for device in ("a", "b", "c"):
+        mqtt_client.publish(f"{prefix}/{device}/reading", good_reading(0))
+    wait_until(lambda: stored_seqs(influx, "c") == [0], 20, "the third device's reading stored")
+    mqtt_client.publish(f"{prefix}/c/status", b"online", retain=True)
+    metrics = wait_until(lambda: (m := bridge_metrics(bridge))["sensorpipe_devices_untracked_total"] >= 2 and m)
+    assert metrics["sensorpipe_devices"] == 2
+    assert [d["device"] for d in bridge.get("/api/devices")] == ["a", "b"]
+    # Clearing a retained status of a device never seen makes no device either.
+    mqtt_client.publish(f"{prefix}/ghost/status", b"", retain=True)
+    mqtt_client.publish(f"{prefix}/a/reading", good_reading(1))
+    wait_until(lambda: stored_seqs(influx, "a") == [0, 1], 20, "a's next reading")
+    assert [d["device"] for d in bridge.get("/api/devices")] == ["a", "b"]
