@@ -234,3 +234,17 @@ def test_devices_beyond_the_bound_are_stored_but_not_shown(
     mqtt_client.publish(f"{prefix}/a/reading", good_reading(1))
     wait_until(lambda: stored_seqs(influx, "a") == [0, 1], 20, "a's next reading")
     assert [d["device"] for d in bridge.get("/api/devices")] == ["a", "b"]
+
+
+def test_a_reading_that_comes_again_is_counted_once_as_stored(
+    start_bridge: Callable[..., BridgeProcess], mqtt_client: Mqtt, influx: InfluxV1, prefix: str
+) -> None:
+    bridge = start_bridge()
+    reading = good_reading(7)
+    for _ in range(3):  # as an outbox resends after a crash, or the broker redelivers
+        mqtt_client.publish(f"{prefix}/desk/reading", reading)
+    pipeline = wait_until(
+        lambda: (p := bridge.get("/api/pipeline"))["stored"] + p["rewritten"] == 3 and p, 20, "all three written"
+    )
+    assert (pipeline["stored"], pipeline["rewritten"], pipeline["received"]) == (1, 2, 3)
+    assert stored_seqs(influx, "desk") == [7]
