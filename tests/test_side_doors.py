@@ -60,9 +60,16 @@ def test_documented_mosquitto_sub_commands_work_with_a_reader_account(
     client.connect("127.0.0.1", server.port)
     client.loop_start()
     client.publish("sensors/greenhouse/status", "online", qos=1, retain=True).wait_for_publish(5)
+    bridge = mqtt.Client(CallbackAPIVersion.VERSION2)  # the bridge's account, which writes refusals
+    bridge.username_pw_set(*credentials(urls["bridge"]))
+    bridge.connect("127.0.0.1", server.port)
+    bridge.loop_start()
+    refusal = json.dumps({"reason": "not_json", "detail": "not JSON", "at": time.time() * 1000, "seq": None})
     commands = documented("mosquitto_sub ")
-    assert len(commands) == 3
+    assert len(commands) == 4
     for command in commands:
+        if "_rejections" in command:  # retained only while this command runs: the others read sensors/#
+            bridge.publish("sensors/_rejections/greenhouse", refusal, qos=1, retain=True).wait_for_publish(5)
         args = shlex.split(command.replace("BROKER", "127.0.0.1").replace("mytool", reader))
         args = [password if a == "PASSWORD" else a for a in args] + ["-p", str(server.port)]
         if "-W" not in args:
@@ -78,12 +85,16 @@ def test_documented_mosquitto_sub_commands_work_with_a_reader_account(
         assert out.strip(), f"{command}: nothing received ({err})"
         if "status" in command:
             assert "sensors/greenhouse/status online" in out
+        elif "_rejections" in command:
+            assert f"sensors/_rejections/greenhouse {refusal}" in out
+            bridge.publish("sensors/_rejections/greenhouse", b"", qos=1, retain=True).wait_for_publish(5)
         elif "-v" in args:
             assert out.startswith("sensors/greenhouse/")
         else:
             assert json.loads(out.splitlines()[0])["temperature"] == 21.5
-    client.loop_stop()
-    client.disconnect()
+    for each in (client, bridge):
+        each.loop_stop()
+        each.disconnect()
 
 
 def test_node_red_flow_subscribes_to_readings_and_holds_no_credentials() -> None:
