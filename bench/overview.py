@@ -111,6 +111,8 @@ def one_load(browser: Any, url: str, devices: int) -> dict[str, float | None]:
         except Exception:  # a step that does not finish is a result, not a crash of the benchmark
             times[name] = None
     try:
+        if times["cards"] is None:  # a page that never showed its cards is busy: evaluate() would hang
+            raise TimeoutError("no cards")
         scrolled = time.perf_counter()
         page.evaluate("() => window.scrollTo(0, document.body.scrollHeight)")
         chart = f'article[data-device="device-{devices - 1:05d}"] .chart[data-points]:not([data-points="0"])'

@@ -318,7 +318,7 @@ class Ingest:
                     kept.append(routed.reading)
             self._count_stored(kept)
             self._tell("device registry", partial(self._devices.saw_readings, kept))
-            self._tell("refusals", partial(self._refusals.stored, [r.device for r in kept]))
+            self._tell("refusals", partial(self._refusals.stored, kept))
             for sink in self._sinks:
                 self._tell(repr(sink), partial(sink.readings, kept))
         self._ack(done + stored_msgs)

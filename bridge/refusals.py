@@ -14,7 +14,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 
 from common.health import Refusal
-from common.reading import RejectedMessage
+from common.reading import Reading, RejectedMessage
 from common.topics import Kind, Topics
 
 REPEAT_AFTER_S = 5.0  # the same reason for the same device is published again at most this often
@@ -46,10 +46,10 @@ class RefusalNotifier:
         while len(self._outstanding) > MAX_DEVICES:
             self._outstanding.popitem(last=False)
 
-    def stored(self, devices: Iterable[str]) -> None:
-        """Readings of these devices were stored: clear their outstanding refusal."""
-        if not self._outstanding:
+    def stored(self, readings: Iterable[Reading]) -> None:
+        """These readings were stored: clear their devices' outstanding refusals."""
+        if not self._outstanding:  # nearly always: nothing to look at
             return
-        for device in set(devices):
+        for device in {reading.device for reading in readings}:
             if self._outstanding.pop(device, None) is not None:
                 self._publish(self._topics.rejections(device), b"")
