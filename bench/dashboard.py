@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from bridge.lineprotocol import to_line  # noqa: E402
 from common.reading import Reading, now_us  # noqa: E402
-from devstack.loadgen import percentile, publish_steadily, start_bridge  # noqa: E402
+from devstack.loadgen import percentile, publish_steadily, start_bridge, wait_healthy  # noqa: E402
 from devstack.servers import private_stack  # noqa: E402
 
 PREFIX = "bench"
@@ -159,13 +159,7 @@ def main() -> None:
         bridge, web_port = start_bridge(broker.port, influx_url, PREFIX, Path(folder) / "bridge.log")
         url = f"http://127.0.0.1:{web_port}"
         try:
-            for _ in range(150):
-                try:
-                    if requests.get(url + "/healthz", timeout=2).status_code == 200:
-                        break
-                except requests.ConnectionError:
-                    pass
-                time.sleep(0.2)
+            wait_healthy(url, bridge, 30)
             fan_out(url, broker.port, args.clients, args.rate, args.seconds)
             history(url, influx_url)
             first_load(url)

@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from common.reading import Reading, encode_reading, now_us  # noqa: E402
-from devstack.loadgen import start_bridge  # noqa: E402
+from devstack.loadgen import start_bridge, wait_healthy  # noqa: E402
 from devstack.procstat import proc_memory_mib  # noqa: E402
 from devstack.servers import private_stack  # noqa: E402
 
@@ -67,7 +67,7 @@ def publish_all(client: mqtt.Client, messages: list[tuple[str, bytes, bool]]) ->
         last.wait_for_publish(120)
 
 
-def wait_received(web_port: int, expected: int, pid: int) -> None:
+def wait_received(web_port: int, expected: int) -> None:
     deadline = time.monotonic() + 900
     while (count := received(web_port)) < expected:
         if time.monotonic() > deadline:
@@ -88,16 +88,7 @@ def main() -> None:
             stack.broker.port, stack.influx_url, PREFIX, Path(folder) / "bridge.log", root=args.bridge_root.resolve()
         )
         try:
-            deadline = time.monotonic() + 60
-            while True:
-                try:
-                    if requests.get(f"http://127.0.0.1:{web_port}/healthz", timeout=5).status_code == 200:
-                        break
-                except requests.ConnectionError:
-                    pass
-                if time.monotonic() > deadline or bridge.poll() is not None:
-                    raise RuntimeError(f"the bridge did not come up, see {folder}/bridge.log")
-                time.sleep(0.2)
+            wait_healthy(f"http://127.0.0.1:{web_port}", bridge, 60)
             client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-memory")
             client.max_inflight_messages_set(1000)
             client.max_queued_messages_set(0)
@@ -117,7 +108,7 @@ def main() -> None:
                     (f"{PREFIX}/{device}/health", health, True),
                 ]
             publish_all(client, messages)
-            wait_received(web_port, len(messages), bridge.pid)
+            wait_received(web_port, len(messages))
             devices_rss = proc_memory_mib(bridge.pid, "VmRSS")
             print(
                 f"after {args.devices:,} devices (reading, status, health each): {devices_rss:.0f} MiB "
@@ -128,7 +119,7 @@ def main() -> None:
             payload = b'{"temperature": 1}'
             flood = [(f"{PREFIX}/{long_level}{i}/reading", payload, False) for i in range(args.rejections)]
             publish_all(client, flood)
-            wait_received(web_port, len(messages) + len(flood), bridge.pid)
+            wait_received(web_port, len(messages) + len(flood))
             flood_rss = proc_memory_mib(bridge.pid, "VmRSS")
             print(
                 f"after {args.rejections:,} rejected messages with {args.topic_kib} KiB topics: {flood_rss:.0f} MiB "

@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 from bridge.lineprotocol import to_line  # noqa: E402
 from common.reading import Reading, now_us  # noqa: E402
 from devstack.browser import chromium_executable  # noqa: E402
-from devstack.loadgen import start_bridge  # noqa: E402
+from devstack.loadgen import start_bridge, wait_healthy  # noqa: E402
 from devstack.servers import private_stack  # noqa: E402
 
 PREFIX = "bench"
@@ -58,20 +58,6 @@ def write_history(influx_url: str, devices: int) -> None:
             )
             response.raise_for_status()
             lines = []
-
-
-def wait_healthy(url: str, bridge: Any) -> None:
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        if bridge.poll() is not None:
-            raise RuntimeError("the bridge exited")
-        try:
-            if requests.get(url + "/healthz", timeout=5).status_code == 200:
-                return
-        except requests.ConnectionError:
-            pass
-        time.sleep(0.2)
-    raise RuntimeError("the bridge did not become healthy in 180 s")
 
 
 def one_load(browser: Any, url: str, devices: int) -> dict[str, float | None]:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
@@ -12,8 +12,34 @@ from prometheus_client.registry import Collector
 from bridge.devices import DeviceRegistry
 from bridge.rejections import RejectionLog
 
-if TYPE_CHECKING:
-    from bridge.ingest import Ingest
+
+class IngestCounters(Protocol):
+    """The counters and state the ingest loop keeps (bridge.ingest.IngestState)."""
+
+    @property
+    def received(self) -> int: ...
+    @property
+    def stored(self) -> int: ...
+    @property
+    def rewritten(self) -> int: ...
+    @property
+    def redelivered(self) -> int: ...
+    @property
+    def batch_failures(self) -> int: ...
+    @property
+    def mqtt_connected(self) -> bool: ...
+    @property
+    def influx_error(self) -> str | None: ...
+
+
+class IngestView(Protocol):
+    """What /metrics reads of the ingest loop (bridge.ingest.Ingest)."""
+
+    @property
+    def state(self) -> IngestCounters: ...
+    def unacknowledged(self) -> int: ...
+    def waiting_s(self) -> float: ...
+    def stalled(self) -> str | None: ...
 
 
 class IngestMetrics:
@@ -38,7 +64,7 @@ class BridgeCollector(Collector):
     """Reads the counters the ingest loop keeps; nothing is counted twice."""
 
     def __init__(
-        self, ingest: Ingest, rejections: RejectionLog, devices: DeviceRegistry, browsers: Callable[[], int]
+        self, ingest: IngestView, rejections: RejectionLog, devices: DeviceRegistry, browsers: Callable[[], int]
     ) -> None:
         self._ingest = ingest
         self._rejections = rejections

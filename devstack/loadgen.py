@@ -108,6 +108,22 @@ def start_bridge(
     return process, web_port
 
 
+def wait_healthy(url: str, bridge: subprocess.Popen[bytes], timeout: float = 180) -> None:
+    """Return once the bridge at `url` answers /healthz with 200; raise if it exits or takes
+    longer than `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if bridge.poll() is not None:
+            raise RuntimeError(f"the bridge exited with {bridge.returncode}")
+        try:
+            if requests.get(url + "/healthz", timeout=5).status_code == 200:
+                return
+        except requests.ConnectionError:
+            pass
+        time.sleep(0.2)
+    raise RuntimeError(f"the bridge did not become healthy in {timeout:g} s")
+
+
 def stored_count(influx_url: str, database: str = "sensors") -> int:
     """How many readings InfluxDB holds (0 while the database does not exist yet)."""
     response = requests.get(
