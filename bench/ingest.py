@@ -7,7 +7,9 @@ sessions subscribe and go away: one for a bare paho subscriber that only acknowl
 for the bridge. Then the backlog is published (QoS 1, 100 devices) and queued for both.
 The bare subscriber drains its copy first, then the bridge (a real `python -m bridge`
 process) drains its copy into InfluxDB; the time runs until InfluxDB holds every reading.
-Prints both rates, their ratio, and the command to reproduce.
+Prints both rates, their ratio, and the command to reproduce. `--broker-inflight 20` runs the
+broker with Mosquitto's default window (the bridge asks for its own with MQTT 5's Receive
+Maximum); `--bridge-root` runs another checkout's bridge, to compare.
 """
 
 from __future__ import annotations
@@ -61,11 +63,13 @@ def bare_drain(port: int, client_id: str, expected: int) -> float:
     return elapsed
 
 
-def bridge_drain(port: int, influx_url: str, client_id: str, expected: int, log: Path) -> tuple[float, float, float]:
+def bridge_drain(
+    port: int, influx_url: str, client_id: str, expected: int, log: Path, root: Path
+) -> tuple[float, float, float]:
     """(seconds the bridge takes for `expected` readings at its drain rate, its CPU seconds,
     its peak resident memory in MiB)."""
     started = time.monotonic()
-    bridge, _ = start_bridge(port, influx_url, PREFIX, log, {"SENSORPIPE_MQTT_CLIENT_ID": client_id})
+    bridge, _ = start_bridge(port, influx_url, PREFIX, log, {"SENSORPIPE_MQTT_CLIENT_ID": client_id}, root=root)
     try:
         # The clock starts at the first stored reading: Python's start-up is not ingest.
         first: tuple[float, int] | None = None
@@ -92,8 +96,16 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--readings", type=int, default=200_000)
     parser.add_argument("--devices", type=int, default=100)
+    parser.add_argument(
+        "--broker-inflight",
+        type=int,
+        default=None,
+        help="Mosquitto's max_inflight_messages (its default is 20; the shipped config says 1000)",
+    )
+    parser.add_argument("--bridge-root", type=Path, default=ROOT, help="another checkout's bridge, to compare")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as folder, private_stack(Path(folder)) as stack:
+    extra = "" if args.broker_inflight is None else f"max_inflight_messages {args.broker_inflight}"
+    with tempfile.TemporaryDirectory() as folder, private_stack(Path(folder), broker_config=extra) as stack:
         broker, influx_url = stack.broker, stack.influx_url
         join_session(broker.port, "bench-bare", f"{PREFIX}/+/reading")
         join_session(broker.port, "bench-bridge", f"{PREFIX}/+/reading")
@@ -109,7 +121,7 @@ def main() -> None:
         bare_rate = args.readings / bare_s
         print(f"bare paho subscriber (ack only): {bare_s:.1f} s, {bare_rate:,.0f} readings/s")
         bridge_s, cpu_s, hwm = bridge_drain(
-            broker.port, influx_url, "bench-bridge", args.readings, Path(folder) / "bridge.log"
+            broker.port, influx_url, "bench-bridge", args.readings, Path(folder) / "bridge.log", args.bridge_root
         )
         bridge_rate = args.readings / bridge_s
         print(
@@ -118,7 +130,9 @@ def main() -> None:
         )
         print(f"ratio bridge/bare: {bridge_rate / bare_rate:.2f}")
         print(f"bridge peak memory (VmHWM): {hwm:.0f} MiB")
-    print(f"reproduce: .venv/bin/python bench/ingest.py --readings {args.readings} --devices {args.devices}")
+    options = f" --broker-inflight {args.broker_inflight}" if args.broker_inflight is not None else ""
+    options += f" --bridge-root {args.bridge_root}" if args.bridge_root != ROOT else ""
+    print(f"reproduce: .venv/bin/python bench/ingest.py --readings {args.readings} --devices {args.devices}{options}")
 
 
 if __name__ == "__main__":

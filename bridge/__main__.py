@@ -13,15 +13,20 @@ from types import FrameType
 from prometheus_client import CollectorRegistry
 
 from bridge.devices import DeviceRegistry
-from bridge.health import PING_TIMEOUT_S, check_health, ingest_totals, pipeline_counts
-from bridge.history import HistoryReader
+from bridge.health import PING_TIMEOUT_S, Stages, check_health, ingest_totals, pipeline_counts
+from bridge.history import HistoryReader, WebHistory
+from bridge.inbox import Incoming, MqttInbox
 from bridge.influx import InfluxError, InfluxTarget, InfluxV1
-from bridge.ingest import Ingest
-from bridge.metrics import BridgeCollector, IngestMetrics, metrics_text
+from bridge.metrics import BridgeCollector, metrics_text
+from bridge.pipeline import Pipeline
+from bridge.refusals import RefusalNotifier
 from bridge.rejections import RejectionLog
+from bridge.router import Router
 from bridge.settings import BridgeSettings, load_settings
 from bridge.shared import RedisDeviceRegistry, RedisEndedSessions, RedisRejectionLog, SharedTotals
 from bridge.shared import connect as connect_redis
+from bridge.store import InfluxStore, StoreMetrics
+from bridge.totals import Totals
 from bridge.writers import make_writer
 from common.mqtt import make_client
 from common.settings import SettingsError, exit_bad_setting
@@ -51,38 +56,54 @@ def prepare_influx(influx: InfluxV1, history: HistoryReader, devices: DeviceRegi
         log.error("could not read the known devices from InfluxDB: %s", exc)
 
 
+def build_stages(
+    settings: BridgeSettings,
+    topics: Topics,
+    influx: InfluxV1,
+    devices: DeviceRegistry,
+    sinks: list[object],
+    registry: CollectorRegistry,
+) -> Stages:
+    """The ingest stages (bridge/pipeline.py), with `sinks` and the bridge's own ones."""
+    client = make_client(settings.mqtt_url, settings.mqtt_client_id, manual_ack=True, v5=True)
+    inbox = MqttInbox(client, settings.mqtt_url, topics, settings.share_group, settings.mqtt_receive_maximum)
+    writer = make_writer(settings.influx_api, influx, settings.influx_org)
+    store: InfluxStore[Incoming] = InfluxStore(writer, StoreMetrics(registry), settings.write_interval_ms / 1000)
+    totals = Totals()
+    # The sinks: each takes the news it has methods for (bridge/sinks.py). One line each.
+    sinks = [
+        *sinks,
+        totals,  # /metrics and /api/pipeline
+        RefusalNotifier(topics, inbox.publish_retained),  # the device itself
+    ]
+    router = Router(topics, settings.influx_measurement)
+    pipeline = Pipeline(inbox, router, store, devices, sinks, settings.stall_after_s)
+    return Stages(inbox, store, pipeline, totals)
+
+
 def serve(settings: BridgeSettings) -> int:
     """Run the bridge with these settings until SIGTERM or SIGINT."""
     topics = Topics(settings.topic_prefix)
-    influx = InfluxV1(InfluxTarget(settings.influx_url, settings.influx_db, settings.influx_token))
+    influx = InfluxV1(InfluxTarget(settings.influx_url, settings.influx_db, settings.influx_token.reveal()))
     namespace = f"sensorpipe:{settings.topic_prefix}"
-    shared = connect_redis(settings.redis_url) if settings.redis_url else None
+    redis_url = settings.redis_url.reveal() if settings.redis_url else None
+    shared = connect_redis(redis_url) if redis_url else None
     if shared:
         devices: DeviceRegistry = RedisDeviceRegistry(shared, namespace, settings.max_devices)
     else:
         devices = DeviceRegistry(settings.max_devices)
     rejections = RedisRejectionLog(shared, namespace) if shared else RejectionLog()
     history = HistoryReader(influx, settings.influx_measurement)
-    client = make_client(settings.mqtt_url, settings.mqtt_client_id, persistent=True, manual_ack=True)
     ended = RedisEndedSessions(shared, namespace, SESSION_LIFETIME_S) if shared else None
-    web_access = WebAccess(settings.web_password, settings.web_secret, ended)
-    socketio, live = make_socketio(web_access, shared=shared is not None)
+    web_access = WebAccess(settings.web_password.reveal(), settings.web_secret.reveal(), ended)
+    # Readings reach the browsers before InfluxDB: a page keeps what its history lacks from
+    # the replay of the last few write intervals (webui/live.py).
+    replay_s = 5 + 3 * settings.write_interval_ms / 1000
+    socketio, live = make_socketio(web_access, shared=shared is not None, replay_s=replay_s)
     registry = CollectorRegistry(auto_describe=False)
-    ingest = Ingest(
-        client,
-        topics,
-        make_writer(settings.influx_api, influx, settings.influx_org),
-        settings.influx_measurement,
-        devices,
-        rejections,
-        IngestMetrics(registry),
-        sinks=[live],
-        linger_s=settings.batch_linger_ms / 1000,
-        share_group=settings.share_group,
-        stall_after_s=settings.stall_after_s,
-    )
-    registry.register(BridgeCollector(ingest, rejections, devices, lambda: live.clients))
-    totals: Callable[[], dict[str, int]] = functools.partial(ingest_totals, ingest)
+    stages = build_stages(settings, topics, influx, devices, [live, rejections], registry)
+    registry.register(BridgeCollector(stages, rejections, devices, lambda: live.clients))
+    totals: Callable[[], dict[str, int]] = functools.partial(ingest_totals, stages)
     if shared:  # with several bridges, /api/pipeline adds up everyone's totals
         shared_totals = SharedTotals(shared, namespace, settings.mqtt_client_id, totals)
         shared_totals.start()
@@ -90,8 +111,8 @@ def serve(settings: BridgeSettings) -> int:
     context = WebContext(
         devices=devices,
         rejections=rejections,
-        history=history,
-        health=lambda: check_health(ingest, influx, shared),
+        history=WebHistory(history),
+        health=lambda: check_health(stages, influx, shared),
         metrics=metrics_text(registry),
         pipeline=lambda: pipeline_counts(totals(), rejections),
     )
@@ -101,7 +122,7 @@ def serve(settings: BridgeSettings) -> int:
             socketio,
             web_access,
             settings.web_secure_cookie,
-            message_queue=settings.redis_url,
+            message_queue=redis_url,
             channel=f"{namespace}:socketio",
             proxies=settings.web_proxies,
         )
@@ -109,9 +130,8 @@ def serve(settings: BridgeSettings) -> int:
         print(f"bridge: {exc}", file=sys.stderr)
         return 1
     prepare_influx(influx, history, devices)
-    ingest.start()
-    client.connect_async(settings.mqtt_url.host, settings.mqtt_url.port, keepalive=30)
-    client.loop_start()
+    stages.pipeline.start()
+    stages.inbox.start()
     log.info(
         "broker %s, topics %s/+/reading; dashboard on http://%s:%d/",
         settings.mqtt_url,
@@ -131,9 +151,8 @@ def serve(settings: BridgeSettings) -> int:
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         log.info("stopping")
-        ingest.stop()  # first: the batch at hand is still acknowledged on this connection
-        client.disconnect()
-        client.loop_stop()
+        stages.pipeline.stop()  # first: what has arrived is written and acknowledged on this connection
+        stages.inbox.stop()
         influx.close()
     return 0
 

@@ -1,20 +1,34 @@
-"""`/healthz`: is the bridge connected to the broker and InfluxDB, and if not, why; and the
-counters the dashboard's pipeline panel shows."""
+"""`/healthz`: is the bridge connected to the broker and InfluxDB and is ingest moving, and if
+not, why; and the totals the dashboard's pipeline panel shows."""
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
 import redis
 
+from bridge.inbox import Incoming, MqttInbox
 from bridge.influx import InfluxUnavailable, InfluxV1
-from bridge.ingest import Ingest
+from bridge.pipeline import Pipeline
 from bridge.rejections import RejectionLog
+from bridge.store import InfluxStore
+from bridge.totals import Totals
 
 PING_TIMEOUT_S = 2.0  # /healthz answers within about this, also when InfluxDB hangs
 
 
-def check_health(ingest: Ingest, influx: InfluxV1, shared: redis.Redis | None = None) -> tuple[bool, dict[str, Any]]:
+@dataclass(frozen=True)
+class Stages:
+    """The stages whose state /healthz, /metrics and /api/pipeline show."""
+
+    inbox: MqttInbox
+    store: InfluxStore[Incoming]
+    pipeline: Pipeline
+    totals: Totals
+
+
+def check_health(stages: Stages, influx: InfluxV1, shared: redis.Redis | None = None) -> tuple[bool, dict[str, Any]]:
     """(healthy, details): the broker connection, InfluxDB's /ping and last write, whether
     ingest makes progress, and Redis when several bridges share it."""
     reasons = []
@@ -23,10 +37,10 @@ def check_health(ingest: Ingest, influx: InfluxV1, shared: redis.Redis | None = 
             shared.ping()
         except redis.RedisError as exc:
             reasons.append(f"Redis: {exc}")
-    state = ingest.state
-    if not state.mqtt_connected:
-        reasons.append(f"MQTT: {state.mqtt_error}")
-    stalled = ingest.stalled()
+    mqtt = stages.inbox.state
+    if not mqtt.connected:
+        reasons.append(f"MQTT: {mqtt.error}")
+    stalled = stages.pipeline.stalled()
     if stalled:
         reasons.append(f"ingest stalled: {stalled}")
     influx_version = None
@@ -35,24 +49,24 @@ def check_health(ingest: Ingest, influx: InfluxV1, shared: redis.Redis | None = 
     except InfluxUnavailable as exc:
         reasons.append(f"InfluxDB: {exc}")
     else:
-        if state.influx_error:  # /ping can answer while writes fail (e.g. no such database)
-            reasons.append(f"InfluxDB writes failing: {state.influx_error}")
+        error = stages.store.state.influx_error
+        if error:  # /ping can answer while writes fail (e.g. no such database)
+            reasons.append(f"InfluxDB writes failing: {error}")
     return not reasons, {
-        "mqtt": "connected" if state.mqtt_connected else "disconnected",
+        "mqtt": "connected" if mqtt.connected else "disconnected",
         "influxdb": influx_version,
-        "unacknowledged": ingest.unacknowledged(),
+        "unacknowledged": stages.inbox.unacknowledged(),
         "reasons": reasons,
     }
 
 
-def ingest_totals(ingest: Ingest) -> dict[str, int]:
+def ingest_totals(stages: Stages) -> dict[str, int]:
     """This bridge's totals since it started (with replicas, bridge/shared.py adds them up)."""
-    state = ingest.state
     return {
-        "received": state.received,
-        "stored": state.stored,
-        "rewritten": state.rewritten,
-        "redelivered": state.redelivered,
+        "received": stages.inbox.state.received,
+        "stored": stages.totals.stored_count,
+        "rewritten": stages.totals.rewritten_count,
+        "redelivered": stages.inbox.state.redelivered,
     }
 
 

@@ -1,12 +1,19 @@
-"""Reading back from InfluxDB: a downsampled series for a chart, the latest point per device."""
+"""Reading back from InfluxDB: a downsampled series for a chart, the latest point per device,
+and the same as the web app sees it (`WebHistory`, webui.context.HistoryView)."""
 
 from __future__ import annotations
 
+import logging
 import math
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from typing import Any
 
-from bridge.influx import InfluxV1, quote_ident, quote_string
+from bridge.influx import InfluxRejected, InfluxUnavailable, InfluxV1, quote_ident, quote_string
 from common.reading import Reading
+from webui.context import HistoryFailed, HistoryUnavailable
+
+log = logging.getLogger(__name__)
 
 TAG_AND_SPECIAL_COLUMNS = frozenset({"time", "device", "sensor", "location", "seq"})
 
@@ -124,3 +131,27 @@ class HistoryReader:
                     )
                 )
         return found
+
+
+class WebHistory:
+    """The history reader as the web app asks for it: JSON-ready answers, its own errors."""
+
+    def __init__(self, reader: HistoryReader) -> None:
+        self._reader = reader
+
+    def series(self, device: str, metric: str, start_us: int, end_us: int, points: int) -> dict[str, Any]:
+        return _answer(lambda: self._reader.series(device, metric, start_us, end_us, points))
+
+    def sparklines(self, devices: list[str], start_us: int, end_us: int, points: int) -> dict[str, Any]:
+        return _answer(lambda: self._reader.sparklines(devices, start_us, end_us, points))
+
+
+def _answer(query: Callable[[], Series | Sparklines]) -> dict[str, Any]:
+    """The query's answer as JSON-ready dicts; InfluxDB's failures as the web app's errors."""
+    try:
+        return asdict(query())
+    except InfluxUnavailable as exc:
+        raise HistoryUnavailable(f"InfluxDB: {exc}") from None
+    except InfluxRejected as exc:  # a query of ours InfluxDB cannot run: a bug, not the caller's
+        log.error("a history query was refused by InfluxDB: %s", exc)
+        raise HistoryFailed("InfluxDB could not answer this query (the bridge's log says why)") from None

@@ -11,7 +11,7 @@ import json
 import logging
 import threading
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlencode, urlsplit
 
@@ -38,7 +38,7 @@ class InfluxTarget:
 
     url: str
     database: str
-    token: str = ""
+    token: str = field(default="", repr=False)  # never in a repr or a log line
 
 
 def quote_string(text: str) -> str:

@@ -13,6 +13,7 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 
+from bridge.router import Refused
 from common.health import Refusal
 from common.reading import Reading, RejectedMessage
 from common.topics import Kind, Topics
@@ -32,8 +33,14 @@ class RefusalNotifier:
         # device -> (reason, monotonic time published); oldest first, at most MAX_DEVICES
         self._outstanding: OrderedDict[str, tuple[str, float]] = OrderedDict()
 
-    def refused(self, device: str, kind: Kind | None, error: RejectedMessage) -> None:
-        """Say that a message of `device` was refused, unless the same was said just now."""
+    def refused(self, refusal: Refused, topic: str, payload: bytes) -> None:
+        """Say that a message of a device was refused, unless the same was said just now
+        (a message whose topic names no valid device is nobody's to tell)."""
+        if refusal.device is not None:
+            self.tell(refusal.device, refusal.kind, refusal.error)
+
+    def tell(self, device: str, kind: Kind | None, error: RejectedMessage) -> None:
+        """Publish `device`'s refusal (throttled)."""
         now = time.monotonic()
         last = self._outstanding.get(device)
         if last is not None and last[0] == error.reason and now - last[1] < REPEAT_AFTER_S:

@@ -13,6 +13,7 @@ import time
 from collections import Counter, OrderedDict, deque
 from dataclasses import asdict, dataclass
 
+from bridge.router import Refused
 from common.reading import RejectedMessage
 
 log = logging.getLogger(__name__)
@@ -43,6 +44,10 @@ class RejectionLog:
         self._counts: Counter[str] = Counter()
         self._last_logged: OrderedDict[tuple[str, str], float] = OrderedDict()
         self._lock = threading.Lock()
+
+    def refused(self, refusal: Refused, topic: str, payload: bytes) -> None:
+        """The pipeline's RefusedSink."""
+        self.add(topic, payload, refusal.error)
 
     def add(self, topic: str, payload: bytes, error: RejectedMessage) -> None:
         """Record one rejection and log it unless the same topic and reason logged lately."""

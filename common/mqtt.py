@@ -17,21 +17,30 @@ RECONNECT_MAX_S = 10
 log = logging.getLogger("paho")
 
 
-def make_client(url: MqttUrl, client_id: str, *, persistent: bool, manual_ack: bool = False) -> mqtt.Client:
-    """A paho client (MQTT 3.1.1, callback API 2) configured for `url`, not yet connected.
+def make_client(
+    url: MqttUrl, client_id: str, *, persistent: bool = False, manual_ack: bool = False, v5: bool = False
+) -> mqtt.Client:
+    """A paho client (callback API 2) configured for `url`, not yet connected.
 
-    `persistent` keeps the broker session (subscriptions and queued QoS 1 messages) across
-    disconnects and restarts; it needs a fixed `client_id`.
+    MQTT 3.1.1, or MQTT 5 with `v5` (then the session is the connect's business: clean_start
+    and SessionExpiryInterval, see bridge/inbox.py). `persistent` (3.1.1) keeps the broker
+    session (subscriptions and queued QoS 1 messages) across disconnects and restarts; it
+    needs a fixed `client_id`.
     """
-    client = mqtt.Client(
-        CallbackAPIVersion.VERSION2,
-        client_id=client_id,
-        clean_session=not persistent,
-        protocol=mqtt.MQTTv311,
-        manual_ack=manual_ack,
-    )
+    if v5:
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=client_id, protocol=mqtt.MQTTv5, manual_ack=manual_ack
+        )
+    else:
+        client = mqtt.Client(
+            CallbackAPIVersion.VERSION2,
+            client_id=client_id,
+            clean_session=not persistent,
+            protocol=mqtt.MQTTv311,
+            manual_ack=manual_ack,
+        )
     if url.username is not None:
-        client.username_pw_set(url.username, url.password)
+        client.username_pw_set(url.username, url.password.reveal() if url.password else None)
     if url.tls:
         client.tls_set()
     client.reconnect_delay_set(RECONNECT_MIN_S, RECONNECT_MAX_S)

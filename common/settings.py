@@ -1,7 +1,11 @@
 """Settings machinery shared by both programs: defaults, then `SENSORPIPE_*`, then flags.
 
-Each program declares its options once (name, default, parser, help) and gets back typed
-values or one `SettingsError` line naming the setting. Nothing else reads `os.environ`.
+Each program declares its settings once, as one typed model: a frozen dataclass whose fields
+are `setting(default, meaning, parser)`. The field's name gives the variable
+(`SENSORPIPE_<NAME>`) and the flag (`--<name>`); `--help`, the publisher's env file and the
+error lines are made from the same declaration. `load_model` gives back the typed model, or
+one `SettingsError` line naming the setting. Nothing else reads `os.environ`. Secrets are
+`Secret`s: shown as `***` in a repr, a log line or an error, revealed only where used.
 """
 
 from __future__ import annotations
@@ -11,15 +15,48 @@ import math
 import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Any, NoReturn
+from dataclasses import dataclass, field, fields
+from typing import Any, NoReturn, TypeVar
 from urllib.parse import unquote, urlsplit
 
-from common.topics import check_prefix
+from common.topics import DEFAULT_PREFIX, check_prefix
 
 
 class SettingsError(Exception):
     """A setting's value is wrong; the message is one line naming the setting and why."""
+
+
+class Secret:
+    """A secret setting's value (a password, a token): `***` in repr, str and f-strings, so it
+    cannot reach a log line, an error or a repr by accident; `reveal()` where it is used."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+    def __repr__(self) -> str:
+        return "Secret('***')"
+
+    def __str__(self) -> str:
+        return "***"
+
+
+def parse_secret(raw: str) -> Secret:
+    """Any text, kept as a Secret (empty: none)."""
+    return Secret(raw)
 
 
 @dataclass(frozen=True)
@@ -39,6 +76,30 @@ class Option:
     @property
     def flag(self) -> str:
         return "--" + self.key.replace("_", "-")
+
+
+def setting(default: str, meaning: str, parse: Callable[[str], Any] = str, *, secret: bool = False) -> Any:
+    """A field of a settings model: its default (as text, as the variable would hold it), what
+    it means (for --help, the env file and the docs), its parser (text -> value, ValueError
+    with the reason), and whether its text is secret (never shown in an error)."""
+    return field(metadata={"setting": (default, meaning, parse, secret)})
+
+
+def options(model: type) -> list[Option]:
+    """The model's settings, in declaration order (a base model's first)."""
+    return [
+        Option(f"SENSORPIPE_{f.name.upper()}", *f.metadata["setting"]) for f in fields(model) if "setting" in f.metadata
+    ]
+
+
+Model = TypeVar("Model")
+
+
+def load_model(
+    model: type[Model], prog: str, description: str, argv: Sequence[str], environ: Mapping[str, str]
+) -> Model:
+    """The model built from flags, then environment, then defaults; raises SettingsError."""
+    return model(**load(prog, description, options(model), argv, environ))
 
 
 class _OneLineParser(argparse.ArgumentParser):
@@ -176,7 +237,7 @@ class MqttUrl:
     port: int
     tls: bool
     username: str | None
-    password: str | None
+    password: Secret | None
 
     def __str__(self) -> str:  # never shows the password
         user = f"{self.username}@" if self.username else ""
@@ -202,21 +263,18 @@ def parse_mqtt_url(raw: str) -> MqttUrl:
         port=port or (8883 if tls else 1883),
         tls=tls,
         username=unquote(parts.username) if parts.username else None,
-        password=unquote(parts.password) if parts.password is not None else None,
+        password=Secret(unquote(parts.password)) if parts.password is not None else None,
     )
 
 
-# The broker settings both programs share.
-BROKER_OPTIONS = [
-    Option(
-        "SENSORPIPE_MQTT_URL",
-        "mqtt://127.0.0.1:1883",
-        "broker, mqtt[s]://[user:password@]host[:port]",
-        parse_mqtt_url,
-        secret=True,
-    ),
-    Option("SENSORPIPE_TOPIC_PREFIX", "sensors", "first topic level", parse_prefix),
-]
+@dataclass(frozen=True)
+class BrokerSettings:
+    """The broker settings both programs share (a base of each program's model)."""
+
+    mqtt_url: MqttUrl = setting(
+        "mqtt://127.0.0.1:1883", "broker, mqtt[s]://[user:password@]host[:port]", parse_mqtt_url, secret=True
+    )
+    topic_prefix: str = setting(DEFAULT_PREFIX, "first topic level", parse_prefix)
 
 
 def parse_http_url(raw: str) -> str:

@@ -8,6 +8,7 @@ from typing import Literal
 
 from common.reading import RejectedMessage
 
+DEFAULT_PREFIX = "sensors"
 DEVICE_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 Kind = Literal["reading", "status", "health"]
 KINDS: tuple[Kind, ...] = ("reading", "status", "health")
@@ -29,7 +30,7 @@ def check_device_id(device: str) -> str:
 class Topics:
     """Topic names and subscription filters under one prefix (default `sensors`)."""
 
-    prefix: str = "sensors"
+    prefix: str = DEFAULT_PREFIX
 
     def reading(self, device: str) -> str:
         return f"{self.prefix}/{device}/reading"

@@ -232,10 +232,11 @@ class Stack:
 
 
 @contextlib.contextmanager
-def private_stack(folder: Path, with_redis: bool = False) -> Iterator[Stack]:
+def private_stack(folder: Path, with_redis: bool = False, broker_config: str = "") -> Iterator[Stack]:
     """A private Mosquitto and InfluxDB (and Redis) in `folder`, ready to use; on leaving,
-    every one that started is stopped by its process id, also when a later one failed."""
-    servers = [mosquitto(folder / "mosquitto"), influxdb(folder / "influxdb")]
+    every one that started is stopped by its process id, also when a later one failed.
+    `broker_config`: more lines for Mosquitto's config (the later of two settings wins)."""
+    servers = [mosquitto(folder / "mosquitto", extra_config=broker_config), influxdb(folder / "influxdb")]
     if with_redis:
         servers.append(redis(folder / "redis"))
     with contextlib.ExitStack() as running:

@@ -7,21 +7,21 @@ import re
 import socket
 import zlib
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from common.reading import RejectedMessage, check_tag
 from common.settings import (
-    BROKER_OPTIONS,
-    MqttUrl,
-    Option,
+    BrokerSettings,
     SettingsError,
-    load,
+    load_model,
+    options,
     parse_count,
     parse_fraction,
     parse_nonnegative_float,
     parse_positive_float,
     parse_switch,
+    setting,
 )
 from common.topics import check_device_id
 from publisher.sensors import SENSORS, SimFaults
@@ -78,74 +78,55 @@ def _ha_prefix(raw: str) -> str:
     return raw
 
 
-OPTIONS = [
-    *BROKER_OPTIONS,
-    Option("SENSORPIPE_DEVICE", "", "this device's id (default: the host name)"),
-    Option("SENSORPIPE_SENSOR", "simulated", "sensor driver: dht22, dht11 or simulated", _sensor),
-    Option("SENSORPIPE_PIN", "D4", "GPIO pin of a DHT sensor (Blinka name, D0-D27)", _pin),
-    Option("SENSORPIPE_INTERVAL", "2", "seconds between readings (at least 2 for a DHT)", parse_positive_float),
-    Option(
-        "SENSORPIPE_LOCATION", "", "optional location tag sent with every reading, e.g. 'Living room'", _optional_tag
-    ),
-    Option(
-        "SENSORPIPE_OUTBOX",
+@dataclass(frozen=True)
+class PublisherSettings(BrokerSettings):
+    """Everything the publisher needs to know, validated: each field is one setting
+    (`SENSORPIPE_<NAME>`, `--<name>`), declared here once. `load_settings` fills in the
+    defaults that depend on others (device, outbox, outbox_max, sim_seed)."""
+
+    device: str = setting("", "this device's id (default: the host name)")
+    sensor: str = setting("simulated", "sensor driver: dht22, dht11 or simulated", _sensor)
+    pin: str = setting("D4", "GPIO pin of a DHT sensor (Blinka name, D0-D27)", _pin)
+    interval: float = setting("2", "seconds between readings (at least 2 for a DHT)", parse_positive_float)
+    location: str | None = setting(
+        "", "optional location tag sent with every reading, e.g. 'Living room'", _optional_tag
+    )
+    outbox: Path = setting(
         "",
         "file of readings not yet acknowledged by the broker (default: outbox-<device>.sqlite in "
         "$STATE_DIRECTORY, else ~/.local/state/sensorpipe)",
         _optional_path,
-    ),
-    Option(
-        "SENSORPIPE_OUTBOX_MAX",
+    )
+    outbox_max: int = setting(
         "0",
         "most readings the outbox keeps during an outage; then the oldest go (0: a week at the interval)",
         parse_count,
-    ),
-    Option(
-        "SENSORPIPE_MAX_JUMP_TEMPERATURE",
+    )
+    max_jump_temperature: float = setting(
         "5",
         "largest temperature change (°C) between two reads taken as real at once (0: no check)",
         parse_nonnegative_float,
-    ),
-    Option(
-        "SENSORPIPE_MAX_JUMP_HUMIDITY",
+    )
+    max_jump_humidity: float = setting(
         "20",
         "largest humidity change (%) between two reads taken as real at once (0: no check)",
         parse_nonnegative_float,
-    ),
-    Option("SENSORPIPE_HEALTH_INTERVAL", "60", "seconds between health messages", parse_positive_float),
-    Option("SENSORPIPE_HA_DISCOVERY", "0", "1: announce the sensors to Home Assistant (MQTT discovery)", parse_switch),
-    Option("SENSORPIPE_HA_PREFIX", "homeassistant", "Home Assistant's discovery topic prefix", _ha_prefix),
-    Option("SENSORPIPE_SIM_SEED", "", "seed of the simulated sensor (default: derived from the device id)", _seed),
-    Option("SENSORPIPE_SIM_FAIL_RATE", "0", "simulated sensor: share of reads that fail (0 to 1)", parse_fraction),
-    Option("SENSORPIPE_SIM_SPIKE_RATE", "0", "simulated sensor: share of reads with a glitch (0 to 1)", parse_fraction),
-    Option(
-        "SENSORPIPE_SIM_STUCK_AFTER", "0", "simulated sensor: values freeze after this many reads (0: off)", parse_count
-    ),
-    Option("SENSORPIPE_COUNT", "0", "stop after this many readings are acknowledged (0: never stop)", parse_count),
-]
+    )
+    health_interval: float = setting("60", "seconds between health messages", parse_positive_float)
+    ha_discovery: bool = setting("0", "1: announce the sensors to Home Assistant (MQTT discovery)", parse_switch)
+    ha_prefix: str = setting("homeassistant", "Home Assistant's discovery topic prefix", _ha_prefix)
+    sim_seed: int = setting("", "seed of the simulated sensor (default: derived from the device id)", _seed)
+    sim_fail_rate: float = setting("0", "simulated sensor: share of reads that fail (0 to 1)", parse_fraction)
+    sim_spike_rate: float = setting("0", "simulated sensor: share of reads with a glitch (0 to 1)", parse_fraction)
+    sim_stuck_after: int = setting("0", "simulated sensor: values freeze after this many reads (0: off)", parse_count)
+    count: int = setting("0", "stop after this many readings are acknowledged (0: never stop)", parse_count)
+
+    @property
+    def sim_faults(self) -> SimFaults:
+        return SimFaults(self.sim_fail_rate, self.sim_spike_rate, self.sim_stuck_after)
 
 
-@dataclass(frozen=True)
-class PublisherSettings:
-    """Everything the publisher needs to know, validated."""
-
-    mqtt_url: MqttUrl
-    topic_prefix: str
-    device: str
-    sensor: str
-    pin: str
-    interval: float
-    location: str | None
-    outbox: Path
-    outbox_max: int
-    max_jump_temperature: float
-    max_jump_humidity: float
-    health_interval: float
-    ha_discovery: bool
-    ha_prefix: str
-    sim_seed: int
-    sim_faults: SimFaults
-    count: int
+OPTIONS = options(PublisherSettings)
 
 
 def default_outbox(device: str, environ: Mapping[str, str]) -> Path:
@@ -157,34 +138,32 @@ def default_outbox(device: str, environ: Mapping[str, str]) -> Path:
 
 def load_settings(argv: Sequence[str], environ: Mapping[str, str]) -> PublisherSettings:
     """Build the settings; raise SettingsError with one line naming the bad setting."""
-    values = load("publisher", "Read a sensor and publish its readings over MQTT.", OPTIONS, argv, environ)
-    if values["device"] == "":
+    loaded = load_model(
+        PublisherSettings, "publisher", "Read a sensor and publish its readings over MQTT.", argv, environ
+    )
+    if loaded.device == "":
         host = socket.gethostname()
         try:
-            values["device"] = _device(host)
+            device = _device(host)
         except ValueError:
             raise SettingsError(
                 f"SENSORPIPE_DEVICE (--device): the host name {host!r} is no valid device id, set one"
             ) from None
     else:
         try:
-            values["device"] = _device(values["device"])
+            device = _device(loaded.device)
         except ValueError as exc:
-            raise SettingsError(f"SENSORPIPE_DEVICE (--device) = {values['device']!r}: {exc}") from None
-    if values["sensor"] != "simulated" and values["interval"] < 2:
+            raise SettingsError(f"SENSORPIPE_DEVICE (--device) = {loaded.device!r}: {exc}") from None
+    if loaded.sensor != "simulated" and loaded.interval < 2:
         raise SettingsError(
-            f"SENSORPIPE_INTERVAL (--interval) = {values['interval']}: "
-            f"a {values['sensor']} measures at most every 2 s, use 2 or more"
+            f"SENSORPIPE_INTERVAL (--interval) = {loaded.interval}: "
+            f"a {loaded.sensor} measures at most every 2 s, use 2 or more"
         )
-    if values["outbox"] is None:
-        values["outbox"] = default_outbox(values["device"], environ)
-    if values["outbox_max"] == 0:
-        values["outbox_max"] = max(1, math.ceil(WEEK_S / values["interval"]))
-    if values["sim_seed"] is None:
-        values["sim_seed"] = zlib.crc32(values["device"].encode())
-    values["sim_faults"] = SimFaults(
-        fail_rate=values.pop("sim_fail_rate"),
-        spike_rate=values.pop("sim_spike_rate"),
-        stuck_after=values.pop("sim_stuck_after"),
+    # The defaults that depend on other settings (the parsers give None or 0 for "not set").
+    return replace(
+        loaded,
+        device=device,
+        outbox=loaded.outbox or default_outbox(device, environ),
+        outbox_max=loaded.outbox_max or max(1, math.ceil(WEEK_S / loaded.interval)),
+        sim_seed=zlib.crc32(device.encode()) if loaded.sim_seed is None else loaded.sim_seed,
     )
-    return PublisherSettings(**values)

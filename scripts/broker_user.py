@@ -12,7 +12,8 @@ Writes `passwd` (Mosquitto's PBKDF2-SHA512 hashes, the format mosquitto_passwd w
 `acl` (acl.base plus one block per reader) in the broker's config folder, then asks the
 broker to reread them (SIGHUP: through docker compose, systemd or a pid). Passwords are
 generated (24 random characters) unless --password is given, and printed once: with the
-settings to put on the device. Needs only Python's standard library.
+settings to put on the device. Needs only Python's standard library (and this repository's
+common/, for the device id rule and the topic prefix, which it shares with the programs).
 """
 
 from __future__ import annotations
@@ -21,7 +22,6 @@ import argparse
 import base64
 import hashlib
 import os
-import re
 import secrets
 import shutil
 import signal
@@ -32,8 +32,10 @@ import sys
 from pathlib import Path
 from urllib.parse import quote
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from common.topics import DEFAULT_PREFIX, DEVICE_ID
+
 ROOT = Path(__file__).resolve().parent.parent
-DEVICE_ID = r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}"
 BRIDGE_USER = "sensorpipe-bridge"
 SECOND_BRIDGE_USER = "sensorpipe-bridge-b"  # when two bridges share the work (docs/scaling.md)
 HEALTH_USER = "sensorpipe-health"
@@ -87,7 +89,7 @@ def write_atomically(path: Path, text: str) -> None:
 def save(folder: Path, users: dict[str, str], readers: list[str]) -> None:
     write_atomically(folder / "passwd", "".join(f"{name}:{hashed}\n" for name, hashed in sorted(users.items())))
     base = (folder / "acl.base").read_text()
-    blocks = "".join(f"\nuser {name}\ntopic read sensors/#\n" for name in sorted(readers))
+    blocks = "".join(f"\nuser {name}\ntopic read {DEFAULT_PREFIX}/#\n" for name in sorted(readers))
     write_atomically(folder / "acl", f"{base.rstrip()}\n\n{READERS_MARK}\n{blocks}")
 
 
@@ -140,7 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def add_account(folder: Path, name: str, *, reader: bool = False, password: str | None = None) -> str:
     """Create (or give a new password to) an account; returns its password. Not reloaded."""
-    if not re.fullmatch(DEVICE_ID, name):
+    if not DEVICE_ID.fullmatch(name):
         raise UsageError(f"{name!r}: a user name is 1 to 64 of A-Z a-z 0-9 _ . - starting with a letter or digit")
     users = read_users(folder / "passwd")
     password = password or new_password()

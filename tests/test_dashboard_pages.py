@@ -15,7 +15,7 @@ from bridge.lineprotocol import to_line
 from common.reading import Reading, now_us
 from tests.conftest import BridgeProcess, Mqtt, Program
 from tests.faults import CuttableProxy
-from tests.waiting import wait_until
+from tests.waiting import wait_settled, wait_until
 
 MINUTE_US = 60_000_000
 
@@ -29,19 +29,6 @@ def stored(influx: InfluxV1, device: str, since: str = "1h") -> int:
         f"SELECT count(temperature) FROM environment WHERE device = '{device}' AND time > now() - {since}"
     )
     return int(series[0]["values"][0][1]) if series else 0
-
-
-def settled_count(influx: InfluxV1, device: str, since: str) -> int:
-    """The stored count once it has stopped growing (the last readings may still be in flight)."""
-    counts = [stored(influx, device, since)]
-
-    def settled() -> bool:
-        time.sleep(0.5)
-        counts.append(stored(influx, device, since))
-        return counts[-1] == counts[-2]
-
-    wait_until(settled, 20, f"{device}'s stored count to settle")
-    return counts[-1]
 
 
 def write_history(influx: InfluxV1, device: str, minutes: int, skip: range = range(0)) -> None:
@@ -87,8 +74,8 @@ def test_device_page_ranges_live_points_and_csv(
     assert "as stored" in page.text_content("#range-note")
     # The missing 20 minutes are a gap (a null between the points), not a line across.
     assert page.evaluate(
-        "(() => { const s = new sensorpipe.Series(); s.merge([[0, 1], [60, 2], [120, 3], [1500, 4], [1560, 5]]);"
-        " return s.data()[1]; })()"
+        "import('/static/common.js').then(({ Series }) => { const s = new Series();"
+        " s.merge([[0, 1], [60, 2], [120, 3], [1500, 4], [1560, 5]]); return s.data()[1]; })"
     ) == [1, 2, 3, None, 4, 5]
 
     mqtt_client.publish(f"{prefix}/lab/reading", {"temperature": 30.5, "humidity": 40.0})
@@ -141,7 +128,7 @@ def test_reconnect_leaves_no_hole_and_only_the_shown_device_is_streamed(
         proxy.restore()
         page.wait_for_selector('#connection[data-state="connected"]', timeout=30_000)
         shown.stop(signal.SIGTERM)
-        count = settled_count(influx, "shown", "15m")
+        count = wait_settled(lambda: stored(influx, "shown", "15m"), 1.5, what="shown's stored count")
         temperature = '#charts .chart[data-metric="temperature"]'
         wait_until(
             lambda: chart_points(page, '#charts .chart[data-metric="temperature"]') == count,

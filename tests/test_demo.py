@@ -45,12 +45,16 @@ def test_demo_runs_the_whole_pipeline_and_stops_cleanly(tmp_path: Path) -> None:
         wait_until(both_devices_reporting, 60, "both simulated devices online with values")
         page = requests.get(dashboard.group(1) + "/", timeout=5)
         assert page.status_code == 200 and "uPlot" in page.text
-        query = requests.get(
-            f"http://127.0.0.1:{influx_port.group(1)}/query",
-            params={"db": "sensors", "q": 'SELECT count(temperature) FROM environment GROUP BY "device"'},
-            timeout=5,
-        ).json()
-        assert len(query["results"][0]["series"]) == 2
+
+        def both_devices_stored() -> bool:  # within the bridge's write interval of arriving
+            query = requests.get(
+                f"http://127.0.0.1:{influx_port.group(1)}/query",
+                params={"db": "sensors", "q": 'SELECT count(temperature) FROM environment GROUP BY "device"'},
+                timeout=5,
+            ).json()
+            return len(query["results"][0].get("series", [])) == 2
+
+        wait_until(both_devices_stored, 30, "both devices' readings in InfluxDB")
     finally:
         os.killpg(demo.pid, signal.SIGINT)  # what Ctrl-C does: every process of the terminal's group
         rest, _ = demo.communicate(timeout=60)

@@ -43,7 +43,7 @@ POISON: list[tuple[str, str, bytes, bool, str]] = [
 
 @pytest.fixture
 def bridge(start_bridge: Callable[..., BridgeProcess]) -> Iterator[BridgeProcess]:
-    yield start_bridge(SENSORPIPE_BATCH_LINGER_MS="50")  # poison and good readings share batches
+    yield start_bridge(SENSORPIPE_WRITE_INTERVAL_MS="50")  # poison and good readings share batches, quickly
 
 
 def strict_json(response: requests.Response) -> Any:

@@ -9,6 +9,7 @@ import sys
 import pytest
 
 from bridge.settings import OPTIONS as BRIDGE_OPTIONS
+from bridge.settings import load_settings as bridge_settings
 from publisher.settings import OPTIONS as PUBLISHER_OPTIONS
 from tests.conftest import ROOT
 
@@ -92,8 +93,9 @@ def test_help_lists_every_setting_with_its_variable_and_flag(program: str) -> No
         ("bridge", ["--influx-db", "my db"], {}, "SENSORPIPE_INFLUX_DB"),
         ("bridge", ["--mqtt-client-id", ""], {}, "SENSORPIPE_MQTT_CLIENT_ID"),
         ("bridge", ["--topic-prefix", ""], {}, "SENSORPIPE_TOPIC_PREFIX"),
-        ("bridge", ["--batch-linger-ms", "-1"], {}, "SENSORPIPE_BATCH_LINGER_MS"),
-        ("bridge", ["--batch-linger-ms", "soon"], {}, "SENSORPIPE_BATCH_LINGER_MS"),
+        ("bridge", ["--write-interval-ms", "-1"], {}, "SENSORPIPE_WRITE_INTERVAL_MS"),
+        ("bridge", ["--write-interval-ms", "soon"], {}, "SENSORPIPE_WRITE_INTERVAL_MS"),
+        ("bridge", ["--mqtt-receive-maximum", "0"], {}, "SENSORPIPE_MQTT_RECEIVE_MAXIMUM"),
         ("bridge", ["--influx-url", "http://admin:pw@127.0.0.1:8086"], {}, "SENSORPIPE_INFLUX_TOKEN"),
         ("bridge", ["--influx-url", "http://127.0.0.1:8086/?db=x"], {}, "SENSORPIPE_INFLUX_URL"),
         ("bridge", ["--stall-after-s", "0"], {}, "SENSORPIPE_STALL_AFTER_S"),
@@ -132,3 +134,23 @@ def test_a_mistyped_setting_never_echoes_its_value(args: list[str]) -> None:
     assert result.returncode == 2
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert "s3cret" not in result.stderr
+
+
+SECRETS = {
+    "SENSORPIPE_MQTT_URL": "mqtt://bridge:mqtt-s3cret@127.0.0.1:1883",
+    "SENSORPIPE_INFLUX_TOKEN": "admin:influx-s3cret",
+    "SENSORPIPE_WEB_PASSWORD": "web-s3cret",
+    "SENSORPIPE_WEB_SECRET": "cookie-s3cret",
+    "SENSORPIPE_REDIS_URL": "redis://:redis-s3cret@127.0.0.1:6379/0",
+}
+
+
+def test_no_secret_in_a_failing_start_its_help_or_the_settings_repr() -> None:
+    failing = run("bridge", "--web-port", "70000", **SECRETS)
+    assert failing.returncode == 2 and "SENSORPIPE_WEB_PORT" in failing.stderr
+    shown = run("bridge", "--help", **SECRETS)
+    assert shown.returncode == 0
+    settings = bridge_settings([], SECRETS)
+    assert settings.web_password.reveal() == "web-s3cret"  # kept, only never shown
+    for text in (failing.stdout, failing.stderr, shown.stdout, repr(settings), str(settings.mqtt_url)):
+        assert "s3cret" not in text, text

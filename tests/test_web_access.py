@@ -151,19 +151,26 @@ def test_no_server_credential_reaches_the_browser(
     session = requests.Session()
     session.post(bridge.url + "/login", data={"password": PASSWORD})
     wait_until(lambda: session.get(bridge.url + "/api/devices").json(), 20, "the device known")
-    bodies = [
-        session.get(bridge.url + path, timeout=10).text
+    answers = [
+        session.get(bridge.url + path, timeout=10)
         for path in (
             "/",
-            "/login",
-            "/static/dashboard.js",
+            "/device/desk",
+            "/static/common.js",
+            "/static/live.js",
+            "/static/overview.js",
+            "/static/device.js",
             "/api/devices",
             "/api/rejections",
             "/api/history?device=desk&metric=temperature",
+            "/api/sparklines?device=desk",
+            "/api/pipeline",
             "/healthz",
             "/metrics",
         )
     ]
+    assert [a.url for a in answers if a.status_code != 200] == []
+    bodies = [a.text for a in answers] + [bridge.log()]  # the bridge's own log, too
     for secret in (mqtt_secret, influx_secret, PASSWORD):
         assert not any(secret in body for body in bodies), secret
 

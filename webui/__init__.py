@@ -66,13 +66,16 @@ def create_app(
     return app
 
 
-def make_socketio(web_access: WebAccess, shared: bool = False) -> tuple[SocketIO, LiveBroadcaster]:
+def make_socketio(
+    web_access: WebAccess, shared: bool = False, replay_s: float = 10.0
+) -> tuple[SocketIO, LiveBroadcaster]:
     """The Socket.IO server (not yet bound to an app) and its broadcaster.
 
     `shared`: create_app will connect it to a message queue, so other bridges' browsers
-    listen too and an emit must go out even with no browser here.
+    listen too and an emit must go out even with no browser here. `replay_s`: how long
+    readings are kept for the `replay` event (longer than the write interval).
     """
     # threading mode, explicitly: auto-detection would pick eventlet if it were installed.
     # No cors_allowed_origins: Socket.IO accepts the dashboard's own origin only.
     socketio = SocketIO(async_mode="threading")
-    return socketio, LiveBroadcaster(socketio, web_access, shared=shared)
+    return socketio, LiveBroadcaster(socketio, web_access, shared=shared, replay_s=replay_s)

@@ -2,19 +2,14 @@
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Mapping
-from dataclasses import asdict
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from bridge.influx import InfluxRejected, InfluxUnavailable
 from common.reading import FORBIDDEN_METRICS, METRIC_NAME, now_us
 from common.topics import DEVICE_ID
-from webui.context import WebContext
-
-log = logging.getLogger(__name__)
+from webui.context import HistoryFailed, HistoryUnavailable, WebContext
 
 api = Blueprint("api", __name__)
 
@@ -62,13 +57,11 @@ def history() -> Response | tuple[Response, int]:
     if isinstance(points, str) or isinstance(span, str):
         return _bad_request(points if isinstance(points, str) else str(span))
     try:
-        series = _context().history.series(device, metric, span[0], span[1], points)
-    except InfluxUnavailable as exc:
-        return jsonify(error=f"InfluxDB: {exc}"), 503
-    except InfluxRejected as exc:  # a query of ours InfluxDB cannot run: a bug, not the caller's
-        log.error("history query refused by InfluxDB: %s", exc)
-        return jsonify(error="InfluxDB could not answer this query (the bridge's log says why)"), 500
-    return jsonify(asdict(series))
+        return jsonify(_context().history.series(device, metric, span[0], span[1], points))
+    except HistoryUnavailable as exc:
+        return jsonify(error=str(exc)), 503
+    except HistoryFailed as exc:  # a query of ours the store cannot run: a bug, not the caller's
+        return jsonify(error=str(exc)), 500
 
 
 @api.get("/api/sparklines")
@@ -83,13 +76,11 @@ def sparklines() -> Response | tuple[Response, int]:
     if isinstance(points, str) or isinstance(span, str):
         return _bad_request(points if isinstance(points, str) else str(span))
     try:
-        lines = _context().history.sparklines(sorted(set(devices)), span[0], span[1], points)
-    except InfluxUnavailable as exc:
-        return jsonify(error=f"InfluxDB: {exc}"), 503
-    except InfluxRejected as exc:
-        log.error("sparkline query refused by InfluxDB: %s", exc)
-        return jsonify(error="InfluxDB could not answer this query (the bridge's log says why)"), 500
-    return jsonify(asdict(lines))
+        return jsonify(_context().history.sparklines(sorted(set(devices)), span[0], span[1], points))
+    except HistoryUnavailable as exc:
+        return jsonify(error=str(exc)), 503
+    except HistoryFailed as exc:
+        return jsonify(error=str(exc)), 500
 
 
 def _points(args: Mapping[str, str]) -> int | str:

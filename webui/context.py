@@ -1,26 +1,55 @@
-"""What the web app reads from the bridge: passed in by the composition root, never global."""
+"""What the web app reads, as small read-side Protocols: the composition root passes in
+objects that have these methods (the bridge's), never globals. The web app imports nothing
+of the bridge; history answers in JSON-ready form and fails with the web app's own errors.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
-from bridge.devices import DeviceRegistry
-from bridge.history import HistoryReader
-from bridge.rejections import RejectionLog
+
+class HistoryUnavailable(Exception):
+    """The store of history cannot answer now (503): the message says why."""
+
+
+class HistoryFailed(Exception):
+    """The store refused a query the web app made (500): a bug; the bridge's log has details."""
+
+
+class DevicesView(Protocol):
+    def snapshot(self, devices: list[str] | None = None) -> list[dict[str, Any]]:
+        """Every device (or those of `devices` that are known), JSON-ready, sorted by id."""
+        ...
+
+
+class RejectionsView(Protocol):
+    def counts(self) -> dict[str, int]: ...
+
+    def latest(self) -> list[dict[str, object]]: ...
+
+
+class HistoryView(Protocol):
+    def series(self, device: str, metric: str, start_us: int, end_us: int, points: int) -> dict[str, Any]:
+        """One metric of one device, as /api/history answers; raises HistoryUnavailable or HistoryFailed."""
+        ...
+
+    def sparklines(self, devices: list[str], start_us: int, end_us: int, points: int) -> dict[str, Any]:
+        """Every metric of several devices, as /api/sparklines answers; raises as series()."""
+        ...
 
 
 @dataclass(frozen=True)
 class WebContext:
-    """The bridge's state and readers the pages and API show."""
+    """The state and readers the pages and API show."""
 
-    devices: DeviceRegistry
-    rejections: RejectionLog
-    history: HistoryReader
-    # () -> (healthy, details): MQTT and InfluxDB reachability, for /healthz.
+    devices: DevicesView
+    rejections: RejectionsView
+    history: HistoryView
+    # () -> (healthy, details): MQTT and InfluxDB reachability, ingest progress, for /healthz.
     health: Callable[[], tuple[bool, dict[str, Any]]]
     # () -> Prometheus text exposition, for /metrics.
     metrics: Callable[[], bytes]
-    # () -> totals since start (received, stored, redelivered, rejected), for /api/pipeline.
+    # () -> totals since start (received, stored, rewritten, redelivered, rejected), for /api/pipeline.
     pipeline: Callable[[], dict[str, int]]

@@ -1,16 +1,23 @@
-"""Live updates over Socket.IO: stored readings, status changes and health reports, to the
-browsers that want them.
+"""Live updates over Socket.IO: valid readings as they arrive, status changes and health
+reports, to the browsers that want them.
 
 Every browser starts in the room `all`, or with `{"devices": [...]}` as its connection's auth
 data in one room per device; a `subscribe` event with a list of devices moves it to those
 rooms later, so it receives only those.
+
+Readings go out as soon as they are valid, while InfluxDB gets them within the write
+interval: a page that loads its history in between would miss them. So the broadcaster keeps
+the readings of the last `replay_s` seconds (at most REPLAY_MAX), and a `replay` event
+answers with those the browser sees; merged by timestamp with history, nothing is missing
+and nothing is drawn twice.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
-from collections import defaultdict
+import time
+from collections import defaultdict, deque
 from collections.abc import Sequence
 from typing import Any
 
@@ -29,6 +36,7 @@ log = logging.getLogger(__name__)
 
 ALL = "all"
 MAX_SUBSCRIBED = 1000
+REPLAY_MAX = 10_000  # readings kept for `replay`, the oldest go first
 
 
 SUBSCRIBE_ERROR = f"devices must be a list of at most {MAX_SUBSCRIBED} device ids"
@@ -69,28 +77,40 @@ def reading_json(reading: Reading) -> dict[str, Any]:
 class LiveBroadcaster:
     """The Socket.IO sink of the ingest loop, and the handlers of the browser's events."""
 
-    def __init__(self, socketio: SocketIO, web_access: WebAccess, shared: bool = False) -> None:
+    def __init__(self, socketio: SocketIO, web_access: WebAccess, shared: bool = False, replay_s: float = 10.0) -> None:
+        """`replay_s`: how long readings are kept for `replay`: longer than the write
+        interval plus a write, so that what a page's history lacks is in the replay."""
         self._socketio = socketio
         self._access = web_access
         self._shared = shared  # through a message queue: other bridges' browsers listen too
+        self._replay_s = replay_s
+        self._recent: deque[tuple[float, str, dict[str, Any]]] = deque(maxlen=REPLAY_MAX)
         self._clients = 0
         self._lock = threading.Lock()
         socketio.on_event("connect", self._on_connect)
         socketio.on_event("disconnect", self._on_disconnect)
         socketio.on_event("subscribe", self._on_subscribe)
+        socketio.on_event("replay", self._on_replay)
 
     @property
     def clients(self) -> int:
         """Browsers connected now."""
         return self._clients
 
-    def readings(self, readings: Sequence[Reading]) -> None:
-        """Send stored readings: all of them to `all`, each device's to its own room."""
-        if not readings or not (self._clients or self._shared):
+    def accepted(self, readings: Sequence[Reading]) -> None:
+        """Send valid readings as they arrive: all of them to `all`, each device's to its
+        own room (they are written to InfluxDB within the write interval after)."""
+        if not readings:
             return
+        now = time.monotonic()
         per_device: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for reading in readings:
-            per_device[reading.device].append(reading_json(reading))
+        with self._lock:
+            for reading in readings:
+                body = reading_json(reading)
+                per_device[reading.device].append(body)
+                self._recent.append((now, reading.device, body))
+        if not (self._clients or self._shared):
+            return
         self._socketio.emit("readings", [r for items in per_device.values() for r in items], to=ALL)
         for device, items in per_device.items():
             self._socketio.emit("readings", items, to=_room(device))
@@ -122,6 +142,18 @@ class LiveBroadcaster:
     def _on_disconnect(self, reason: Any = None) -> None:
         with self._lock:
             self._clients -= 1
+
+    def _on_replay(self, data: Any = None) -> list[dict[str, Any]]:
+        """The readings of the last `replay_s` seconds this browser sees (its rooms)."""
+        sid = request.sid  # type: ignore[attr-defined]  # set by Flask-SocketIO per event
+        joined = set(rooms()) - {sid}
+        everything = ALL in joined
+        since = time.monotonic() - self._replay_s
+        with self._lock:
+            while self._recent and self._recent[0][0] < since:
+                self._recent.popleft()
+            recent = list(self._recent)
+        return [body for _, device, body in recent if everything or _room(device) in joined]
 
     def _on_subscribe(self, data: Any) -> dict[str, Any]:
         """`{"devices": [...]}`: only these from now on; empty or missing: all devices."""

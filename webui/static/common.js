@@ -1,150 +1,164 @@
 // What the overview and the device page share: fetching, signing in again, time series that
-// merge history and live readings by timestamp, gaps, and the pipeline panel.
+// merge history and live readings by timestamp, gaps, and the pipeline panel (an ES module).
 // Every string that comes from a device is set with textContent, never as HTML.
-"use strict";
 
-const sensorpipe = (() => {
-  const UNITS = { temperature: "°C", humidity: "%" };
-  const COLORS = { temperature: "#ef6c00", humidity: "#3b82f6" };
-  const unit = (metric) => UNITS[metric] || "";
-  const color = (metric) => COLORS[metric] || "#8b5cf6";
-  const formatTime = (ms) => (ms == null ? "never" : new Date(ms).toLocaleString());
+const UNITS = { temperature: "°C", humidity: "%" };
+const COLORS = { temperature: "#ef6c00", humidity: "#3b82f6" };
+export const unit = (metric) => UNITS[metric] || "";
+export const color = (metric) => COLORS[metric] || "#8b5cf6";
+export const formatTime = (ms) => (ms == null ? "never" : new Date(ms).toLocaleString());
 
-  // Signed out (the password is on and the session ended): to the login page, then back here.
-  function toLogin() {
-    const here = window.location.pathname + window.location.search;
-    window.location.assign(`/login?next=${encodeURIComponent(here)}`);
+// Signed out (the password is on and the session ended): to the login page, then back here.
+export function toLogin() {
+  const here = window.location.pathname + window.location.search;
+  window.location.assign(`/login?next=${encodeURIComponent(here)}`);
+}
+
+export async function getJson(url) {
+  const response = await fetch(url);
+  if (response.status === 401) toLogin();
+  return response.ok ? response.json() : null;
+}
+
+export function setBadge(el, state, text) {
+  el.dataset.state = state;
+  el.textContent = text;
+}
+
+// A device's status badge: online, offline, or no status (none seen yet, or cleared).
+export function showOnline(el, online) {
+  if (online == null) setBadge(el, "unknown", "no status");
+  else setBadge(el, online ? "online" : "offline", online ? "online" : "offline");
+}
+
+// One metric's points, sorted by time (seconds). `ys` is the value (the mean for bucketed
+// history); `lows`/`highs` the bucket's min and max (the value itself for raw points).
+export class Series {
+  constructor() {
+    this.xs = [];
+    this.ys = [];
+    this.lows = [];
+    this.highs = [];
+    this.bucketMs = 0; // the history's bucket width (0: raw readings)
+    this.buckets = new Set(); // middles (ms) of the history's buckets that hold readings
   }
 
-  async function getJson(url) {
-    const response = await fetch(url);
-    if (response.status === 401) toLogin();
-    return response.ok ? response.json() : null;
+  // Start anew from history (rows as historyRows gives them; `intervalMs` 0 for raw ones).
+  loadHistory(rows, intervalMs) {
+    for (const list of [this.xs, this.ys, this.lows, this.highs]) list.length = 0;
+    this.bucketMs = intervalMs;
+    this.buckets = new Set(intervalMs ? rows.filter((row) => row[1] != null).map((row) => row[0] * 1000) : []);
+    this.merge(rows);
   }
 
-  function setBadge(el, state, text) {
-    el.dataset.state = state;
-    el.textContent = text;
+  // Merge readings that arrived live while the history was being loaded (and the replay of
+  // the last seconds): each is in that history already or not yet stored. Raw history has it
+  // at the same time (merge replaces); bucketed history has it in its bucket's mean, so a
+  // reading whose bucket is there is left out, and one whose bucket is missing is added.
+  mergeCaughtUp(rows) {
+    const width = this.bucketMs;
+    this.merge(width ? rows.filter(([x]) => !this.buckets.has(Math.floor((x * 1000) / width) * width + width / 2)) : rows);
   }
 
-  // A device's status badge: online, offline, or no status (none seen yet, or cleared).
-  function showOnline(el, online) {
-    if (online == null) setBadge(el, "unknown", "no status");
-    else setBadge(el, online ? "online" : "offline", online ? "online" : "offline");
-  }
-
-  // One metric's points, sorted by time (seconds). `ys` is the value (the mean for bucketed
-  // history); `lows`/`highs` the bucket's min and max (the value itself for raw points).
-  class Series {
-    constructor() {
-      this.xs = [];
-      this.ys = [];
-      this.lows = [];
-      this.highs = [];
-    }
-
-    // Insert [seconds, value, min?, max?] rows (any order); an equal time replaces, so a
-    // reading seen in history and live is drawn once.
-    merge(rows) {
-      const { xs } = this;
-      for (const [x, y, low = y, high = y] of rows) {
-        let at = xs.length;
-        if (xs.length && x <= xs[xs.length - 1]) {
-          let lo = 0;
-          let hi = xs.length;
-          while (lo < hi) {
-            const mid = (lo + hi) >> 1;
-            if (xs[mid] < x) lo = mid + 1;
-            else hi = mid;
-          }
-          at = lo;
+  // Insert [seconds, value, min?, max?] rows (any order); an equal time replaces, so a
+  // reading seen in history and live is drawn once.
+  merge(rows) {
+    const { xs } = this;
+    for (const [x, y, low = y, high = y] of rows) {
+      let at = xs.length;
+      if (xs.length && x <= xs[xs.length - 1]) {
+        let lo = 0;
+        let hi = xs.length;
+        while (lo < hi) {
+          const mid = (lo + hi) >> 1;
+          if (xs[mid] < x) lo = mid + 1;
+          else hi = mid;
         }
-        if (xs[at] === x) {
-          this.ys[at] = y;
-          this.lows[at] = low;
-          this.highs[at] = high;
-        } else {
-          xs.splice(at, 0, x);
-          this.ys.splice(at, 0, y);
-          this.lows.splice(at, 0, low);
-          this.highs.splice(at, 0, high);
-        }
+        at = lo;
+      }
+      if (xs[at] === x) {
+        this.ys[at] = y;
+        this.lows[at] = low;
+        this.highs[at] = high;
+      } else {
+        xs.splice(at, 0, x);
+        this.ys.splice(at, 0, y);
+        this.lows.splice(at, 0, low);
+        this.highs.splice(at, 0, high);
       }
     }
+  }
 
-    // Forget what lies before `seconds`.
-    trim(seconds) {
-      let drop = 0;
-      while (drop < this.xs.length && this.xs[drop] < seconds) drop += 1;
-      if (drop) for (const list of [this.xs, this.ys, this.lows, this.highs]) list.splice(0, drop);
-    }
+  // Forget what lies before `seconds`.
+  trim(seconds) {
+    let drop = 0;
+    while (drop < this.xs.length && this.xs[drop] < seconds) drop += 1;
+    if (drop) for (const list of [this.xs, this.ys, this.lows, this.highs]) list.splice(0, drop);
+  }
 
-    // The usual spacing of the points (median), in seconds; null with fewer than 3.
-    spacing() {
-      const gaps = [];
-      for (let i = 1; i < this.xs.length; i += 1) gaps.push(this.xs[i] - this.xs[i - 1]);
-      if (gaps.length < 2) return null;
-      gaps.sort((a, b) => a - b);
-      return gaps[gaps.length >> 1];
-    }
+  // The usual spacing of the points (median), in seconds; null with fewer than 3.
+  spacing() {
+    const gaps = [];
+    for (let i = 1; i < this.xs.length; i += 1) gaps.push(this.xs[i] - this.xs[i - 1]);
+    if (gaps.length < 2) return null;
+    gaps.sort((a, b) => a - b);
+    return gaps[gaps.length >> 1];
+  }
 
-    // uPlot data: [xs, ys, lows, highs] with a null inserted wherever the points are more
-    // than three usual spacings apart, so missing data is a gap, never a line across it.
-    data() {
-      const step = this.spacing();
-      const out = [[], [], [], []];
-      for (let i = 0; i < this.xs.length; i += 1) {
-        if (step && i > 0 && this.xs[i] - this.xs[i - 1] > 3 * step) {
-          out[0].push((this.xs[i] + this.xs[i - 1]) / 2);
-          out[1].push(null);
-          out[2].push(null);
-          out[3].push(null);
-        }
-        out[0].push(this.xs[i]);
-        out[1].push(this.ys[i]);
-        out[2].push(this.lows[i]);
-        out[3].push(this.highs[i]);
+  // uPlot data: [xs, ys, lows, highs] with a null inserted wherever the points are more
+  // than three usual spacings apart, so missing data is a gap, never a line across it.
+  data() {
+    const step = this.spacing();
+    const out = [[], [], [], []];
+    for (let i = 0; i < this.xs.length; i += 1) {
+      if (step && i > 0 && this.xs[i] - this.xs[i - 1] > 3 * step) {
+        out[0].push((this.xs[i] + this.xs[i - 1]) / 2);
+        out[1].push(null);
+        out[2].push(null);
+        out[3].push(null);
       }
-      return out;
+      out[0].push(this.xs[i]);
+      out[1].push(this.ys[i]);
+      out[2].push(this.lows[i]);
+      out[3].push(this.highs[i]);
     }
+    return out;
   }
+}
 
-  // History rows from /api/history as Series rows (seconds).
-  function historyRows(body) {
-    return body.points.map(([ms, ...values]) => [ms / 1000, ...values]);
+// History rows from /api/history as Series rows (seconds).
+export function historyRows(body) {
+  return body.points.map(([ms, ...values]) => [ms / 1000, ...values]);
+}
+
+// uPlot has no append: redraw each chart at most once per animation frame.
+const dirty = new Set();
+export function redraw(chart) {
+  dirty.add(chart);
+  if (dirty.size === 1) requestAnimationFrame(() => {
+    for (const item of dirty) item.draw();
+    dirty.clear();
+  });
+}
+
+// The pipeline panel: rate of stored readings, rejections, broker and InfluxDB state.
+export function pipelinePanel(el) {
+  let previous = null;
+  async function refresh() {
+    const body = await getJson("/api/pipeline");
+    if (!body) return;
+    const now = performance.now();
+    const rate = previous ? ((body.stored - previous.stored) * 1000) / (now - previous.at) : null;
+    previous = { stored: body.stored, at: now };
+    el.querySelector(".rate").textContent = rate == null ? "…" : `${rate.toFixed(1)} readings/s stored`;
+    const rejected = el.querySelector(".rejected");
+    rejected.textContent = `${body.rejected} rejected`;
+    rejected.dataset.state = body.rejected ? "warn" : "ok";
+    setBadge(el.querySelector(".mqtt"), body.mqtt === "connected" ? "online" : "offline", `MQTT ${body.mqtt}`);
+    const influx = body.influxdb ? `InfluxDB ${body.influxdb}` : "InfluxDB unreachable";
+    const influxOk = body.influxdb && !body.reasons.some((r) => r.startsWith("InfluxDB"));
+    setBadge(el.querySelector(".influx"), influxOk ? "online" : "offline", influx);
   }
-
-  // uPlot has no append: redraw each chart at most once per animation frame.
-  const dirty = new Set();
-  function redraw(chart) {
-    dirty.add(chart);
-    if (dirty.size === 1) requestAnimationFrame(() => {
-      for (const item of dirty) item.draw();
-      dirty.clear();
-    });
-  }
-
-  // The pipeline panel: rate of stored readings, rejections, broker and InfluxDB state.
-  function pipelinePanel(el) {
-    let previous = null;
-    async function refresh() {
-      const body = await getJson("/api/pipeline");
-      if (!body) return;
-      const now = performance.now();
-      const rate = previous ? ((body.stored - previous.stored) * 1000) / (now - previous.at) : null;
-      previous = { stored: body.stored, at: now };
-      el.querySelector(".rate").textContent = rate == null ? "…" : `${rate.toFixed(1)} readings/s stored`;
-      const rejected = el.querySelector(".rejected");
-      rejected.textContent = `${body.rejected} rejected`;
-      rejected.dataset.state = body.rejected ? "warn" : "ok";
-      setBadge(el.querySelector(".mqtt"), body.mqtt === "connected" ? "online" : "offline", `MQTT ${body.mqtt}`);
-      const influx = body.influxdb ? `InfluxDB ${body.influxdb}` : "InfluxDB unreachable";
-      const influxOk = body.influxdb && !body.reasons.some((r) => r.startsWith("InfluxDB"));
-      setBadge(el.querySelector(".influx"), influxOk ? "online" : "offline", influx);
-    }
-    refresh();
-    setInterval(refresh, 5000);
-  }
-
-  return { unit, color, formatTime, toLogin, getJson, setBadge, showOnline, Series, historyRows, redraw, pipelinePanel };
-})();
+  refresh();
+  setInterval(refresh, 5000);
+}

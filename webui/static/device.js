@@ -2,21 +2,29 @@
 // History comes downsampled to about one point per pixel (mean line, min-max band); live
 // readings for this device only (subscribed with the Socket.IO handshake) merge by timestamp, and after a
 // reconnect the range is fetched again up to now, so a dropped connection leaves no hole.
-"use strict";
+import { color, getJson, historyRows, redraw, Series, showOnline, unit } from "./common.js";
+import { connectLive } from "./live.js";
 
-(() => {
-  const { unit, color, toLogin, getJson, setBadge, showOnline, Series, historyRows, redraw } = sensorpipe;
+{
   const PRESETS = { "15m": 900, "1h": 3600, "6h": 21600, "24h": 86400, "7d": 604800 };
   const id = document.getElementById("device").dataset.device;
   const chartsEl = document.getElementById("charts");
   const noteEl = document.getElementById("range-note");
   const connectionEl = document.getElementById("connection");
+  /** @typedef {{preset?: string, from?: number, to?: number}} Range  a preset ending now, or from-to (ms) */
+  /** @type {Range} */
   let range = { preset: new URLSearchParams(window.location.search).get("range") || "1h" };
   if (!(range.preset in PRESETS)) range = { preset: "1h" };
   let charts = new Map(); // metric -> chart
   let generation = 0; // a newer range makes older answers moot
+  let buffered = null; // live readings that arrive while history loads (null: none loading)
+  // Live readings of the last RECENT_MS: a reading is shown before InfluxDB has it, so a
+  // history loaded just after (a new range) may lack it; these are merged back after it.
+  const RECENT_MS = 30000;
+  const recent = []; // [arrived ms, reading]
 
   const live = () => Boolean(range.preset);
+  /** @returns {[number, number]} the shown window, in seconds */
   const windowOf = () =>
     live() ? [Date.now() / 1000 - PRESETS[range.preset], Date.now() / 1000] : [range.from / 1000, range.to / 1000];
 
@@ -63,12 +71,28 @@
     return chart;
   }
 
+  function mergeLive(readings, caughtUp) {
+    if (!live()) return;
+    for (const reading of readings) {
+      if (reading.device !== id) continue;
+      for (const [metric, value] of Object.entries(reading.metrics)) {
+        let chart = charts.get(metric);
+        if (!chart) charts.set(metric, (chart = makeChart(metric)));
+        const row = [[reading.ts / 1000, value]];
+        if (caughtUp) chart.series.mergeCaughtUp(row);
+        else chart.series.merge(row);
+        redraw(chart);
+      }
+    }
+  }
+
   function points() {
     return String(Math.min(5000, Math.max(200, Math.round(chartsEl.clientWidth))));
   }
 
   async function loadRange(fresh) {
     const mine = ++generation;
+    buffered ??= [];
     const info = (await getJson(`/api/devices?${new URLSearchParams({ device: id })}`))?.find((d) => d.device === id);
     if (mine !== generation) return;
     if (info) showOnline(document.getElementById("online"), info.online);
@@ -87,14 +111,21 @@
       interval = Math.max(interval, body.interval_ms);
       let chart = charts.get(metric);
       if (!chart) charts.set(metric, (chart = makeChart(metric)));
-      chart.series.merge(historyRows(body));
+      chart.series.loadHistory(historyRows(body), body.interval_ms);
       redraw(chart);
     }));
     if (mine !== generation) return;
+    // What arrived live meanwhile, and the replay of the last seconds: in that history
+    // already, or not stored yet.
+    const caughtUp = [...recent.map(([, reading]) => reading), ...buffered];
+    buffered = null;
+    mergeLive(caughtUp, true);
     noteEl.textContent = interval
       ? `Each point: the mean of ${formatInterval(interval)}, with its lowest and highest reading as the band.`
       : "Every reading as stored.";
-    document.querySelectorAll("[data-range]").forEach((b) => b.setAttribute("aria-pressed", String(b.dataset.range === range.preset)));
+    document
+      .querySelectorAll("[data-range]")
+      .forEach((b) => b.setAttribute("aria-pressed", String(/** @type {HTMLElement} */ (b).dataset.range === range.preset)));
     document.getElementById("device").dataset.loaded = String(Date.now());
   }
 
@@ -123,15 +154,15 @@
 
   document.querySelectorAll("[data-range]").forEach((button) =>
     button.addEventListener("click", () => {
-      range = { preset: button.dataset.range };
+      range = { preset: /** @type {HTMLElement} */ (button).dataset.range };
       history.replaceState(null, "", `?range=${range.preset}`);
       loadRange(true);
     }));
   document.getElementById("custom-range").addEventListener("submit", (event) => {
     event.preventDefault();
-    const form = new FormData(event.target);
-    const from = new Date(form.get("from")).getTime();
-    const to = new Date(form.get("to")).getTime();
+    const form = new FormData(/** @type {HTMLFormElement} */ (event.target));
+    const from = new Date(String(form.get("from"))).getTime();
+    const to = new Date(String(form.get("to"))).getTime();
     if (!(from < to)) return;
     range = { from, to };
     loadRange(true);
@@ -152,31 +183,22 @@
 
   // The subscription goes with the handshake (and every reconnect's), so no reading of
   // another device is sent before it.
-  const socket = io({ auth: { devices: [id] } });
-  socket.on("connect", () => {
-    setBadge(connectionEl, "connected", "live");
-    loadRange(charts.size === 0).catch((error) => console.error("loading history failed", error));
-  });
-  socket.on("disconnect", () => setBadge(connectionEl, "disconnected", "reconnecting…"));
-  socket.on("connect_error", (error) => {
-    if (error && error.message === "sign in first") toLogin();
-  });
-  socket.on("readings", (readings) => {
-    if (!live()) return;
-    for (const reading of readings) {
-      if (reading.device !== id) continue;
-      for (const [metric, value] of Object.entries(reading.metrics)) {
-        let chart = charts.get(metric);
-        if (!chart) charts.set(metric, (chart = makeChart(metric)));
-        chart.series.merge([[reading.ts / 1000, value]]);
-        redraw(chart);
-      }
-    }
-  });
-  socket.on("status", (status) => {
-    if (status.device === id) showOnline(document.getElementById("online"), status.online);
+  connectLive({
+    devices: [id],
+    connectionEl,
+    onConnect: () => loadRange(charts.size === 0).catch((error) => console.error("loading history failed", error)),
+    onReadings: (readings, caughtUp) => {
+      const now = Date.now();
+      for (const reading of readings.slice(-5000)) recent.push([now, reading]);
+      while (recent.length && (recent[0][0] < now - RECENT_MS || recent.length > 5000)) recent.shift();
+      if (buffered) buffered.push(...readings.slice(-5000));
+      else mergeLive(readings, caughtUp);
+    },
+    onStatus: (status) => {
+      if (status.device === id) showOnline(document.getElementById("online"), status.online);
+    },
   });
   new ResizeObserver(() => {
     for (const chart of charts.values()) chart.plot.setSize({ width: Math.max(280, chartsEl.clientWidth), height: 240 });
   }).observe(chartsEl);
-})();
+}

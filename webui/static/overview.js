@@ -5,23 +5,25 @@
 // Built for thousands of devices: cards are inserted in order without re-sorting, and a
 // card's sparklines are drawn only once it comes near the screen, fetched for up to
 // SPARK_BATCH devices in one request, one request at a time, and retried with backoff.
-"use strict";
+import { color, formatTime, getJson, historyRows, pipelinePanel, redraw, Series, showOnline, unit } from "./common.js";
+import { connectLive } from "./live.js";
 
-(() => {
-  const { unit, color, formatTime, toLogin, getJson, setBadge, showOnline, Series, historyRows, redraw } = sensorpipe;
+{
   const WINDOW_S = 3600;
   const HISTORY_POINTS = 360; // a sparkline is small: one point per 10 s is plenty
   const STALE_AFTER = 3; // usual intervals without a reading
   const SPARK_BATCH = 50; // devices per /api/sparklines request
   const RETRY_MAX_MS = 30000;
+  const BUFFERED_MAX = 500; // live readings kept per device until its history is merged
   const devices = new Map(); // id -> { card, charts: Map(metric -> chart), info, history, buffered }
   const order = []; // device ids, sorted: where a new card goes
   const listEl = document.getElementById("devices");
   const emptyEl = document.getElementById("empty");
   const connectionEl = document.getElementById("connection");
-  const template = document.getElementById("device-card");
-  // history: "none" (not asked yet), "wanted" (near the screen, queued), "loading" (asked:
-  // live readings are buffered until the answer is merged), "loaded".
+  const template = /** @type {HTMLTemplateElement} */ (document.getElementById("device-card"));
+  // history: "none" (not asked yet), "wanted" (near the screen, queued), "loading" (asked),
+  // "loaded". Until it is loaded, live readings are buffered and merged after the history:
+  // the newest may not be stored yet when it is asked for.
   const wanted = new Set();
   const visible = new Set();
   let fetching = false;
@@ -34,7 +36,7 @@
   const nearScreen = new IntersectionObserver(
     (entries) => {
       for (const entry of entries) {
-        const id = entry.target.dataset.device;
+        const id = /** @type {HTMLElement} */ (entry.target).dataset.device;
         if (entry.isIntersecting) {
           visible.add(id);
           const device = devices.get(id);
@@ -56,9 +58,9 @@
   function ensureDevice(id) {
     let device = devices.get(id);
     if (device) return device;
-    const card = template.content.firstElementChild.cloneNode(true);
+    const card = /** @type {HTMLElement} */ (template.content.firstElementChild.cloneNode(true));
     card.dataset.device = id;
-    const link = card.querySelector(".name a");
+    const link = /** @type {HTMLAnchorElement} */ (card.querySelector(".name a"));
     link.textContent = id;
     link.href = `/device/${encodeURIComponent(id)}`;
     showOnline(card.querySelector(".online"), null);
@@ -186,10 +188,14 @@
     if (device.card.dataset.stale !== String(stale)) device.card.dataset.stale = String(stale);
   }
 
-  function mergeReading(device, reading) {
+  // A live reading on the device's sparklines; `caughtUp`: it arrived while the history was
+  // loading (or came with the replay), so it may be in that history already.
+  function mergeReading(device, reading, caughtUp = false) {
     for (const [metric, value] of Object.entries(reading.metrics)) {
       const chart = ensureChart(device, metric);
-      chart.series.merge([[reading.ts / 1000, value]]);
+      const row = [[reading.ts / 1000, value]];
+      if (caughtUp) chart.series.mergeCaughtUp(row);
+      else chart.series.merge(row);
       redraw(chart);
     }
   }
@@ -219,16 +225,14 @@
         // History up to now replaces what a chart had (after a reconnect: live points and
         // the means of their buckets would otherwise both be drawn); what arrived live
         // meanwhile is merged after it.
-        for (const chart of device.charts.values()) {
-          chart.series = new Series();
-          redraw(chart);
-        }
-        for (const [metric, points] of Object.entries(body.devices[id] || {})) {
+        const lines = body.devices[id] || {};
+        for (const [metric, chart] of device.charts) if (!(metric in lines)) chart.series.loadHistory([], body.interval_ms);
+        for (const [metric, points] of Object.entries(lines)) {
           const chart = ensureChart(device, metric);
-          chart.series.merge(historyRows({ points }));
+          chart.series.loadHistory(historyRows({ points }), body.interval_ms);
           redraw(chart);
         }
-        for (const reading of device.buffered) mergeReading(device, reading);
+        for (const reading of device.buffered) mergeReading(device, reading, true);
         device.buffered = [];
         device.history = "loaded";
         markStale(device);
@@ -266,42 +270,38 @@
     }
   }
 
-  const socket = io();
-  socket.on("connect", () => {
-    setBadge(connectionEl, "connected", "live");
-    loadAll().catch((error) => console.error("loading devices failed", error));
-  });
-  socket.on("disconnect", () => setBadge(connectionEl, "disconnected", "reconnecting…"));
-  socket.on("connect_error", (error) => {
-    if (error && error.message === "sign in first") toLogin();
-  });
-  socket.on("readings", (readings) => {
+  function onReadings(readings, caughtUp) {
     for (const reading of readings) {
       const device = ensureDevice(reading.device);
-      // Not near the screen yet: its history, when asked for, holds this reading too.
-      if (device.history === "loading" || device.history === "wanted") {
+      if (device.history === "loaded") mergeReading(device, reading, caughtUp);
+      else {
         device.buffered.push(reading);
-        if (device.buffered.length > 2000) device.buffered.shift();
+        if (device.buffered.length > BUFFERED_MAX) device.buffered.shift();
       }
-      else if (device.history === "loaded") mergeReading(device, reading);
       const last = Number(device.card.dataset.lastSeen || 0);
       if (reading.ts >= last) showLatest(device, reading.metrics, reading.ts, reading.seq);
     }
-  });
-  socket.on("status", (status) => showOnline(ensureDevice(status.device).card.querySelector(".online"), status.online));
-  socket.on("health", (report) => {
-    const device = devices.get(report.device);
-    if (device) showInfo(device, { ...device.info, health: report.health });
+  }
+
+  connectLive({
+    connectionEl,
+    onConnect: () => loadAll().catch((error) => console.error("loading devices failed", error)),
+    onReadings,
+    onStatus: (status) => showOnline(ensureDevice(status.device).card.querySelector(".online"), status.online),
+    onHealth: (report) => {
+      const device = devices.get(report.device);
+      if (device) showInfo(device, { ...device.info, health: report.health });
+    },
   });
 
   setInterval(() => {
     for (const device of devices.values()) markStale(device);
   }, 5000);
-  sensorpipe.pipelinePanel(document.getElementById("pipeline"));
+  pipelinePanel(document.getElementById("pipeline"));
   new ResizeObserver(() => {
     sparkWidth = null;
     for (const device of devices.values()) {
       for (const chart of device.charts.values()) chart.plot.setSize({ width: chartWidth(chart.el), height: 48 });
     }
   }).observe(listEl);
-})();
+}

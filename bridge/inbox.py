@@ -1,0 +1,235 @@
+"""The MQTT inbox: the bridge's one MQTT connection, its session and its acknowledgements.
+
+MQTT 5 with a persistent session (clean_start false, a session that never expires, a fixed
+client id), so the broker queues readings while the bridge is away, and a Receive Maximum
+of `receive_maximum`: the broker sends at most that many QoS 1 messages before the bridge
+acknowledges some (Mosquitto 2.0 takes it from the client for MQTT 5; `max_inflight_messages`
+is only the MQTT 3.1.1 window). Messages are acknowledged by hand, only when the pipeline says
+they are done (stored, or refused for good). paho's network thread only queues what arrives:
+it never blocks and never raises.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from common.reading import now_us
+from common.settings import MqttUrl
+from common.topics import Topics
+
+log = logging.getLogger(__name__)
+
+SESSION_NEVER_EXPIRES = 0xFFFFFFFF  # MQTT 5: the broker keeps the session until it is taken up again
+
+
+@dataclass(slots=True)
+class Incoming:
+    """A received message with what is needed to acknowledge it later."""
+
+    topic: str
+    payload: bytes
+    mid: int
+    qos: int
+    dup: bool
+    retain: bool
+    generation: int  # which connection it came on: acks are only valid on that one
+    received_us: int
+    taken: float = 0.0  # monotonic time paho handed it over
+
+
+@dataclass
+class InboxState:
+    """The connection, for /healthz and /metrics."""
+
+    connected: bool = False
+    error: str | None = "not connected yet"
+    received: int = 0
+    redelivered: int = 0
+
+
+class MqttInbox:
+    """Subscribes `<prefix>/+/{reading,status,health}` and hands the messages over in order."""
+
+    def __init__(
+        self,
+        client: mqtt.Client,
+        url: MqttUrl,
+        topics: Topics,
+        share_group: str | None = None,
+        receive_maximum: int = 1000,
+    ) -> None:
+        """`client`: a paho client made for MQTT 5 with manual acknowledgements
+        (common.mqtt.make_client). `share_group`: take readings through the shared
+        subscription `$share/<group>/...`, so that several bridges split them; status and
+        health go to every bridge."""
+        self._client = client
+        self._url = url
+        self.window = receive_maximum
+        readings = topics.filter("reading")
+        self._share_filter = f"$share/{share_group}/{readings}" if share_group else None
+        self._subscriptions = [
+            (self._share_filter or readings, 1),
+            (topics.filter("status"), 1),
+            (topics.filter("health"), 1),
+        ]
+        # SimpleQueue: C-implemented, several times faster per message than queue.Queue.
+        self._queue: queue.SimpleQueue[Incoming] = queue.SimpleQueue()
+        self._outstanding = 0  # handed over by paho, not yet acknowledged (or dropped by a reconnect)
+        self._generation = 0
+        self._ack_lock = threading.Lock()
+        self._ack_ready: deque[Incoming] = deque()
+        self._last_message = 0.0
+        self._stopping = False
+        self.state = InboxState()
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_message = self._on_message
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Connect in the background; the first connection is retried like any other."""
+        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho has no annotation here
+        properties.SessionExpiryInterval = SESSION_NEVER_EXPIRES
+        properties.ReceiveMaximum = self.window
+        # clean_start=False on every connect, the first included: paho's default starts the
+        # first one clean, which throws away what the broker queued while the bridge was down.
+        self._client.connect_async(
+            self._url.host, self._url.port, keepalive=30, clean_start=False, properties=properties
+        )
+        self._client.loop_start()
+
+    def leave_group(self, deadline: float) -> None:
+        """With a share group: unsubscribe from the shared readings, then wait until what the
+        broker had already queued for this session has arrived (nothing for half a second),
+        so that a stopped bridge holds no share of the readings."""
+        if not self._share_filter or not self.state.connected:
+            return
+        self._client.unsubscribe(self._share_filter)
+        log.info("left %s: new readings go to the other bridges", self._share_filter)
+        while time.monotonic() < deadline:
+            if time.monotonic() - self._last_message > 0.5:
+                return
+            time.sleep(0.05)
+        log.warning("stopping with readings still arriving; the broker keeps them for this session")
+
+    def stop(self) -> None:
+        """Send what acknowledgements are ready and disconnect; the rest stays with the broker."""
+        self._stopping = True
+        self.flush_acks()
+        self._client.disconnect()
+        self._client.loop_stop()
+
+    # --- the pipeline's side --------------------------------------------------------------
+
+    def take(self, timeout: float, most: int) -> list[Incoming]:
+        """What has arrived, oldest first, at most `most`; waits up to `timeout` for the first."""
+        try:
+            first = self._queue.get(timeout=timeout)
+        except queue.Empty:
+            return []
+        taken = [first]
+        while len(taken) < most:
+            try:
+                taken.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        self.state.received += len(taken)
+        self.state.redelivered += sum(item.dup for item in taken)
+        return taken
+
+    def ack(self, items: Iterable[Incoming]) -> None:
+        """Acknowledge these messages: from paho's own thread when more keep arriving (an ack
+        from another thread wakes paho's network loop once per packet), else right here."""
+        self._ack_ready.extend(items)
+        if self._queue.empty():
+            self.flush_acks()
+
+    def unacknowledged(self) -> int:
+        """Messages the broker sent on this connection and the bridge has not acknowledged."""
+        return self._outstanding
+
+    def waiting(self) -> int:
+        """Messages arrived and not yet taken by the pipeline."""
+        return self._queue.qsize()
+
+    def idle_s(self) -> float:
+        """Seconds since the last message arrived."""
+        return time.monotonic() - self._last_message
+
+    def window_full(self) -> bool:
+        """The broker sends nothing more until the bridge acknowledges something."""
+        return self._outstanding >= self.window
+
+    def publish_retained(self, topic: str, payload: bytes) -> None:
+        """A retained QoS 1 message from the bridge (its word to a device)."""
+        self._client.publish(topic, payload, qos=1, retain=True)
+
+    # --- paho's network thread: never raise, never block ------------------------------------
+
+    def _on_connect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        if reason.is_failure:
+            self.state.error = f"broker refused the connection: {reason}"
+            log.error("%s", self.state.error)
+            return
+        with self._ack_lock:
+            self._generation += 1
+            self._outstanding = 0  # what was unacknowledged comes again, counted anew
+        self.state.connected, self.state.error = True, None
+        log.info("connected to the broker (session present: %s)", flags.session_present)
+        # Subscribe on every connect: also after a broker lost its state.
+        client.subscribe(self._subscriptions)
+
+    def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
+        with self._ack_lock:
+            self._generation += 1  # what is still unacknowledged will come again
+        self.state.connected = False
+        self.state.error = f"disconnected from the broker: {reason}"
+        if not self._stopping:
+            log.warning("%s; reconnecting", self.state.error)
+
+    def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
+        self._last_message = time.monotonic()
+        if self._ack_ready:
+            self.flush_acks()
+        try:
+            topic = message.topic
+        except UnicodeDecodeError:  # the broker should refuse such a topic; the router will
+            topic = message._topic.decode("utf-8", errors="replace")
+        with self._ack_lock:  # the worker's acks count down under the same lock
+            self._outstanding += message.qos > 0
+        self._queue.put(
+            Incoming(
+                topic,
+                bytes(message.payload),
+                message.mid,
+                message.qos,
+                bool(message.dup),
+                bool(message.retain),
+                self._generation,
+                now_us(),
+                self._last_message,
+            )
+        )
+
+    def flush_acks(self) -> None:
+        """Send the acknowledgements that are ready (any thread)."""
+        with self._ack_lock:
+            while self._ack_ready:
+                item = self._ack_ready.popleft()
+                # An ack on a later connection could hit another message with the same
+                # packet id: skip it, the broker redelivers and the rewrite is harmless.
+                if item.qos == 1 and item.generation == self._generation:
+                    self._client.ack(item.mid, item.qos)
+                    self._outstanding -= 1
