@@ -64,12 +64,13 @@ def bare_drain(port: int, client_id: str, expected: int) -> float:
 
 
 def bridge_drain(
-    port: int, influx_url: str, client_id: str, expected: int, log: Path, root: Path
+    port: int, influx_url: str, client_id: str, expected: int, log: Path, root: Path, settings: dict[str, str]
 ) -> tuple[float, float, float]:
     """(seconds the bridge takes for `expected` readings at its drain rate, its CPU seconds,
     its peak resident memory in MiB)."""
     started = time.monotonic()
-    bridge, _ = start_bridge(port, influx_url, PREFIX, log, {"SENSORPIPE_MQTT_CLIENT_ID": client_id}, root=root)
+    settings = {"SENSORPIPE_MQTT_CLIENT_ID": client_id, **settings}
+    bridge, _ = start_bridge(port, influx_url, PREFIX, log, settings, root=root)
     try:
         # The clock starts at the first stored reading: Python's start-up is not ingest.
         first: tuple[float, int] | None = None
@@ -103,6 +104,7 @@ def main() -> None:
         help="Mosquitto's max_inflight_messages (its default is 20; the shipped config says 1000)",
     )
     parser.add_argument("--bridge-root", type=Path, default=ROOT, help="another checkout's bridge, to compare")
+    parser.add_argument("--set", action="append", default=[], metavar="NAME=VALUE", help="a bridge setting")
     args = parser.parse_args()
     extra = "" if args.broker_inflight is None else f"max_inflight_messages {args.broker_inflight}"
     with tempfile.TemporaryDirectory() as folder, private_stack(Path(folder), broker_config=extra) as stack:
@@ -121,7 +123,13 @@ def main() -> None:
         bare_rate = args.readings / bare_s
         print(f"bare paho subscriber (ack only): {bare_s:.1f} s, {bare_rate:,.0f} readings/s")
         bridge_s, cpu_s, hwm = bridge_drain(
-            broker.port, influx_url, "bench-bridge", args.readings, Path(folder) / "bridge.log", args.bridge_root
+            broker.port,
+            influx_url,
+            "bench-bridge",
+            args.readings,
+            Path(folder) / "bridge.log",
+            args.bridge_root,
+            dict(item.split("=", 1) for item in args.set),
         )
         bridge_rate = args.readings / bridge_s
         print(
@@ -132,6 +140,7 @@ def main() -> None:
         print(f"bridge peak memory (VmHWM): {hwm:.0f} MiB")
     options = f" --broker-inflight {args.broker_inflight}" if args.broker_inflight is not None else ""
     options += f" --bridge-root {args.bridge_root}" if args.bridge_root != ROOT else ""
+    options += "".join(f" --set {item}" for item in args.set)
     print(f"reproduce: .venv/bin/python bench/ingest.py --readings {args.readings} --devices {args.devices}{options}")
 
 

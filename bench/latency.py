@@ -124,6 +124,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--devices", type=int, default=50)
     parser.add_argument("--no-browser", action="store_true", help="no Socket.IO client (to see its cost)")
+    parser.add_argument("--bridge-root", type=Path, default=ROOT, help="another checkout's bridge, to compare")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="NAME=VALUE", help="a bridge setting (SENSORPIPE_MQTT_VERSION=5)"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder, private_stack(Path(folder)) as stack:
         broker, database = stack.broker, stack.influx
@@ -132,7 +136,10 @@ def main() -> None:
         proxy = RecordingProxy(database.port)
         threading.Thread(target=proxy.serve_forever, daemon=True).start()
         proxy_url = f"http://127.0.0.1:{proxy.server_address[1]}"
-        bridge, web_port = start_bridge(broker.port, proxy_url, PREFIX, Path(folder) / "bridge.log")
+        settings = dict(item.split("=", 1) for item in args.set)
+        bridge, web_port = start_bridge(
+            broker.port, proxy_url, PREFIX, Path(folder) / "bridge.log", settings, root=args.bridge_root.resolve()
+        )
         browser = socketio.Client()
         seen_at: dict[int, int] = {}
 
@@ -196,9 +203,11 @@ def main() -> None:
         f"per reading; bridge/baseline {cpu / bare_cpu:.1f}x"
     )
     print(f"bridge peak memory (VmHWM): {hwm:.0f} MiB")
+    other = f" --bridge-root {args.bridge_root}" if args.bridge_root != ROOT else ""
+    other += "".join(f" --set {item}" for item in args.set)
     print(
         f"reproduce: .venv/bin/python bench/latency.py --rate {args.rate:g} --seconds {args.seconds:g} "
-        f"--devices {args.devices}"
+        f"--devices {args.devices}{other}"
     )
 
 

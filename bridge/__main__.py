@@ -65,8 +65,9 @@ def build_stages(
     registry: CollectorRegistry,
 ) -> Stages:
     """The ingest stages (bridge/pipeline.py), with `sinks` and the bridge's own ones."""
-    client = make_client(settings.mqtt_url, settings.mqtt_client_id, manual_ack=True, v5=True)
-    inbox = MqttInbox(client, settings.mqtt_url, topics, settings.share_group, settings.mqtt_receive_maximum)
+    v5 = settings.mqtt_version == "5"
+    client = make_client(settings.mqtt_url, settings.mqtt_client_id, manual_ack=True, persistent=not v5, v5=v5)
+    inbox = MqttInbox(client, settings.mqtt_url, topics, settings.share_group, settings.mqtt_window, v5)
     writer = make_writer(settings.influx_api, influx, settings.influx_org)
     store: InfluxStore[Incoming] = InfluxStore(writer, StoreMetrics(registry), settings.write_interval_ms / 1000)
     totals = Totals()

@@ -1,18 +1,21 @@
 """The MQTT inbox: the bridge's one MQTT connection, its session and its acknowledgements.
 
-MQTT 5 with a persistent session (clean_start false, a session that never expires, a fixed
-client id), so the broker queues readings while the bridge is away, and a Receive Maximum
-of `receive_maximum`: the broker sends at most that many QoS 1 messages before the bridge
-acknowledges some (Mosquitto 2.0 takes it from the client for MQTT 5; `max_inflight_messages`
-is only the MQTT 3.1.1 window). Messages are acknowledged by hand, only when the pipeline says
-they are done (stored, or refused for good). paho's network thread only queues what arrives:
-it never blocks and never raises.
+A persistent session under a fixed client id, so the broker queues readings while the
+bridge is away: MQTT 3.1.1 with clean_session false, or MQTT 5 with clean_start false and a
+session that never expires. The broker sends at most a window of QoS 1 messages before the
+bridge acknowledges some: for MQTT 5 the bridge's Receive Maximum (Mosquitto 2.0 takes it
+from the client), for 3.1.1 the broker's `max_inflight_messages` (1,000 in our config, 20 at
+Mosquitto's default), which `window` should then be told. Messages are acknowledged by hand,
+only when the pipeline says they are done (stored, or refused for good). paho's network
+thread only queues what arrives: it never blocks and never raises.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
+import socket
 import threading
 import time
 from collections import deque
@@ -31,6 +34,8 @@ from common.topics import Topics
 log = logging.getLogger(__name__)
 
 SESSION_NEVER_EXPIRES = 0xFFFFFFFF  # MQTT 5: the broker keeps the session until it is taken up again
+QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux
+QUICKACK_EVERY_S = 0.001  # set it again after a gap this long (see _ack_tcp_now)
 
 
 @dataclass(slots=True)
@@ -67,15 +72,18 @@ class MqttInbox:
         url: MqttUrl,
         topics: Topics,
         share_group: str | None = None,
-        receive_maximum: int = 1000,
+        window: int = 1000,
+        v5: bool = False,
     ) -> None:
-        """`client`: a paho client made for MQTT 5 with manual acknowledgements
-        (common.mqtt.make_client). `share_group`: take readings through the shared
-        subscription `$share/<group>/...`, so that several bridges split them; status and
-        health go to every bridge."""
+        """`client`: a paho client with manual acknowledgements, for MQTT 5 when `v5`, else
+        persistent 3.1.1 (common.mqtt.make_client). `window`: the Receive Maximum asked for
+        (MQTT 5), or the broker's window (3.1.1). `share_group`: take readings through the
+        shared subscription `$share/<group>/...`, so that several bridges split them; status
+        and health go to every bridge."""
         self._client = client
         self._url = url
-        self.window = receive_maximum
+        self._v5 = v5
+        self.window = window
         readings = topics.filter("reading")
         self._share_filter = f"$share/{share_group}/{readings}" if share_group else None
         self._subscriptions = [
@@ -100,14 +108,17 @@ class MqttInbox:
 
     def start(self) -> None:
         """Connect in the background; the first connection is retried like any other."""
-        properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho has no annotation here
-        properties.SessionExpiryInterval = SESSION_NEVER_EXPIRES
-        properties.ReceiveMaximum = self.window
-        # clean_start=False on every connect, the first included: paho's default starts the
-        # first one clean, which throws away what the broker queued while the bridge was down.
-        self._client.connect_async(
-            self._url.host, self._url.port, keepalive=30, clean_start=False, properties=properties
-        )
+        if self._v5:
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]  # paho has no annotation here
+            properties.SessionExpiryInterval = SESSION_NEVER_EXPIRES
+            properties.ReceiveMaximum = self.window
+            # clean_start=False on every connect, the first included: paho's default starts the
+            # first one clean, which throws away what the broker queued while the bridge was down.
+            self._client.connect_async(
+                self._url.host, self._url.port, keepalive=30, clean_start=False, properties=properties
+            )
+        else:
+            self._client.connect_async(self._url.host, self._url.port, keepalive=30)
         self._client.loop_start()
 
     def leave_group(self, deadline: float) -> None:
@@ -168,9 +179,10 @@ class MqttInbox:
         """Seconds since the last message arrived."""
         return time.monotonic() - self._last_message
 
-    def window_full(self) -> bool:
-        """The broker sends nothing more until the bridge acknowledges something."""
-        return self._outstanding >= self.window
+    def window_half_used(self) -> bool:
+        """Half the broker's window is unacknowledged: writing now keeps the other half
+        flowing meanwhile (at a full window the broker would send nothing during the write)."""
+        return self._outstanding >= max(1, self.window // 2)
 
     def publish_retained(self, topic: str, payload: bytes) -> None:
         """A retained QoS 1 message from the bridge (its word to a device)."""
@@ -200,7 +212,10 @@ class MqttInbox:
             log.warning("%s; reconnecting", self.state.error)
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
-        self._last_message = time.monotonic()
+        now = time.monotonic()
+        if now - self._last_message > QUICKACK_EVERY_S:  # a backlog flows without: skip the syscall
+            self._ack_tcp_now(client)
+        self._last_message = now
         if self._ack_ready:
             self.flush_acks()
         try:
@@ -222,6 +237,19 @@ class MqttInbox:
                 self._last_message,
             )
         )
+
+    @staticmethod
+    def _ack_tcp_now(client: mqtt.Client) -> None:
+        """Acknowledge the broker's TCP segments at once. The bridge sends its MQTT
+        acknowledgements only after a write (up to a second later), so nothing else goes
+        back for the kernel's delayed ACK to ride on; and a broker with Nagle's algorithm on
+        (Mosquitto's default, `set_tcp_nodelay false`) holds each small PUBLISH until the
+        previous one is acknowledged: readings came in bursts 20-40 ms late. Linux resets
+        the flag after a while, so it is set again on every message."""
+        setsockopt = getattr(client.socket(), "setsockopt", None)
+        if QUICKACK is not None and setsockopt is not None:
+            with contextlib.suppress(OSError):  # not a TCP socket: nothing to speed up
+                setsockopt(socket.IPPROTO_TCP, QUICKACK, 1)
 
     def flush_acks(self) -> None:
         """Send the acknowledgements that are ready (any thread)."""

@@ -1,8 +1,8 @@
 """The store: readings waiting to be written to InfluxDB, and the writing itself.
 
 Readings collect until a batch closes: `max_batch` of them, the oldest waiting
-`write_interval_s`, the broker's window of unacknowledged messages full (it sends nothing
-more until some are acknowledged), or the broker gone quiet with a window's worth waiting (a
+`write_interval_s`, half the broker's window of unacknowledged messages used (at a full one
+it would send nothing more until some are acknowledged), or the broker gone quiet with a window's worth waiting (a
 broker that caps the window below the bridge's Receive Maximum). Then one request writes
 them all. A failed write is retried with jittered backoff until InfluxDB takes it; a batch
 InfluxDB refuses (400) is split in halves until the refused readings are found. Only what
@@ -33,7 +33,7 @@ MAX_BATCH = 5000
 BACKOFF_MIN_S = 0.2
 BACKOFF_MAX_S = 5.0  # a local InfluxDB back from a restart is written to within 5 s
 QUIET_WINDOW = 20  # Mosquitto's MQTT 3.1.1 window, and about what other brokers allow ...
-QUIET_S = 0.02  # ... and how long a broker that holds back more stays quiet before the write
+QUIET_S = 0.005  # ... and how long a broker that holds back more stays quiet before the write
 
 
 class StoreMetrics:
@@ -116,16 +116,16 @@ class InfluxStore(Generic[T]):
         """How long the oldest waiting reading has waited (0 when none waits)."""
         return self._clock() - self._oldest if self._pending else 0.0
 
-    def due(self, window_full: bool, quiet_s: float) -> bool:
-        """Should the batch close now? `window_full`: the broker waits for acknowledgements;
-        `quiet_s`: seconds since the broker last sent anything."""
+    def due(self, window_used: bool, quiet_s: float) -> bool:
+        """Should the batch close now? `window_used`: enough of the broker's window is
+        unacknowledged that it would soon wait; `quiet_s`: seconds since it last sent anything."""
         count = len(self._pending)
         if not count:
             return False
         return (
             count >= self._max_batch
             or self.oldest_age_s() >= self._interval_s
-            or window_full
+            or window_used
             or (count >= QUIET_WINDOW and quiet_s >= QUIET_S)
         )
 

@@ -4,6 +4,7 @@ anything else is refused with `bad_health` (never a NaN on the dashboard, never 
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from common.health import Health, Refusal, clean_text, encode_health, parse_health
-from common.reading import MAX_PAYLOAD_BYTES, RejectedMessage
+from common.reading import MAX_PAYLOAD_BYTES, RejectedMessage, now_us, parse_reading
 from publisher.outbox import Outbox
 from publisher.plausibility import Plausibility
 from publisher.sampling import Sampler, SamplerConfig
@@ -121,3 +122,23 @@ def test_what_the_publisher_sends_is_what_the_bridge_reads(tmp_path: Path, senso
     sampler.bridge_refused(Refusal("ts_in_future", "ahead", 1.0, 0), first_seq=0)
     health = sampler.health()
     assert parse_health(encode_health(health)) == health
+
+
+@pytest.mark.parametrize("location", [None, "x" * 64, "Kühlraum 2 · Regal 3", "a,b=c d"])
+def test_every_reading_the_publisher_takes_is_one_the_bridge_accepts(tmp_path: Path, location: str | None) -> None:
+    """The settings that end up in a reading (sensor, location, the device id), at their
+    limits, through the publisher's own path (sampler -> outbox payload) and the bridge's parser."""
+    device = "d" * 64
+    outbox = Outbox(tmp_path / "o.sqlite", device, 10)
+    for sensor in SENSORS:
+        sampler = Sampler(
+            SamplerConfig(device, sensor, interval=0.001, location=location, count=1),
+            SimulatedSensor(1, SimFaults()),
+            Plausibility({}, {}),
+            outbox,
+            lambda: None,
+        )
+        sampler.run(threading.Event())  # one reading, then it stops (count=1)
+    for entry in outbox.after(-1, 10):
+        reading = parse_reading(device, entry.payload, now_us() + 1)
+        assert (reading.seq, reading.location) == (entry.seq, location)

@@ -84,7 +84,7 @@ class LiveBroadcaster:
         self._access = web_access
         self._shared = shared  # through a message queue: other bridges' browsers listen too
         self._replay_s = replay_s
-        self._recent: deque[tuple[float, str, dict[str, Any]]] = deque(maxlen=REPLAY_MAX)
+        self._recent: deque[tuple[float, Reading]] = deque(maxlen=REPLAY_MAX)
         self._clients = 0
         self._lock = threading.Lock()
         socketio.on_event("connect", self._on_connect)
@@ -103,14 +103,13 @@ class LiveBroadcaster:
         if not readings:
             return
         now = time.monotonic()
-        per_device: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        with self._lock:
-            for reading in readings:
-                body = reading_json(reading)
-                per_device[reading.device].append(body)
-                self._recent.append((now, reading.device, body))
+        with self._lock:  # kept as they are; made JSON only when a replay asks for them
+            self._recent.extend((now, reading) for reading in readings)
         if not (self._clients or self._shared):
             return
+        per_device: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for reading in readings:
+            per_device[reading.device].append(reading_json(reading))
         self._socketio.emit("readings", [r for items in per_device.values() for r in items], to=ALL)
         for device, items in per_device.items():
             self._socketio.emit("readings", items, to=_room(device))
@@ -153,7 +152,7 @@ class LiveBroadcaster:
             while self._recent and self._recent[0][0] < since:
                 self._recent.popleft()
             recent = list(self._recent)
-        return [body for _, device, body in recent if everything or _room(device) in joined]
+        return [reading_json(r) for _, r in recent if everything or _room(r.device) in joined]
 
     def _on_subscribe(self, data: Any) -> dict[str, Any]:
         """`{"devices": [...]}`: only these from now on; empty or missing: all devices."""
