@@ -6,6 +6,7 @@ import signal
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 import requests
 
 from bridge.influx import InfluxTarget, InfluxV1
@@ -37,15 +38,17 @@ def all_stored(influx: InfluxV1, total: int) -> bool:
     return sum(len(v) for v in seqs.values()) >= total * len(DEVICES)
 
 
+@pytest.mark.parametrize("version", ["3.1.1", "5"])
 def test_kill_9_of_the_bridge_loses_and_doubles_nothing(
-    start_bridge: Callable[..., BridgeProcess], mqtt_client: Mqtt, influx: InfluxV1, prefix: str
+    start_bridge: Callable[..., BridgeProcess], mqtt_client: Mqtt, influx: InfluxV1, prefix: str, version: str
 ) -> None:
-    bridge = start_bridge()
+    """Either MQTT version keeps the session (and what it queued) across a kill -9."""
+    bridge = start_bridge(SENSORPIPE_MQTT_VERSION=version)
     publish_readings(mqtt_client, prefix, 0, 400)
     wait_until(lambda: sum(map(len, stored_seqs(influx).values())) > 200, what="some readings stored")
     bridge.stop(signal.SIGKILL)
     publish_readings(mqtt_client, prefix, 400, 400)  # queued by the broker for the bridge's session
-    start_bridge()
+    start_bridge(SENSORPIPE_MQTT_VERSION=version)
     wait_until(lambda: all_stored(influx, 800), 60, "all 4,000 readings")
     assert stored_seqs(influx) == {device: list(range(800)) for device in DEVICES}
 
