@@ -129,8 +129,10 @@ class Pipeline:
             while not self._draining.is_set():
                 if self._live:
                     # Gather what arrives until the live readings are due: one wake-up for
-                    # them all, not one per message (each costs more than routing it).
-                    self._draining.wait(max(0.0, self._live_since + LIVE_EVERY_S - time.monotonic()))
+                    # them all, not one per message (each costs more than routing it). Not
+                    # while messages wait already (a backlog): those are taken at once.
+                    if not self._inbox.waiting():
+                        self._draining.wait(max(0.0, self._live_since + LIVE_EVERY_S - time.monotonic()))
                     items = self._inbox.take(timeout=0, most=MAX_CHUNK)
                 else:
                     wait = self._store.time_to_due_s()
