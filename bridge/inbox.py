@@ -50,7 +50,6 @@ class Incoming:
     retain: bool
     generation: int  # which connection it came on: acks are only valid on that one
     received_us: int
-    taken: float = 0.0  # monotonic time paho handed it over
 
 
 @dataclass
@@ -93,7 +92,10 @@ class MqttInbox:
         ]
         # SimpleQueue: C-implemented, several times faster per message than queue.Queue.
         self._queue: queue.SimpleQueue[Incoming] = queue.SimpleQueue()
-        self._outstanding = 0  # handed over by paho, not yet acknowledged (or dropped by a reconnect)
+        # Unacknowledged = delivered - acked on this connection. `_delivered` is written by
+        # paho's thread alone, `_acked` under the ack lock: no lock per message.
+        self._delivered = 0
+        self._acked = 0
         self._generation = 0
         self._ack_lock = threading.Lock()
         self._ack_ready: deque[Incoming] = deque()
@@ -169,7 +171,7 @@ class MqttInbox:
 
     def unacknowledged(self) -> int:
         """Messages the broker sent on this connection and the bridge has not acknowledged."""
-        return self._outstanding
+        return self._delivered - self._acked
 
     def waiting(self) -> int:
         """Messages arrived and not yet taken by the pipeline."""
@@ -182,7 +184,7 @@ class MqttInbox:
     def window_half_used(self) -> bool:
         """Half the broker's window is unacknowledged: writing now keeps the other half
         flowing meanwhile (at a full window the broker would send nothing during the write)."""
-        return self._outstanding >= max(1, self.window // 2)
+        return self._delivered - self._acked >= max(1, self.window // 2)
 
     def publish_retained(self, topic: str, payload: bytes) -> None:
         """A retained QoS 1 message from the bridge (its word to a device)."""
@@ -197,7 +199,7 @@ class MqttInbox:
             return
         with self._ack_lock:
             self._generation += 1
-            self._outstanding = 0  # what was unacknowledged comes again, counted anew
+            self._delivered = self._acked = 0  # what was unacknowledged comes again, counted anew
         self.state.connected, self.state.error = True, None
         log.info("connected to the broker (session present: %s)", flags.session_present)
         # Subscribe on every connect: also after a broker lost its state.
@@ -222,8 +224,7 @@ class MqttInbox:
             topic = message.topic
         except UnicodeDecodeError:  # the broker should refuse such a topic; the router will
             topic = message._topic.decode("utf-8", errors="replace")
-        with self._ack_lock:  # the worker's acks count down under the same lock
-            self._outstanding += message.qos > 0
+        self._delivered += message.qos > 0
         self._queue.put(
             Incoming(
                 topic,
@@ -234,7 +235,6 @@ class MqttInbox:
                 bool(message.retain),
                 self._generation,
                 now_us(),
-                self._last_message,
             )
         )
 
@@ -260,4 +260,4 @@ class MqttInbox:
                 # packet id: skip it, the broker redelivers and the rewrite is harmless.
                 if item.qos == 1 and item.generation == self._generation:
                     self._client.ack(item.mid, item.qos)
-                    self._outstanding -= 1
+                    self._acked += 1
