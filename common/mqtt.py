@@ -17,6 +17,17 @@ RECONNECT_MAX_S = 10
 log = logging.getLogger("paho")
 
 
+class _CallbackErrorsOnly(logging.Filter):
+    """Of paho's own log lines, only the exceptions it caught in a callback: the rest is its
+    connection chatter (an ERROR "Client is not connected" on a clean stop, for one)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return str(record.msg).startswith("Caught exception")
+
+
+log.addFilter(_CallbackErrorsOnly())
+
+
 def make_client(
     url: MqttUrl, client_id: str, *, persistent: bool = False, manual_ack: bool = False, v5: bool = False
 ) -> mqtt.Client:
