@@ -31,6 +31,19 @@ export function showOnline(el, online) {
   else setBadge(el, online ? "online" : "offline", online ? "online" : "offline");
 }
 
+// Where `value` goes in the ascending array `sorted`: the index of the first element that is
+// not below it (binary search).
+export function lowerBound(sorted, value) {
+  let lo = 0;
+  let hi = sorted.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >> 1;
+    if (sorted[mid] < value) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}
+
 // One metric's points, sorted by time (seconds). `ys` is the value (the mean for bucketed
 // history); `lows`/`highs` the bucket's min and max (the value itself for raw points).
 export class Series {
@@ -65,17 +78,8 @@ export class Series {
   merge(rows) {
     const { xs } = this;
     for (const [x, y, low = y, high = y] of rows) {
-      let at = xs.length;
-      if (xs.length && x <= xs[xs.length - 1]) {
-        let lo = 0;
-        let hi = xs.length;
-        while (lo < hi) {
-          const mid = (lo + hi) >> 1;
-          if (xs[mid] < x) lo = mid + 1;
-          else hi = mid;
-        }
-        at = lo;
-      }
+      // Most rows come in order: append without a search.
+      const at = xs.length && x <= xs[xs.length - 1] ? lowerBound(xs, x) : xs.length;
       if (xs[at] === x) {
         this.ys[at] = y;
         this.lows[at] = low;

@@ -5,7 +5,18 @@
 // Built for thousands of devices: cards are inserted in order without re-sorting, and a
 // card's sparklines are drawn only once it comes near the screen, fetched for up to
 // SPARK_BATCH devices in one request, one request at a time, and retried with backoff.
-import { color, formatTime, getJson, historyRows, pipelinePanel, redraw, Series, showOnline, unit } from "./common.js";
+import {
+  color,
+  formatTime,
+  getJson,
+  historyRows,
+  lowerBound,
+  pipelinePanel,
+  redraw,
+  Series,
+  showOnline,
+  unit,
+} from "./common.js";
 import { connectLive } from "./live.js";
 
 {
@@ -66,16 +77,10 @@ import { connectLive } from "./live.js";
     showOnline(card.querySelector(".online"), null);
     device = { card, charts: new Map(), info: {}, history: "none", buffered: [] };
     devices.set(id, device);
-    // Binary search for its place among the sorted ids, then one insertBefore.
-    let lo = 0;
-    let hi = order.length;
-    while (lo < hi) {
-      const mid = (lo + hi) >> 1;
-      if (order[mid] < id) lo = mid + 1;
-      else hi = mid;
-    }
-    order.splice(lo, 0, id);
-    const next = lo + 1 < order.length ? devices.get(order[lo + 1]).card : null;
+    // Its place among the sorted ids, then one insertBefore.
+    const at = lowerBound(order, id);
+    order.splice(at, 0, id);
+    const next = at + 1 < order.length ? devices.get(order[at + 1]).card : null;
     listEl.insertBefore(card, next);
     emptyEl.hidden = true;
     nearScreen.observe(card);
