@@ -28,7 +28,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from devstack.loadgen import join_session, publish_backlog, start_bridge, stored_count  # noqa: E402
+from devstack.loadgen import join_session, publish_backlog, start_bridge, stored_count, write_requests  # noqa: E402
 from devstack.procstat import proc_cpu_s, proc_memory_mib  # noqa: E402
 from devstack.servers import private_stack  # noqa: E402
 
@@ -65,10 +65,11 @@ def bare_drain(port: int, client_id: str, expected: int) -> float:
 
 def bridge_drain(
     port: int, influx_url: str, client_id: str, expected: int, log: Path, root: Path, settings: dict[str, str]
-) -> tuple[float, float, float]:
+) -> tuple[float, float, float, int]:
     """(seconds the bridge takes for `expected` readings at its drain rate, its CPU seconds,
-    its peak resident memory in MiB)."""
+    its peak resident memory in MiB, the write requests InfluxDB got)."""
     started = time.monotonic()
+    writes_before = write_requests(influx_url)
     settings = {"SENSORPIPE_MQTT_CLIENT_ID": client_id, **settings}
     bridge, _ = start_bridge(port, influx_url, PREFIX, log, settings, root=root)
     try:
@@ -87,10 +88,11 @@ def bridge_drain(
         elapsed = (time.monotonic() - first[0]) * expected / (expected - first[1])
         cpu = proc_cpu_s(bridge.pid)
         hwm = proc_memory_mib(bridge.pid)
+        writes = write_requests(influx_url) - writes_before
     finally:
         bridge.terminate()
         bridge.wait(30)
-    return elapsed, cpu, hwm
+    return elapsed, cpu, hwm, writes
 
 
 def main() -> None:
@@ -122,7 +124,7 @@ def main() -> None:
         bare_s = bare_drain(broker.port, "bench-bare", args.readings)
         bare_rate = args.readings / bare_s
         print(f"bare paho subscriber (ack only): {bare_s:.1f} s, {bare_rate:,.0f} readings/s")
-        bridge_s, cpu_s, hwm = bridge_drain(
+        bridge_s, cpu_s, hwm, writes = bridge_drain(
             broker.port,
             influx_url,
             "bench-bridge",
@@ -136,6 +138,7 @@ def main() -> None:
             f"bridge into InfluxDB: {bridge_s:.1f} s, {bridge_rate:,.0f} readings/s "
             f"(bridge CPU {cpu_s:.1f} s, {cpu_s / args.readings * 1e6:.0f} µs per reading, incl. start-up)"
         )
+        print(f"InfluxDB write requests: {writes:,}, {args.readings / max(1, writes):.1f} readings per request")
         print(f"ratio bridge/bare: {bridge_rate / bare_rate:.2f}")
         print(f"bridge peak memory (VmHWM): {hwm:.0f} MiB")
     options = f" --broker-inflight {args.broker_inflight}" if args.broker_inflight is not None else ""

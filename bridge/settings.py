@@ -144,8 +144,8 @@ class BridgeSettings(BrokerSettings):
         "1000",
         "how many readings the broker sends before the bridge acknowledges some (they are "
         "acknowledged once stored): with MQTT 5 the Receive Maximum the bridge asks for; with "
-        "3.1.1 say the broker's max_inflight_messages (1000 in our config, 20 at Mosquitto's "
-        "default), so that batches close before the broker waits",
+        "3.1.1 a batch also closes at half of it. 1000 suits any broker: a batch closes when "
+        "the broker pauses too, and a lower value only makes smaller writes",
         _window,
     )
     stall_after_s: float = setting(

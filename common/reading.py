@@ -23,6 +23,20 @@ RESERVED_KEYS = frozenset({"ts", "seq", "sensor", "location"})
 # `device` is the tag every query filters on.
 FORBIDDEN_METRICS = frozenset({"time", "device"})
 TAG_MAX_CHARS = 64
+# Names and tag values already found valid: a device sends the same few with every reading,
+# and checking them again is a third of parsing one. Bounded: emptied when this full, so a
+# flood of distinct names costs the check, never memory.
+KNOWN_GOOD_MAX = 4096
+_good_tags: set[str] = set()
+_good_metric_names: set[str] = set()
+
+
+def _remember(known: set[str], value: str) -> None:
+    if len(known) >= KNOWN_GOOD_MAX:
+        known.clear()
+    known.add(value)
+
+
 # RFC 3339: date, "T" (or "t"/space), time, optional fraction, mandatory zone.
 RFC3339 = re.compile(
     r"(\d{4})-(\d{2})-(\d{2})[Tt ](\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?"
@@ -168,6 +182,8 @@ def text_problem(value: str) -> str | None:
 def check_tag(key: str, value: object) -> str:
     """Return `value` if it may be the tag `key` (`sensor`, `location`), else raise
     RejectedMessage("bad_tag"). Publisher settings and the bridge both call this."""
+    if isinstance(value, str) and value in _good_tags:
+        return value
     if not isinstance(value, str) or not 1 <= len(value) <= TAG_MAX_CHARS:
         raise RejectedMessage("bad_tag", f"{key} must be a string of 1 to {TAG_MAX_CHARS} characters")
     problem = text_problem(value)
@@ -175,6 +191,7 @@ def check_tag(key: str, value: object) -> str:
         raise RejectedMessage("bad_tag", f"{key} {problem}")
     if "\\" in value:  # InfluxDB 1.x line protocol cannot store a backslash in a tag exactly
         raise RejectedMessage("bad_tag", f"{key} contains a backslash")
+    _remember(_good_tags, value)
     return value
 
 
@@ -185,10 +202,12 @@ def _tag(body: dict[str, object], key: str) -> str | None:
 
 
 def _metric(name: str, value: object) -> float:
-    if not METRIC_NAME.fullmatch(name):
-        raise RejectedMessage("bad_metric_name", f"metric name {name[:70]!r} must match [a-z][a-z0-9_]{{0,63}}")
-    if name in FORBIDDEN_METRICS:
-        raise RejectedMessage("bad_metric_name", f"metric name {name!r} is reserved")
+    if name not in _good_metric_names:
+        if not METRIC_NAME.fullmatch(name):
+            raise RejectedMessage("bad_metric_name", f"metric name {name[:70]!r} must match [a-z][a-z0-9_]{{0,63}}")
+        if name in FORBIDDEN_METRICS:
+            raise RejectedMessage("bad_metric_name", f"metric name {name!r} is reserved")
+        _remember(_good_metric_names, name)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise RejectedMessage("bad_metric_value", f"metric {name!r} must be a number, not {type(value).__name__}")
     try:

@@ -124,6 +124,17 @@ def wait_healthy(url: str, bridge: subprocess.Popen[bytes], timeout: float = 180
     raise RuntimeError(f"the bridge did not become healthy in {timeout:g} s")
 
 
+def write_requests(influx_url: str) -> int:
+    """How many write requests InfluxDB has answered since it started (its /debug/vars)."""
+    response = requests.get(influx_url + "/debug/vars", timeout=60)
+    # One entry per HTTP listener, named "httpd" or "httpd:<bind address>" by version.
+    return sum(
+        int(entry["values"].get("writeReq", 0))
+        for key, entry in response.json().items()
+        if key.split(":")[0] == "httpd" and isinstance(entry, dict)
+    )
+
+
 def stored_count(influx_url: str, database: str = "sensors") -> int:
     """How many readings InfluxDB holds (0 while the database does not exist yet)."""
     response = requests.get(

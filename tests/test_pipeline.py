@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 import itertools
+import json
 from collections.abc import Callable
 from typing import Any
 
+import paho.mqtt.client as mqtt
 import pytest
 import requests
 import socketio
+from paho.mqtt.enums import CallbackAPIVersion
 
 from bridge.influx import InfluxV1
 from common.reading import format_ts, now_us
 from tests.conftest import BridgeProcess, Mqtt, Program, points
+from tests.test_rejections import bridge_metrics
 from tests.waiting import wait_until
 
 
@@ -181,6 +185,41 @@ def test_a_redelivered_reading_is_stored_once(
         mqtt_client.publish(f"{prefix}/desk/reading", {"ts": ts, "seq": 1, "temperature": value})
     mqtt_client.publish(f"{prefix}/desk/reading", {"ts": ts[:-4] + "999Z", "temperature": 19.0})
     wait_until(lambda: len(points(influx)) == 2 and points(influx)[0]["temperature"] == 21.0, what="two points")
+
+
+@pytest.mark.parametrize("version", ["3.1.1", "5"])
+def test_what_the_bridge_stored_the_broker_does_not_send_again(
+    start_bridge: Callable[..., BridgeProcess], mqtt_client: Mqtt, prefix: str, broker: Any, version: str
+) -> None:
+    """The bridge's acknowledgements reach the broker (it writes them itself, several PUBACKs
+    in one packet): once it has stored a burst and stopped, its session holds nothing, so a
+    reading published afterwards is the first and only message a client taking the session
+    over receives."""
+    bridge = start_bridge(SENSORPIPE_MQTT_VERSION=version)
+    base = now_us() - 10_000_000
+    for seq in range(300):
+        mqtt_client.publish(f"{prefix}/desk/reading", {"ts": format_ts(base + seq), "seq": seq, "temperature": 20.0})
+
+    def all_done() -> bool:
+        metrics = bridge_metrics(bridge)
+        return metrics["sensorpipe_readings_stored_total"] == 300 and metrics["sensorpipe_ingest_unacknowledged"] == 0
+
+    wait_until(all_done, what="300 readings stored and acknowledged")
+    assert bridge.stop() == 0
+    received: list[int] = []
+    session = mqtt.Client(
+        CallbackAPIVersion.VERSION2, client_id=f"bridge-{prefix}", clean_session=False, manual_ack=True
+    )
+    session.on_message = lambda client, userdata, message: received.append(json.loads(message.payload)["seq"])
+    session.connect("127.0.0.1", broker.port)
+    session.loop_start()
+    try:
+        mqtt_client.publish(f"{prefix}/desk/reading", {"seq": 1000, "temperature": 20.0})
+        wait_until(lambda: 1000 in received, what="the reading published after the bridge stopped")
+        assert received == [1000]
+    finally:
+        session.disconnect()
+        session.loop_stop()
 
 
 def test_two_readings_a_fraction_of_a_millisecond_apart_are_two_points(

@@ -6,6 +6,9 @@ import json
 
 import pytest
 
+from bridge import lineprotocol
+from bridge.lineprotocol import to_line
+from common import reading as module
 from common.reading import MAX_PAYLOAD_BYTES, Reading, RejectedMessage, encode_reading, parse_reading, parse_ts
 from common.topics import Topics
 
@@ -174,3 +177,29 @@ def test_topic_layout() -> None:
     assert topics.reading("pi.1_a-b") == "lab/floor2/pi.1_a-b/reading"
     assert topics.parse("lab/floor2/pi.1_a-b/status") == ("pi.1_a-b", "status")
     assert topics.parse("lab/floor2/" + "d" * 64 + "/health") == ("d" * 64, "health")
+
+
+def test_what_was_found_valid_is_remembered_within_bounds_and_changes_no_verdict() -> None:
+    """The bridge remembers tag values, metric names and line starts it has seen (one check
+    per device, not per reading); a flood of distinct ones must not grow memory, and a bad
+    value after a good one is still refused."""
+    for i in range(module.KNOWN_GOOD_MAX + 500):
+        got = parse(json.dumps({"sensor": f"s{i}", "location": f"room {i}", f"m{i}": 1}).encode())
+        assert to_line(got, "environment").startswith(f"environment,device=pi-kitchen,location=room\\ {i},sensor=s{i} ")
+    assert 0 < len(module._good_tags) <= module.KNOWN_GOOD_MAX
+    assert 0 < len(module._good_metric_names) <= module.KNOWN_GOOD_MAX
+    assert 0 < len(lineprotocol._starts) <= module.KNOWN_GOOD_MAX
+    assert 0 < len(lineprotocol._field_keys) <= module.KNOWN_GOOD_MAX
+    refused: list[tuple[dict[str, object], str]] = [
+        ({"sensor": "a\nb", "t": 1}, "bad_tag"),
+        ({"Bad": 1}, "bad_metric_name"),
+    ]
+    for payload, reason in refused:
+        with pytest.raises(RejectedMessage) as caught:
+            parse(payload)
+        assert caught.value.reason == reason
+    # The same device with another location is another line, not the remembered one.
+    first = to_line(Reading("dev-1", 1, {"t": 1.0}, location="a"), "environment")
+    second = to_line(Reading("dev-1", 1, {"t": 1.0}, location="b"), "environment")
+    assert first.startswith("environment,device=dev-1,location=a ")
+    assert second.startswith("environment,device=dev-1,location=b ")
