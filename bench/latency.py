@@ -126,10 +126,17 @@ def main() -> None:
     parser.add_argument("--no-browser", action="store_true", help="no Socket.IO client (to see its cost)")
     parser.add_argument("--bridge-root", type=Path, default=ROOT, help="another checkout's bridge, to compare")
     parser.add_argument(
+        "--broker-inflight",
+        type=int,
+        default=None,
+        help="Mosquitto's max_inflight_messages (its default is 20; the shipped config says 1000)",
+    )
+    parser.add_argument(
         "--set", action="append", default=[], metavar="NAME=VALUE", help="a bridge setting (SENSORPIPE_MQTT_VERSION=5)"
     )
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as folder, private_stack(Path(folder)) as stack:
+    extra = "" if args.broker_inflight is None else f"max_inflight_messages {args.broker_inflight}"
+    with tempfile.TemporaryDirectory() as folder, private_stack(Path(folder), broker_config=extra) as stack:
         broker, database = stack.broker, stack.influx
         total = int(args.rate * args.seconds)
         bare_cpu = bare_subscriber_cpu(broker.port, args.rate, total, args.devices)
@@ -204,6 +211,7 @@ def main() -> None:
     )
     print(f"bridge peak memory (VmHWM): {hwm:.0f} MiB")
     other = f" --bridge-root {args.bridge_root}" if args.bridge_root != ROOT else ""
+    other += f" --broker-inflight {args.broker_inflight}" if args.broker_inflight is not None else ""
     other += "".join(f" --set {item}" for item in args.set)
     print(
         f"reproduce: .venv/bin/python bench/latency.py --rate {args.rate:g} --seconds {args.seconds:g} "

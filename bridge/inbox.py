@@ -37,6 +37,9 @@ log = logging.getLogger(__name__)
 SESSION_NEVER_EXPIRES = 0xFFFFFFFF  # MQTT 5: the broker keeps the session until it is taken up again
 QUICKACK = getattr(socket, "TCP_QUICKACK", None)  # Linux
 QUICKACK_EVERY_S = 0.001  # set it again after a gap this long (see _ack_tcp_now)
+PAUSE_MIN_S = 0.005  # the broker paused: no message for this long, and ...
+PAUSE_GAPS = 5  # ... for five times the usual gap between messages
+GAPS_KEPT = 16  # the usual gap: the median of the last 16 (one hiccup does not move it)
 # A PUBACK: fixed header, remaining length 2, the packet id. The same four bytes in MQTT 3.1.1
 # and 5 (in 5, a remaining length of 2 means reason code Success and no properties).
 PUBACK_HEAD = bytes((PUBACK, 2))
@@ -104,6 +107,9 @@ class MqttInbox:
         self._ack_lock = threading.Lock()
         self._ack_ready: deque[Incoming] = deque()
         self._last_message = 0.0
+        # The last gaps between messages (paho's thread appends): their median is the usual gap.
+        self._gaps: deque[float] = deque(maxlen=GAPS_KEPT)
+        self._acked_at = 0.0  # when acknowledgements were last sent
         self._stopping = False
         self.state = InboxState()
         client.on_connect = self._on_connect
@@ -185,6 +191,21 @@ class MqttInbox:
         """Seconds since the last message arrived."""
         return time.monotonic() - self._last_message
 
+    def paused(self) -> bool:
+        """The broker stopped sending in the middle of a stream: nothing for five times the
+        usual gap between messages (the median of the last 16, at least 5 ms; gaps that ended
+        after an acknowledgement do not count as usual). That is what a broker does whose
+        window of unacknowledged messages is used up (20 at Mosquitto's default, whatever the
+        bridge was told): writing now lets it go on. Readings that simply arrive seldom (25 a
+        second, 40 ms apart) are not a pause: they wait for the write interval."""
+        return self.pause_in_s() == 0
+
+    def pause_in_s(self) -> float:
+        """Seconds until `paused` becomes true if nothing arrives (0: it is)."""
+        gaps = sorted(tuple(self._gaps))  # one C call: paho's thread cannot append meanwhile
+        usual = gaps[len(gaps) // 2] if gaps else 1.0
+        return max(0.0, max(PAUSE_MIN_S, PAUSE_GAPS * usual) - self.idle_s())
+
     def window_half_used(self) -> bool:
         """Half the broker's window is unacknowledged: writing now keeps the other half
         flowing meanwhile (at a full window the broker would send nothing during the write)."""
@@ -219,8 +240,13 @@ class MqttInbox:
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         now = time.monotonic()
-        if now - self._last_message > QUICKACK_EVERY_S:  # a backlog flows without: skip the syscall
+        gap = now - self._last_message
+        if gap > QUICKACK_EVERY_S:  # a backlog flows without: skip the syscall
             self._ack_tcp_now(client)
+        if self._acked_at <= self._last_message:
+            # A gap that ended after an acknowledgement may be the broker waiting for it (its
+            # window used up): that is the pause to detect, not the stream's usual gap.
+            self._gaps.append(gap)
         self._last_message = now
         if self._ack_ready:
             self.flush_acks()
@@ -268,6 +294,7 @@ class MqttInbox:
             if mids:
                 self._send_pubacks(mids)
                 self._acked += len(mids)
+                self._acked_at = time.monotonic()
 
     def _send_pubacks(self, mids: list[int]) -> None:
         """The PUBACKs for these packet ids, queued as one write. paho's `ack(mid)` queues

@@ -26,7 +26,7 @@ from bridge.devices import DeviceRegistry
 from bridge.inbox import Incoming, MqttInbox
 from bridge.router import HealthReport, Ignored, Refused, Router, StatusChange, ToStore
 from bridge.sinks import AcceptedSink, HealthSink, RefusedSink, StatusSink, StoredSink
-from bridge.store import InfluxStore, Stopped
+from bridge.store import PAUSED_WINDOW, InfluxStore, Stopped
 from common.reading import Reading, RejectedMessage
 
 log = logging.getLogger(__name__)
@@ -135,14 +135,19 @@ class Pipeline:
                         self._draining.wait(max(0.0, self._live_since + LIVE_EVERY_S - time.monotonic()))
                     items = self._inbox.take(timeout=0, most=MAX_CHUNK)
                 else:
-                    wait = self._store.time_to_due_s()
-                    items = self._inbox.take(timeout=0.2 if wait is None else min(0.2, wait), most=MAX_CHUNK)
+                    # Wake when the write interval closes the batch, or when the broker's
+                    # pause would (nothing else wakes this loop while no message comes).
+                    due = self._store.time_to_due_s()
+                    waits = [0.2] if due is None else [0.2, due]
+                    if self._store.pending() >= PAUSED_WINDOW:
+                        waits.append(self._inbox.pause_in_s())
+                    items = self._inbox.take(timeout=min(waits), most=MAX_CHUNK)
                 if items:
                     self._last_take = time.monotonic()
                     self._handle(items)
                 if self._live and (time.monotonic() - self._live_since >= LIVE_EVERY_S or len(self._live) >= MAX_CHUNK):
                     self._tell_live()
-                if self._store.due(self._inbox.window_half_used(), self._inbox.idle_s()):
+                if self._store.due(self._inbox.window_half_used(), self._inbox.paused()):
                     self._tell_live()  # before the write: the browsers do not wait for InfluxDB
                     self._flush()
             # Stopping: what has arrived is routed and written, so it is acknowledged on

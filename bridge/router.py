@@ -71,7 +71,9 @@ class Router:
     def __init__(self, topics: Topics, measurement: str) -> None:
         self._topics = topics
         self._measurement = measurement
-        self._own = f"{topics.prefix}/_"  # no device id starts with "_": these levels are the bridge's
+        # The bridge's own word to a device, `<prefix>/_rejections/<device>`, matches the reading
+        # filter when the device is called `reading`. Other `_` levels are a bad device id.
+        self._own = topics.rejections("")
         self._last_bug_logged = float("-inf")
 
     def route(self, topic: str, payload: bytes, retained: bool, received_us: int) -> Routed:

@@ -32,8 +32,7 @@ T = TypeVar("T")
 MAX_BATCH = 5000
 BACKOFF_MIN_S = 0.2
 BACKOFF_MAX_S = 5.0  # a local InfluxDB back from a restart is written to within 5 s
-QUIET_WINDOW = 20  # Mosquitto's MQTT 3.1.1 window, and about what other brokers allow ...
-QUIET_S = 0.005  # ... and how long a broker that holds back more stays quiet before the write
+PAUSED_WINDOW = 20  # Mosquitto's MQTT 3.1.1 window, and about what other brokers allow
 
 
 class StoreMetrics:
@@ -116,9 +115,10 @@ class InfluxStore(Generic[T]):
         """How long the oldest waiting reading has waited (0 when none waits)."""
         return self._clock() - self._oldest if self._pending else 0.0
 
-    def due(self, window_used: bool, quiet_s: float) -> bool:
+    def due(self, window_used: bool, paused: bool) -> bool:
         """Should the batch close now? `window_used`: enough of the broker's window is
-        unacknowledged that it would soon wait; `quiet_s`: seconds since it last sent anything."""
+        unacknowledged that it would soon wait; `paused`: the broker stopped sending in the
+        middle of a stream (bridge/inbox.py `paused`), as when its own window is used up."""
         count = len(self._pending)
         if not count:
             return False
@@ -126,7 +126,7 @@ class InfluxStore(Generic[T]):
             count >= self._max_batch
             or self.oldest_age_s() >= self._interval_s
             or window_used
-            or (count >= QUIET_WINDOW and quiet_s >= QUIET_S)
+            or (count >= PAUSED_WINDOW and paused)
         )
 
     def time_to_due_s(self) -> float | None:

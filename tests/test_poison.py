@@ -38,6 +38,8 @@ POISON: list[tuple[str, str, bytes, bool, str]] = [
     ("deep", "health", b"[" * 10_000, False, "bad_health"),
     ("bigh", "health", b'{"reads_ok": ' + b"9" * 5000 + b"}", False, "bad_health"),
     ("nan", "health", b'{"reads_ok": NaN}', True, "bad_health"),
+    ("_", "reading", b'{"temperature": 1}', False, "bad_device"),  # `_` levels are not all the bridge's
+    ("_alerts", "reading", b'{"temperature": 1}', False, "bad_device"),
 ]
 
 
