@@ -9,15 +9,23 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from types import FrameType
+from urllib.parse import quote
 
+from flask import Flask
+from flask_socketio import SocketIO
 from prometheus_client import CollectorRegistry
 
+from bridge.alerts.journal import Journal
+from bridge.alerts.notify import Notifier, parse_targets
+from bridge.alerts.rules import RuleError
+from bridge.alerts.service import AlertService
+from bridge.alerts.web import WebAlerts
 from bridge.devices import DeviceRegistry
 from bridge.health import PING_TIMEOUT_S, Stages, check_health, ingest_totals, pipeline_counts
 from bridge.history import HistoryReader, WebHistory
 from bridge.inbox import Incoming, MqttInbox
 from bridge.influx import InfluxError, InfluxTarget, InfluxV1
-from bridge.metrics import BridgeCollector, metrics_text
+from bridge.metrics import AlertCollector, BridgeCollector, metrics_text
 from bridge.pipeline import Pipeline
 from bridge.refusals import RefusalNotifier
 from bridge.rejections import RejectionLog
@@ -56,6 +64,16 @@ def prepare_influx(influx: InfluxV1, history: HistoryReader, devices: DeviceRegi
         log.error("could not read the known devices from InfluxDB: %s", exc)
 
 
+def build_alerts(settings: BridgeSettings, topics: Topics) -> AlertService:
+    """The alert engine with its journal and notifier; raises RuleError for a bad rule."""
+    journal = Journal(settings.alert_db)
+    public = settings.public_url or f"http://{settings.web_host}:{settings.web_port}"
+    notifier = Notifier(
+        journal, parse_targets(settings.alert_notify.reveal()), lambda device: f"{public}/device/{quote(device)}"
+    )
+    return AlertService(journal, notifier, topics, settings.alert_rules, settings.max_devices)
+
+
 def build_stages(
     settings: BridgeSettings,
     topics: Topics,
@@ -77,6 +95,9 @@ def build_stages(
         totals,  # /metrics and /api/pipeline
         RefusalNotifier(topics, inbox.publish_retained),  # the device itself
     ]
+    for sink in sinks:
+        if isinstance(sink, AlertService):
+            sink.publish_with(inbox.publish_retained)  # its states, retained, on the bridge's connection
     router = Router(topics, settings.influx_measurement)
     pipeline = Pipeline(inbox, router, store, devices, sinks, settings.stall_after_s)
     return Stages(inbox, store, pipeline, totals)
@@ -102,8 +123,15 @@ def serve(settings: BridgeSettings) -> int:
     replay_s = 5 + 3 * settings.write_interval_ms / 1000
     socketio, live = make_socketio(web_access, shared=shared is not None, replay_s=replay_s)
     registry = CollectorRegistry(auto_describe=False)
-    stages = build_stages(settings, topics, influx, devices, [live, rejections], registry)
+    try:
+        alerts = build_alerts(settings, topics)
+    except (RuleError, OSError) as exc:  # the rules file changed since the settings read it
+        print(f"bridge: alerts: {exc}", file=sys.stderr)
+        return 2
+    alerts.on_change(live.alert)
+    stages = build_stages(settings, topics, influx, devices, [live, rejections, alerts], registry)
     registry.register(BridgeCollector(stages, rejections, devices, lambda: live.clients))
+    registry.register(AlertCollector(alerts))
     totals: Callable[[], dict[str, int]] = functools.partial(ingest_totals, stages)
     if shared:  # with several bridges, /api/pipeline adds up everyone's totals
         shared_totals = SharedTotals(shared, namespace, settings.mqtt_client_id, totals)
@@ -113,9 +141,10 @@ def serve(settings: BridgeSettings) -> int:
         devices=devices,
         rejections=rejections,
         history=WebHistory(history),
-        health=lambda: check_health(stages, influx, shared),
+        health=lambda: check_health(stages, influx, shared, alerts.problems),
         metrics=metrics_text(registry),
         pipeline=lambda: pipeline_counts(totals(), rejections),
+        alerts=WebAlerts(alerts),
     )
     try:
         app = create_app(
@@ -131,8 +160,17 @@ def serve(settings: BridgeSettings) -> int:
         print(f"bridge: {exc}", file=sys.stderr)
         return 1
     prepare_influx(influx, history, devices)
+    return run(app, socketio, settings, stages, alerts, influx)
+
+
+def run(
+    app: Flask, socketio: SocketIO, settings: BridgeSettings, stages: Stages, alerts: AlertService, influx: InfluxV1
+) -> int:
+    """Start the stages and serve the web UI until SIGTERM or SIGINT; then stop in order."""
+    signal.signal(signal.SIGHUP, lambda signum, frame: alerts.reload())
     stages.pipeline.start()
     stages.inbox.start()
+    alerts.start()
     log.info(
         "broker %s, topics %s/+/reading; dashboard on http://%s:%d/",
         settings.mqtt_url,
@@ -153,6 +191,7 @@ def serve(settings: BridgeSettings) -> int:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         log.info("stopping")
         stages.pipeline.stop()  # first: what has arrived is written and acknowledged on this connection
+        alerts.stop()
         stages.inbox.stop()
         influx.close()
     return 0

@@ -3,6 +3,7 @@ not, why; and the totals the dashboard's pipeline panel shows."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -28,10 +29,13 @@ class Stages:
     totals: Totals
 
 
-def check_health(stages: Stages, influx: InfluxV1, shared: redis.Redis | None = None) -> tuple[bool, dict[str, Any]]:
+def check_health(
+    stages: Stages, influx: InfluxV1, shared: redis.Redis | None = None, more: Callable[[], list[str]] = list
+) -> tuple[bool, dict[str, Any]]:
     """(healthy, details): the broker connection, InfluxDB's /ping and last write, whether
-    ingest makes progress, and Redis when several bridges share it."""
-    reasons = []
+    ingest makes progress, Redis when several bridges share it, and the `more` reasons of
+    other parts (the alerts')."""
+    reasons = more()
     if shared is not None:
         try:
             shared.ping()

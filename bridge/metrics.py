@@ -9,6 +9,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from bridge.alerts.engine import STATES
+from bridge.alerts.service import AlertService
 from bridge.devices import DeviceRegistry
 from bridge.health import Stages
 from bridge.rejections import RejectionLog
@@ -95,3 +97,37 @@ class BridgeCollector(Collector):
 def metrics_text(registry: CollectorRegistry) -> Callable[[], bytes]:
     """A function that renders the registry in the Prometheus text format."""
     return lambda: generate_latest(registry)
+
+
+class AlertCollector(Collector):
+    """What the alerts have done: alerts per state, readings judged, notifications."""
+
+    def __init__(self, alerts: AlertService) -> None:
+        self._alerts = alerts
+
+    def collect(self) -> Iterator[Any]:
+        counts = self._alerts.state_counts()
+        by_state = GaugeMetricFamily("sensorpipe_alerts", "alerts in each state (ok: known and fine)", labels=["state"])
+        for state in STATES:
+            by_state.add_metric([state], counts.get(state, 0))
+        yield by_state
+        yield CounterMetricFamily(
+            "sensorpipe_alert_readings_judged", "readings the alert rules were applied to", value=self._alerts.evaluated
+        )
+        notifier = self._alerts.notifier.state
+        yield CounterMetricFamily(
+            "sensorpipe_alert_notifications_sent", "notifications a target took", value=notifier.sent
+        )
+        yield CounterMetricFamily(
+            "sensorpipe_alert_notifications_failed",
+            "delivery attempts that failed (each is retried)",
+            value=notifier.failures,
+        )
+        yield GaugeMetricFamily(
+            "sensorpipe_alert_notifications_waiting",
+            "notifications not yet delivered",
+            value=len(self._alerts.undelivered()),
+        )
+        yield CounterMetricFamily(
+            "sensorpipe_alert_journal_failures", "alert changes that could not be written", value=self._alerts.failures
+        )

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from pathlib import Path
 
+from bridge.alerts.notify import NotifyError, parse_targets
+from bridge.alerts.rules import RuleError, load_rules_file
 from bridge.writers import API_CHOICES
 from common.settings import (
     BrokerSettings,
@@ -16,11 +19,13 @@ from common.settings import (
     parse_http_url,
     parse_nonempty,
     parse_nonnegative_float,
+    parse_optional_path,
     parse_port,
     parse_positive_float,
     parse_secret,
     parse_switch,
     setting,
+    state_folder,
 )
 
 NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
@@ -80,6 +85,35 @@ def _redis_url(raw: str) -> Secret | None:
     if not raw.startswith(("redis://", "rediss://", "unix://")):
         raise ValueError("must be a redis://[:password@]host[:port][/db] URL (rediss:// for TLS)")
     return Secret(raw)
+
+
+def _rules_file(raw: str) -> Path | None:
+    """The rules file, checked in full now: a bad rule stops the bridge, naming it."""
+    if raw.strip() == "":
+        return None
+    path = Path(raw).expanduser()
+    try:
+        load_rules_file(path)
+    except RuleError as exc:  # the setting's line names the file already
+        raise ValueError(str(exc).removeprefix(f"{path}: ")) from None
+    return path
+
+
+def _notify(raw: str) -> Secret:
+    """Apprise URLs, each checked now (the error names it by number and scheme only)."""
+    try:
+        parse_targets(raw)
+    except NotifyError as exc:
+        raise ValueError(str(exc)) from None
+    return Secret(raw)
+
+
+def _public_url(raw: str) -> str:
+    if raw == "":
+        return raw
+    if not raw.startswith(("http://", "https://")) or len(raw) > 300 or any(c.isspace() for c in raw):
+        raise ValueError("must be the dashboard's address as people open it, like http://pi.local:5000")
+    return raw.rstrip("/")
 
 
 def _host(raw: str) -> str:
@@ -160,6 +194,33 @@ class BridgeSettings(BrokerSettings):
         "still stored, those devices are not shown",
         _max_devices,
     )
+    alert_rules: Path | None = setting(
+        "",
+        "a TOML file of alert rules (docs/alerts.md), checked at start (a bad rule stops the "
+        "bridge, naming it) and read again on SIGHUP; empty: only rules made on the dashboard",
+        _rules_file,
+    )
+    alert_notify: Secret = setting(
+        "",
+        "where alerts are sent: one or more Apprise URLs, space-separated (ntfys://topic, "
+        "tgram://token/chat, mailto://user:pass@host, json://host/path, ...); empty: alerts "
+        "show on the dashboard and over MQTT only",
+        _notify,
+        secret=True,
+    )
+    alert_db: Path = setting(
+        "",
+        "the SQLite file that keeps the alerts' state, history and undelivered notifications "
+        "across restarts (default: alerts-<mqtt client id>.sqlite in $STATE_DIRECTORY, else "
+        "~/.local/state/sensorpipe)",
+        parse_optional_path,
+    )
+    public_url: str = setting(
+        "",
+        "the dashboard's address as people open it (http://pi.local:5000), for the links in "
+        "notifications; empty: http://<web host>:<web port>",
+        _public_url,
+    )
     web_host: str = setting("127.0.0.1", "address the web UI listens on", _host)
     web_port: int = setting("5000", "port the web UI listens on", parse_port)
     web_password: Secret = setting(
@@ -194,6 +255,9 @@ OPTIONS = options(BridgeSettings)
 
 def load_settings(argv: Sequence[str], environ: Mapping[str, str]) -> BridgeSettings:
     """Build the settings; raise SettingsError with one line naming the bad setting."""
-    return load_model(
+    loaded = load_model(
         BridgeSettings, "bridge", "Store MQTT readings in InfluxDB and serve the live dashboard.", argv, environ
     )
+    # The defaults that depend on other settings (the parser gives None for "not set").
+    default_db = state_folder(environ) / f"alerts-{loaded.mqtt_client_id}.sqlite"
+    return replace(loaded, alert_db=loaded.alert_db or default_db)

@@ -16,6 +16,7 @@ import re
 import sys
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 from urllib.parse import unquote, urlsplit
 
@@ -148,7 +149,19 @@ def exit_bad_setting(prog: str, error: SettingsError) -> NoReturn:
     raise SystemExit(2)
 
 
+def state_folder(environ: Mapping[str, str]) -> Path:
+    """Where a program keeps what must survive a restart (the publisher's outbox, the bridge's
+    alerts) unless told: systemd's StateDirectory (/var/lib/sensorpipe), else the user's."""
+    state = environ.get("STATE_DIRECTORY", "").split(":")[0]
+    return Path(state) if state else Path.home() / ".local" / "state" / "sensorpipe"
+
+
 # --- parsers -------------------------------------------------------------------------
+
+
+def parse_optional_path(raw: str) -> Path | None:
+    """A file's path (`~` expanded), or None when empty (the program picks the default)."""
+    return Path(raw).expanduser() if raw else None
 
 
 def parse_port(raw: str) -> int:

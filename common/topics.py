@@ -46,6 +46,10 @@ class Topics:
         `_` cannot start a device id, so this never collides with a device's own topics)."""
         return f"{self.prefix}/_rejections/{device}"
 
+    def alert(self, device: str, rule: str) -> str:
+        """Where the bridge publishes an alert's state (retained; see docs/contract.md)."""
+        return f"{self.prefix}/_alerts/{device}/{rule}"
+
     def filter(self, kind: Kind) -> str:
         """The subscription filter for one kind of message from every device."""
         return f"{self.prefix}/+/{kind}"

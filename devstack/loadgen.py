@@ -100,6 +100,7 @@ def start_bridge(
         "SENSORPIPE_TOPIC_PREFIX": prefix,
         "SENSORPIPE_INFLUX_URL": influx_url,
         "SENSORPIPE_WEB_PORT": str(web_port),
+        "SENSORPIPE_ALERT_DB": str(log.parent / f"alerts-{web_port}.sqlite"),  # not the user's own
         **(settings or {}),
     }
     python = root / ".venv" / "bin" / "python" if root != ROOT else Path(sys.executable)

@@ -19,9 +19,11 @@ from common.settings import (
     parse_count,
     parse_fraction,
     parse_nonnegative_float,
+    parse_optional_path,
     parse_positive_float,
     parse_switch,
     setting,
+    state_folder,
 )
 from common.topics import check_device_id
 from publisher.sensors import SENSORS, SimFaults
@@ -68,10 +70,6 @@ def _seed(raw: str) -> int | None:
         raise ValueError("must be a whole number") from None
 
 
-def _optional_path(raw: str) -> Path | None:
-    return Path(raw).expanduser() if raw else None
-
-
 def _ha_prefix(raw: str) -> str:
     if not raw or any(ch in raw for ch in "#+\0") or raw.startswith("/") or raw.endswith("/"):
         raise ValueError("must be an MQTT topic prefix without wildcards, e.g. homeassistant")
@@ -95,7 +93,7 @@ class PublisherSettings(BrokerSettings):
         "",
         "file of readings not yet acknowledged by the broker (default: outbox-<device>.sqlite in "
         "$STATE_DIRECTORY, else ~/.local/state/sensorpipe)",
-        _optional_path,
+        parse_optional_path,
     )
     outbox_max: int = setting(
         "0",
@@ -131,9 +129,7 @@ OPTIONS = options(PublisherSettings)
 
 def default_outbox(device: str, environ: Mapping[str, str]) -> Path:
     """Where the outbox lives unless SENSORPIPE_OUTBOX says: systemd's state folder, else the user's."""
-    state = environ.get("STATE_DIRECTORY", "").split(":")[0]
-    folder = Path(state) if state else Path.home() / ".local" / "state" / "sensorpipe"
-    return folder / f"outbox-{device}.sqlite"
+    return state_folder(environ) / f"outbox-{device}.sqlite"
 
 
 def load_settings(argv: Sequence[str], environ: Mapping[str, str]) -> PublisherSettings:

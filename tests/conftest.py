@@ -188,6 +188,8 @@ def start_bridge(
         port = free_port()
         env["SENSORPIPE_WEB_PORT"] = str(port)
         env.update(settings)
+        # The alerts' state per bridge identity, like the default, but in this test's folder.
+        env.setdefault("SENSORPIPE_ALERT_DB", str(tmp_path / f"alerts-{env['SENSORPIPE_MQTT_CLIENT_ID']}.sqlite"))
         bridge = BridgeProcess("bridge", env, tmp_path / f"bridge-{len(started)}.log", port=port)
         started.append(bridge.start())
         return bridge.wait_ready() if wait else bridge

@@ -27,7 +27,7 @@ def test_every_rejection_reason_of_the_code_is_in_the_contract_and_no_other() ->
 
 
 def test_every_route_is_in_the_contract() -> None:
-    routes = re.findall(r'@\w+\.(get|post)\("([^"]+)"\)', sources("webui"))
+    routes = re.findall(r'@\w+\.(get|post|put|delete)\("([^"]+)"\)', sources("webui"))
     assert len(routes) >= 10
     for method, path in routes:
         assert (

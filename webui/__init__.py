@@ -10,6 +10,7 @@ from flask_socketio import SocketIO
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from webui.access import WebAccess, install
+from webui.alerts import alerts_api
 from webui.api import api
 from webui.context import WebContext
 from webui.live import LiveBroadcaster
@@ -52,6 +53,7 @@ def create_app(
     install(app, web_access, secure_cookie)
     app.register_blueprint(pages)
     app.register_blueprint(api)
+    app.register_blueprint(alerts_api)
     # With `message_queue` (a redis:// URL), an emit from any bridge reaches the browsers
     # of every bridge on the same queue and `channel`. Given here, at init_app, not to the
     # constructor: there it would build a second, write-only server first.

@@ -40,6 +40,39 @@ class HistoryView(Protocol):
         ...
 
 
+class AlertRuleError(ValueError):
+    """A rule the alerts refuse (400): the message names the rule and the key."""
+
+
+class AlertConflict(ValueError):
+    """An alert or rule change that cannot be made in the current state (409)."""
+
+
+class AlertsView(Protocol):
+    """The alerts (bridge/alerts/service.py behind an adapter). Raise KeyError for an
+    unknown id, AlertConflict or AlertRuleError as they say."""
+
+    def alerts(self) -> list[dict[str, Any]]:
+        """Every alert not ok, in the contract's form."""
+        ...
+
+    def history(self, since_us: int) -> list[dict[str, Any]]:
+        """Every change found since then, newest first."""
+        ...
+
+    def acknowledge(self, alert_id: str, by: str, comment: str) -> dict[str, Any]: ...
+
+    def rules(self) -> list[dict[str, Any]]: ...
+
+    def put_rule(self, body: dict[str, Any], create: bool) -> dict[str, Any]: ...
+
+    def delete_rule(self, rule_id: str) -> None: ...
+
+    def deliveries(self) -> dict[str, Any]:
+        """Notifications not yet delivered, and why: {"targets", "undelivered", "errors"}."""
+        ...
+
+
 @dataclass(frozen=True)
 class WebContext:
     """The state and readers the pages and API show."""
@@ -53,3 +86,4 @@ class WebContext:
     metrics: Callable[[], bytes]
     # () -> totals since start (received, stored, rewritten, redelivered, rejected), for /api/pipeline.
     pipeline: Callable[[], dict[str, int]]
+    alerts: AlertsView | None = None

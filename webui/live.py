@@ -125,6 +125,11 @@ class LiveBroadcaster:
             body = health.as_json() if health else None
             self._socketio.emit("health", {"device": device, "health": body}, to=[ALL, _room(device)])
 
+    def alert(self, body: dict[str, Any]) -> None:
+        """Send an alert's new state (docs/contract.md) to every page that shows its device."""
+        if self._clients or self._shared:
+            self._socketio.emit("alert", body, to=[ALL, _room(str(body["device"]))])
+
     def _on_connect(self, auth: Any = None) -> None:
         # The handshake is a request like any other: the same session cookie or bearer token.
         if not self._access.authorized():

@@ -42,6 +42,11 @@ def device_page(device: str) -> str:
     return render_template("device.html", device=device, signed_in=current_app.extensions["sensorpipe.access"].enabled)
 
 
+@pages.get("/alerts")
+def alerts_page() -> str:
+    return render_template("alerts.html", signed_in=current_app.extensions["sensorpipe.access"].enabled)
+
+
 @pages.get("/vendor/<name>")
 def vendor(name: str) -> Response:
     relative = VENDOR_FILES.get(name)

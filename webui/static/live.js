@@ -9,9 +9,9 @@ import { setBadge, toLogin } from "./common.js";
 /**
  * @param {{devices?: string[] | null, connectionEl: HTMLElement, onConnect: () => void,
  *   onReadings: (readings: any[], caughtUp: boolean) => void, onStatus?: (status: any) => void,
- *   onHealth?: (report: any) => void}} options
+ *   onHealth?: (report: any) => void, onAlert?: (alert: any) => void}} options
  */
-export function connectLive({ devices = null, connectionEl, onConnect, onReadings, onStatus, onHealth }) {
+export function connectLive({ devices = null, connectionEl, onConnect, onReadings, onStatus, onHealth, onAlert }) {
   const socket = devices ? io({ auth: { devices } }) : io();
   socket.on("connect", () => {
     setBadge(connectionEl, "connected", "live");
@@ -29,5 +29,6 @@ export function connectLive({ devices = null, connectionEl, onConnect, onReading
   socket.on("readings", (readings) => onReadings(readings, false));
   if (onStatus) socket.on("status", onStatus);
   if (onHealth) socket.on("health", onHealth);
+  if (onAlert) socket.on("alert", onAlert);
   return socket;
 }

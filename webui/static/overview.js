@@ -77,6 +77,7 @@ import { connectLive } from "./live.js";
     showOnline(card.querySelector(".online"), null);
     device = { card, charts: new Map(), info: {}, history: "none", buffered: [] };
     devices.set(id, device);
+    markAlerts(id);
     // Its place among the sorted ids, then one insertBefore.
     const at = lowerBound(order, id);
     order.splice(at, 0, id);
@@ -257,9 +258,48 @@ import { connectLive } from "./live.js";
     }
   }
 
+  // Alerts not ok, by id: a card is marked while its device has one firing (or acknowledged),
+  // and the banner counts what fires.
+  const alerts = new Map();
+  const bannerEl = /** @type {HTMLAnchorElement} */ (document.getElementById("alert-banner"));
+
+  function markAlerts(id) {
+    const card = devices.get(id)?.card;
+    if (!card) return;
+    const states = [...alerts.values()].filter((a) => a.device === id).map((a) => a.state);
+    const mark = states.includes("firing") ? "firing" : states.includes("acknowledged") ? "acknowledged" : "";
+    if (mark) card.dataset.alert = mark;
+    else delete card.dataset.alert;
+  }
+
+  function showBanner() {
+    const firing = [...alerts.values()].filter((a) => a.state === "firing");
+    bannerEl.hidden = firing.length === 0;
+    const names = [...new Set(firing.map((a) => a.device))].slice(0, 5).join(", ");
+    bannerEl.textContent = `${firing.length} alert${firing.length === 1 ? "" : "s"} firing: ${names}`;
+  }
+
+  function onAlert(alert) {
+    if (alert.state === "ok") alerts.delete(alert.id);
+    else alerts.set(alert.id, alert);
+    markAlerts(alert.device);
+    showBanner();
+  }
+
+  async function loadAlerts() {
+    const body = await getJson("/api/alerts");
+    if (!body) return;
+    const before = new Set([...alerts.values()].map((a) => a.device));
+    alerts.clear();
+    for (const alert of body.alerts) alerts.set(alert.id, alert);
+    for (const id of new Set([...before, ...body.alerts.map((a) => a.device)])) markAlerts(id);
+    showBanner();
+  }
+
   // On first load and after every reconnect: what the server knows, then history up to now
   // for the cards on screen (the others when they come near it).
   async function loadAll() {
+    loadAlerts().catch((error) => console.error("loading alerts failed", error));
     const list = await getJson("/api/devices");
     if (!list) return;
     emptyEl.hidden = list.length > 0 || devices.size > 0;
@@ -297,6 +337,7 @@ import { connectLive } from "./live.js";
       const device = devices.get(report.device);
       if (device) showInfo(device, { ...device.info, health: report.health });
     },
+    onAlert,
   });
 
   setInterval(() => {

@@ -1,0 +1,60 @@
+"""The alerts as the web app sees them (webui.context.AlertsView): JSON in, JSON out,
+the web app's own errors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from bridge.alerts.rules import RuleError, rule_from_json
+from bridge.alerts.service import AlertService, RuleConflict
+from webui.context import AlertConflict, AlertRuleError
+
+
+class WebAlerts:
+    def __init__(self, service: AlertService) -> None:
+        self._service = service
+
+    def alerts(self) -> list[dict[str, Any]]:
+        return self._service.alerts()
+
+    def history(self, since_us: int) -> list[dict[str, Any]]:
+        return self._service.history(since_us)
+
+    def acknowledge(self, alert_id: str, by: str, comment: str) -> dict[str, Any]:
+        try:
+            return self._service.acknowledge(alert_id, by, comment)
+        except ValueError as exc:  # not firing
+            raise AlertConflict(str(exc)) from None
+
+    def rules(self) -> list[dict[str, Any]]:
+        return [rule.to_json() for rule in self._service.rules()]
+
+    def put_rule(self, body: dict[str, Any], create: bool) -> dict[str, Any]:
+        try:
+            rule = rule_from_json(body)
+        except RuleError as exc:
+            raise AlertRuleError(str(exc)) from None
+        try:
+            self._service.put_rule(rule, create)
+        except RuleConflict as exc:
+            raise AlertConflict(str(exc)) from None
+        return rule.to_json()
+
+    def delete_rule(self, rule_id: str) -> None:
+        try:
+            self._service.delete_rule(rule_id)
+        except RuleConflict as exc:
+            raise AlertConflict(str(exc)) from None
+
+    def deliveries(self) -> dict[str, Any]:
+        notifier = self._service.notifier
+        undelivered = self._service.undelivered()
+        names = [target.name for target in notifier.targets]
+        return {
+            "targets": names,
+            "undelivered": len(undelivered),
+            "errors": {
+                notifier.targets[t].name: e for t, e in notifier.state.errors.items() if t < len(notifier.targets)
+            },
+            "oldest": min((p.body.get("found", 0) for p in undelivered), default=None),  # type: ignore[type-var]
+        }

@@ -1,0 +1,640 @@
+"""Alerts: rules, the state machine, and real bridges telling a real webhook server.
+
+The end-to-end tests run Mosquitto, InfluxDB, the bridge (and a publisher where a device
+must fall silent) as processes, and a local HTTP server as the notification target that
+Apprise's `json://` posts to.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+import pytest
+import requests
+from aiosmtpd.controller import Controller
+from paho.mqtt.enums import CallbackAPIVersion
+
+from bridge.alerts.engine import LATE_AFTER_US, AlertEngine, Change
+from bridge.alerts.rules import Rule, RuleError, load_rules_file, parse_duration, rule_from_json
+from common.reading import Reading, format_ts, now_us
+from devstack.servers import free_port
+from tests.conftest import ROOT, BridgeProcess, Mqtt, Program, points
+from tests.waiting import wait_until
+
+S = 1_000_000
+
+# --- rules -------------------------------------------------------------------------------
+
+
+def test_durations() -> None:
+    assert [parse_duration(t) for t in ("0s", "90s", "10m", "1.5h", "2d")] == [0, 90, 600, 5400, 172800]
+    for bad in ("10", "10 min", "-1m", "1y", "", 600, "366.1d"):
+        with pytest.raises(RuleError):
+            parse_duration(bad)
+
+
+@pytest.mark.parametrize(
+    ("body", "says"),
+    [
+        ({"id": "Warm", "metric": "t", "above": 1}, "rule id 'Warm'"),
+        ({"id": "w", "metric": "t"}, "exactly one of above, below, no_data"),
+        ({"id": "w", "metric": "t", "above": 1, "below": 0}, "exactly one of"),
+        ({"id": "w", "metric": "t", "above": 1, "treshold": 2}, "unknown key 'treshold'"),
+        ({"id": "w", "metric": "Temp", "above": 1}, "metric must be"),
+        ({"id": "w", "above": 1}, "metric must be"),
+        ({"id": "w", "metric": "t", "above": "8"}, "above must be a finite number"),
+        ({"id": "w", "metric": "t", "above": True}, "above must be a finite number"),
+        ({"id": "w", "metric": "t", "above": 8, "clear": 9}, "clear 9 must be at or below the threshold 8"),
+        ({"id": "w", "metric": "t", "below": 2, "clear": 1}, "clear 1 must be at or above the threshold 2"),
+        ({"id": "w", "metric": "t", "above": 8, "for": "ten minutes"}, "for must be a number and s, m, h or d"),
+        ({"id": "w", "metric": "t", "above": 8, "repeat": "10s"}, "repeat must be at least 1m"),
+        ({"id": "w", "metric": "t", "above": 8, "devices": ["a/b"]}, "neither a device id nor a glob"),
+        ({"id": "w", "metric": "t", "above": 8, "devices": ["_x"]}, "is not a device id"),
+        ({"id": "w", "metric": "t", "above": 8, "devices": []}, "devices must be"),
+        ({"id": "w", "metric": "t", "above": 8, "severity": "page"}, "severity must be warning or critical"),
+        ({"id": "s", "no_data": "5m", "metric": "t"}, "metric has no meaning for a no_data rule"),
+        ({"id": "s", "no_data": "0s"}, "no_data must be at least 1s"),
+    ],
+)
+def test_a_bad_rule_is_refused_naming_it_and_the_key(body: dict[str, object], says: str) -> None:
+    with pytest.raises(RuleError) as caught:
+        rule_from_json(body)
+    assert says in str(caught.value)
+
+
+def test_rules_file(tmp_path: Path) -> None:
+    path = tmp_path / "rules.toml"
+    path.write_text(
+        '[[rule]]\nid = "coldroom-warm"\ndevices = ["sim-*", "coldroom"]\nmetric = "temperature"\n'
+        'above = 8.0\nfor = "10m"\nclear = 7.5\nrepeat = "30m"\nseverity = "critical"\n\n'
+        '[[rule]]\nid = "silent"\nno_data = "5m"\n'
+    )
+    warm, silent = load_rules_file(path)
+    assert (warm.kind, warm.threshold, warm.for_s, warm.clear, warm.repeat_s) == ("above", 8.0, 600, 7.5, 1800)
+    assert warm.provisioned and warm.watches("sim-1") and warm.watches("coldroom") and not warm.watches("lab")
+    assert (silent.kind, silent.threshold, silent.devices) == ("no_data", 300, ("*",))
+    assert rule_from_json(warm.to_json(), provisioned=True) == warm  # the JSON form reads back the same rule
+    path.write_text('[[rule]]\nid = "a"\nno_data = "1m"\n[[rule]]\nid = "a"\nno_data = "2m"\n')
+    with pytest.raises(RuleError, match="rule 'a' is defined twice"):
+        load_rules_file(path)
+    path.write_text('[rule]\nid = "a"\n')
+    with pytest.raises(RuleError, match=r"\[\[rule\]\] tables"):
+        load_rules_file(path)
+    path.write_text("[[rule]\n")
+    with pytest.raises(RuleError, match="not TOML"):
+        load_rules_file(path)
+
+
+# --- the state machine -------------------------------------------------------------------
+
+
+def warm(**extra: Any) -> Rule:
+    return rule_from_json({"id": "warm", "metric": "temperature", "above": 8.0, "clear": 7.5, **extra})
+
+
+def feed(
+    engine: AlertEngine, values: Sequence[float], start_us: int, every_s: float = 1, now_us: int | None = None
+) -> list[Change]:
+    changes = []
+    for i, value in enumerate(values):
+        ts = start_us + int(i * every_s * S)
+        changes += engine.readings([Reading("cold", ts, {"temperature": value})], now_us or ts)
+    return changes
+
+
+def states(changes: list[Change]) -> list[str]:
+    return [c.alert.state for c in changes]
+
+
+def test_oscillating_around_the_threshold_gives_one_alert() -> None:
+    engine = AlertEngine([warm()], started_us=0)
+    t0 = 1_800_000_000 * S
+    wobble = [7.9, 8.1, 7.9, 8.2, 7.8, 8.05] * 10  # a minute around 8, never down to 7.5
+    changes = feed(engine, wobble, t0)
+    assert states(changes) == ["firing"]
+    assert changes[0].at_us == t0 + S and changes[0].notify
+    changes = feed(engine, [7.4], t0 + 60 * S)
+    assert states(changes) == ["ok"] and changes[0].alert.peak == 8.2
+
+
+def test_for_holds_it_pending_then_fires_from_the_start_of_the_excursion() -> None:
+    engine = AlertEngine([warm(**{"for": "10s"})], started_us=0)
+    t0 = 1_800_000_000 * S
+    changes = feed(engine, [9, 9, 9, 7, 9] + [9] * 11, t0)
+    # Pending at 0 s, back to ok at 3 s (no notification), pending again at 4 s, firing at 14 s.
+    assert states(changes) == ["pending", "ok", "pending", "firing"]
+    assert [c.notify for c in changes] == [False, False, False, True]
+    assert changes[-1].at_us == t0 + 4 * S and changes[-1].alert.since_us == t0 + 4 * S
+
+
+def test_readings_judged_at_their_own_time_and_late_ones_marked() -> None:
+    engine = AlertEngine([warm(**{"for": "10m"})], started_us=0)
+    outage = 1_800_000_000 * S  # 02:10 say; the readings arrive 55 minutes later
+    delivered_at = outage + 55 * 60 * S
+    values = [9.0] * 30 + [7.0]  # above 8 from 02:10 for 30 minutes, then back
+    changes = feed(engine, values, outage, every_s=60, now_us=delivered_at)
+    assert states(changes) == ["pending", "firing", "ok"]
+    firing, resolved = changes[1], changes[2]
+    assert firing.at_us == outage and firing.alert.late and resolved.alert.late
+    assert resolved.at_us == outage + 30 * 60 * S
+    assert delivered_at - resolved.at_us > LATE_AFTER_US
+
+
+def test_a_redelivered_reading_changes_nothing() -> None:
+    engine = AlertEngine([warm()], started_us=0)
+    t0 = 1_800_000_000 * S
+    assert states(feed(engine, [9.0, 7.0], t0)) == ["firing", "ok"]
+    assert feed(engine, [9.0, 7.0], t0) == []  # the same readings again, as after a restart
+
+
+def test_silence_from_the_last_reading_and_offline_status() -> None:
+    silent = rule_from_json({"id": "silent", "no_data": "5m", "devices": ["cold*"]})
+    started = 1_800_000_000 * S
+    engine = AlertEngine([silent], started_us=started)
+    engine.readings([Reading("cold", started + S, {"t": 1.0}), Reading("lab", started + S, {"t": 1.0})], started + S)
+    assert engine.tick(started + 300 * S) == []
+    changes = engine.tick(started + 302 * S)
+    assert [(c.alert.device, c.alert.state, c.at_us) for c in changes] == [("cold", "firing", started + S)]
+    assert engine.tick(started + 303 * S) == []  # fired once
+    back = engine.readings([Reading("cold", started + 310 * S, {"t": 1.0})], started + 310 * S)
+    assert states(back) == ["ok"]
+    engine.status("cold", False, started + 320 * S)
+    assert engine.tick(started + 400 * S) == []
+    assert states(engine.tick(started + 621 * S)) == ["firing"]
+
+
+def test_silence_counts_from_the_bridges_start_not_from_before() -> None:
+    """What a bridge missed while it was down may still wait at the broker: a device last
+    heard an hour ago is not silent the moment the bridge starts."""
+    silent = rule_from_json({"id": "silent", "no_data": "5m"})
+    started = 1_800_000_000 * S
+    engine = AlertEngine([silent], started_us=started)
+    engine.restore([], {"cold": started - 3600 * S})
+    assert engine.tick(started + S) == []
+    assert [c.at_us for c in engine.tick(started + 301 * S)] == [started - 3600 * S]
+
+
+def test_acknowledge_and_repeat() -> None:
+    engine = AlertEngine([warm(repeat="1m")], started_us=0)
+    t0 = 1_800_000_000 * S
+    feed(engine, [9.0], t0)
+    assert engine.tick(t0 + 30 * S) == []
+    repeat = engine.tick(t0 + 61 * S)
+    assert [c.repeat for c in repeat] == [True]
+    change = engine.acknowledge("warm:cold", "ana", "door was open", t0 + 70 * S)
+    assert change.alert.state == "acknowledged" and change.by == "ana" and change.notify
+    assert engine.tick(t0 + 200 * S) == []  # acknowledged: no more repeats
+    with pytest.raises(ValueError, match="acknowledged, not firing"):
+        engine.acknowledge("warm:cold", "ana", "", t0 + 71 * S)
+    with pytest.raises(KeyError):
+        engine.acknowledge("warm:nobody", "ana", "", t0)
+    assert states(feed(engine, [7.0], t0 + 300 * S)) == ["ok"]
+
+
+# --- real bridges and a real webhook -------------------------------------------------------
+
+
+class Webhook:
+    """A local HTTP server taking Apprise's `json://` posts; answers `failing` with 500."""
+
+    def __init__(self) -> None:
+        self.received: list[dict[str, Any]] = []
+        self.refused = 0
+        self.failing = False
+        hook = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self) -> None:
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                if hook.failing:
+                    hook.refused += 1
+                    self.send_response(500)
+                else:
+                    hook.received.append(body)
+                    self.send_response(200)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, format: str, *args: Any) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"json://127.0.0.1:{self.server.server_port}/hook"
+
+    def titles(self) -> list[str]:
+        return [str(m["title"]) for m in self.received]
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def webhook() -> Iterator[Webhook]:
+    hook = Webhook()
+    yield hook
+    hook.close()
+
+
+RULES = """
+[[rule]]
+id = "warm"
+metric = "temperature"
+above = 8.0
+clear = 7.5
+"""
+
+
+@pytest.fixture
+def rules_file(tmp_path: Path) -> Path:
+    path = tmp_path / "rules.toml"
+    path.write_text(RULES)
+    return path
+
+
+def warm_for(folder: Path, duration: str) -> Path:
+    """The warm rule, holding `duration` before it fires."""
+    path = folder / "rules.toml"
+    path.write_text(RULES + f'for = "{duration}"\n')
+    return path
+
+
+def start_alerting(
+    start_bridge: Callable[..., BridgeProcess], rules_file: Path, webhook: Webhook, **settings: str
+) -> BridgeProcess:
+    return start_bridge(SENSORPIPE_ALERT_RULES=str(rules_file), SENSORPIPE_ALERT_NOTIFY=webhook.url, **settings)
+
+
+def publish(client: Mqtt, prefix: str, device: str, values: list[float], start_us: int, every_s: float = 1) -> None:
+    for i, value in enumerate(values):
+        ts = format_ts(start_us + int(i * every_s * S))
+        client.publish(f"{prefix}/{device}/reading", {"ts": ts, "seq": i, "temperature": value})
+
+
+def test_a_crossing_fires_once_resolves_once_and_is_told_everywhere(
+    start_bridge: Callable[..., BridgeProcess], mqtt_client: Mqtt, prefix: str, rules_file: Path, webhook: Webhook
+) -> None:
+    bridge = start_alerting(start_bridge, rules_file, webhook)
+    mqtt_client.subscribe(f"{prefix}/_alerts/#")
+    start = now_us() - 120 * S
+    publish(mqtt_client, prefix, "cold", [7.0, 8.5, 7.9, 8.3, 7.8, 8.1], start)
+    wait_until(lambda: webhook.received, what="the firing notification")
+    firing = bridge.get("/api/alerts")["alerts"]
+    assert [(a["id"], a["state"], a["since"]) for a in firing] == [("warm:cold", "firing", (start + S) / 1000)]
+    publish(mqtt_client, prefix, "cold", [7.4], start + 10 * S)
+    wait_until(lambda: len(webhook.received) >= 2, what="the resolved notification")
+    assert webhook.titles() == ["FIRING: warm on cold", "RESOLVED: warm on cold"]
+    message = webhook.received[0]["message"]
+    assert "temperature 8.5, threshold 8" in message and f"{bridge.url}/device/cold" in message
+    assert bridge.get("/api/alerts")["alerts"] == []
+    history = bridge.get("/api/alerts/history")["history"]
+    assert [h["state"] for h in history] == ["ok", "firing"]  # newest first
+    retained = [m for m in mqtt_client.received if m.topic == f"{prefix}/_alerts/cold/warm"]
+    assert [json.loads(m.payload)["state"] for m in retained] == ["firing", "ok"]
+
+
+def test_acknowledge_through_the_api(
+    start_bridge: Callable[..., BridgeProcess], mqtt_client: Mqtt, prefix: str, rules_file: Path, webhook: Webhook
+) -> None:
+    bridge = start_alerting(start_bridge, rules_file, webhook)
+    publish(mqtt_client, prefix, "cold", [9.0], now_us() - S)
+    wait_until(lambda: bridge.get("/api/alerts")["alerts"], what="the alert")
+    url = bridge.url + "/api/alerts/warm:cold/ack"
+    assert requests.post(url, json={"comment": "x"}, timeout=10).status_code == 400  # who?
+    assert requests.post(url, data="by=ana", timeout=10).status_code == 400  # not JSON
+    assert requests.post(url, json={"by": "ana\nroot"}, timeout=10).status_code == 400  # one line
+    assert requests.post(bridge.url + "/api/alerts/warm:nobody/ack", json={"by": "ana"}, timeout=10).status_code == 404
+    answer = requests.post(url, json={"by": "ana", "comment": "door was open"}, timeout=10)
+    assert answer.status_code == 200 and answer.json()["state"] == "acknowledged"
+    assert requests.post(url, json={"by": "ana"}, timeout=10).status_code == 409  # not firing now
+    wait_until(lambda: len(webhook.received) >= 2, what="the acknowledged notification")
+    assert webhook.titles() == ["FIRING: warm on cold", "ACKNOWLEDGED: warm on cold"]
+    assert "by ana: door was open" in webhook.received[1]["message"]
+    history = bridge.get("/api/alerts/history")["history"]
+    assert (history[0]["state"], history[0]["by"], history[0]["comment"]) == ("acknowledged", "ana", "door was open")
+
+
+def test_an_excursion_delivered_late_is_reported_with_its_own_times(
+    start_bridge: Callable[..., BridgeProcess], mqtt_client: Mqtt, prefix: str, tmp_path: Path, webhook: Webhook
+) -> None:
+    """What an outbox delivers after an outage: readings of an hour ago, 30 minutes above."""
+    bridge = start_alerting(start_bridge, warm_for(tmp_path, "10m"), webhook)
+    outage = now_us() - 3600 * S
+    publish(mqtt_client, prefix, "cold", [7.0] + [9.0] * 30 + [7.0], outage, every_s=60)
+    wait_until(lambda: len(webhook.received) >= 2, what="both notifications")
+    history = bridge.get("/api/alerts/history")["history"]
+    assert [(h["state"], h["at"], h["late"]) for h in history] == [
+        ("ok", (outage + 31 * 60 * S) / 1000, True),
+        ("firing", (outage + 60 * S) / 1000, True),
+        ("pending", (outage + 60 * S) / 1000, True),
+    ]
+    assert "reported late" in webhook.received[0]["message"]
+
+
+def test_a_failing_webhook_is_retried_and_ingest_goes_on(
+    start_bridge: Callable[..., BridgeProcess],
+    mqtt_client: Mqtt,
+    prefix: str,
+    rules_file: Path,
+    webhook: Webhook,
+    influx: Any,
+) -> None:
+    webhook.failing = True
+    bridge = start_alerting(start_bridge, rules_file, webhook)
+    publish(mqtt_client, prefix, "cold", [9.0], now_us() - 10 * S)
+    wait_until(lambda: webhook.refused >= 2, what="two refused deliveries")
+    deliveries = bridge.get("/api/alerts")["deliveries"]
+    assert deliveries["undelivered"] == 1 and list(deliveries["errors"]) == [webhook.url]
+    # Meanwhile readings are stored as ever.
+    publish(mqtt_client, prefix, "lab", [5.0, 5.1, 5.2], now_us() - 5 * S)
+    wait_until(lambda: len(points(influx, "WHERE device = 'lab'")) == 3, what="lab's readings stored")
+    webhook.failing = False
+    wait_until(lambda: webhook.received, 90, "the notification, once the webhook answers")
+    assert webhook.titles() == ["FIRING: warm on cold"]
+    wait_until(lambda: bridge.get("/api/alerts")["deliveries"]["undelivered"] == 0, what="the outbox empty")
+
+
+def test_kill_9_while_firing_loses_no_change_and_sends_none_twice(
+    start_bridge: Callable[..., BridgeProcess], mqtt_client: Mqtt, prefix: str, rules_file: Path, webhook: Webhook
+) -> None:
+    bridge = start_alerting(start_bridge, rules_file, webhook)
+    start = now_us() - 60 * S
+    publish(mqtt_client, prefix, "cold", [9.0, 9.1], start)
+    wait_until(lambda: webhook.received, what="the firing notification")
+    bridge.stop(signal.SIGKILL)
+    publish(mqtt_client, prefix, "cold", [9.2, 7.0], start + 2 * S)  # queued for the bridge's session
+    again = start_alerting(start_bridge, rules_file, webhook)
+    wait_until(lambda: len(webhook.received) >= 2, what="the resolved notification after the restart")
+    assert webhook.titles() == ["FIRING: warm on cold", "RESOLVED: warm on cold"]
+    assert [h["state"] for h in again.get("/api/alerts/history")["history"]] == ["ok", "firing"]
+
+
+def test_kill_9_while_pending_keeps_the_excursions_start(
+    start_bridge: Callable[..., BridgeProcess], mqtt_client: Mqtt, prefix: str, tmp_path: Path, webhook: Webhook
+) -> None:
+    rules = warm_for(tmp_path, "10s")
+    bridge = start_alerting(start_bridge, rules, webhook)
+    start = now_us() - 60 * S
+    publish(mqtt_client, prefix, "cold", [9.0, 9.0], start, every_s=5)
+    wait_until(lambda: [a["state"] for a in bridge.get("/api/alerts")["alerts"]] == ["pending"], what="pending")
+    bridge.stop(signal.SIGKILL)
+    again = start_alerting(start_bridge, rules, webhook)
+    publish(mqtt_client, prefix, "cold", [9.0], start + 11 * S)  # 11 s after the excursion began
+    wait_until(lambda: webhook.received, what="the firing notification")
+    assert webhook.titles() == ["FIRING: warm on cold"]
+    (alert,) = again.get("/api/alerts")["alerts"]
+    assert (alert["state"], alert["since"]) == ("firing", start / 1000)
+
+
+def test_no_data_when_a_publisher_is_killed(
+    start_bridge: Callable[..., BridgeProcess],
+    run_publisher: Callable[..., Program],
+    tmp_path: Path,
+    webhook: Webhook,
+) -> None:
+    rules = tmp_path / "rules.toml"
+    rules.write_text('[[rule]]\nid = "silent"\nno_data = "4s"\n')
+    bridge = start_alerting(start_bridge, rules, webhook)
+    publisher = run_publisher("shed", SENSORPIPE_INTERVAL="0.5")
+    wait_until(lambda: any(d["device"] == "shed" for d in bridge.get("/api/devices")), what="the device")
+    assert bridge.get("/api/alerts")["alerts"] == []
+    publisher.stop(signal.SIGKILL)
+    wait_until(lambda: webhook.received, 30, "the no-data notification")
+    assert webhook.titles() == ["FIRING: silent on shed"]
+    assert "no reading for 4 s" in webhook.received[0]["message"]
+
+
+def test_a_bad_rules_file_or_apprise_url_stops_the_bridge_with_one_line(tmp_path: Path) -> None:
+    rules = tmp_path / "rules.toml"
+    rules.write_text('[[rule]]\nid = "warm"\nmetric = "temperature"\nabove = 8\nclear = 9\n')
+    env = {"SENSORPIPE_ALERT_RULES": str(rules), "PATH": "/usr/bin:/bin"}
+    done = subprocess.run(
+        [sys.executable, "-m", "bridge"], check=False, env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"bridge: bad setting: SENSORPIPE_ALERT_RULES (--alert-rules) = '{rules}': rule 'warm': clear 9 must be "
+        "at or below the threshold 8 "
+        "(it is where the alert resolves)"
+    ]
+    env = {"SENSORPIPE_ALERT_NOTIFY": "json://127.0.0.1/x nope://s3cr3t-token", "PATH": "/usr/bin:/bin"}
+    done = subprocess.run(
+        [sys.executable, "-m", "bridge"], check=False, env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2 and "s3cr3t" not in done.stderr + done.stdout
+    assert "SENSORPIPE_ALERT_NOTIFY" in done.stderr and "URL number 2 (nope://...)" in done.stderr
+
+
+def test_retained_alert_state_reaches_a_late_subscriber(
+    start_bridge: Callable[..., BridgeProcess],
+    mqtt_client: Mqtt,
+    prefix: str,
+    rules_file: Path,
+    webhook: Webhook,
+    broker: Any,
+) -> None:
+    """Home Assistant or Node-RED connecting later still sees what fires (retained)."""
+    bridge = start_alerting(start_bridge, rules_file, webhook)
+    publish(mqtt_client, prefix, "cold", [9.0], now_us() - S)
+    wait_until(lambda: bridge.get("/api/alerts")["alerts"], what="the alert")
+    got: list[mqtt.MQTTMessage] = []
+    late = mqtt.Client(CallbackAPIVersion.VERSION2)
+    late.on_message = lambda client, userdata, message: got.append(message)
+    late.connect("127.0.0.1", broker.port)
+    late.subscribe(f"{prefix}/_alerts/#", 1)
+    late.loop_start()
+    try:
+        wait_until(lambda: got, what="the retained alert")
+        body = json.loads(got[0].payload)
+        assert got[0].retain and (body["rule"], body["device"], body["state"], body["threshold"]) == (
+            "warm",
+            "cold",
+            "firing",
+            8.0,
+        )
+    finally:
+        late.disconnect()
+        late.loop_stop()
+
+
+def test_acknowledge_on_the_page_and_another_browser_sees_it_at_once(
+    start_bridge: Callable[..., BridgeProcess],
+    mqtt_client: Mqtt,
+    prefix: str,
+    rules_file: Path,
+    webhook: Webhook,
+    page: Any,
+    browser: Any,
+) -> None:
+    """Headless Chromium: the overview's banner and card mark, the alerts page's form, and a
+    second browser that changes without a reload (the Socket.IO `alert` event)."""
+    bridge = start_alerting(start_bridge, rules_file, webhook)
+    mqtt_client.publish(f"{prefix}/cold/reading", {"temperature": 5.0})
+    other_context = browser.new_context()
+    other = other_context.new_page()
+    try:
+        other.goto(bridge.url + "/")
+        other.wait_for_selector('#connection[data-state="connected"]')
+        other.wait_for_selector('article[data-device="cold"]')
+        assert other.is_hidden("#alert-banner")
+        mqtt_client.publish(f"{prefix}/cold/reading", {"temperature": 9.5})
+        other.wait_for_selector('article[data-device="cold"][data-alert="firing"]')
+        assert "1 alert firing: cold" in other.inner_text("#alert-banner")
+
+        page.goto(bridge.url + "/alerts")
+        page.wait_for_selector('#active tr[data-id="warm:cold"][data-state="firing"]')
+        row = page.locator('#active tr[data-id="warm:cold"]')
+        assert "temperature above 8" in row.inner_text()
+        row.locator('input[name="by"]').fill("ana <b>")  # shown as text, not markup
+        row.locator('input[name="comment"]').fill("door was open")
+        row.locator('button[type="submit"]').click()
+        page.wait_for_selector('#active tr[data-id="warm:cold"][data-state="acknowledged"]')
+        assert "by ana <b>: door was open" in page.inner_text('#active tr[data-id="warm:cold"]')
+        page.wait_for_selector('#history tr[data-state="acknowledged"]')
+
+        # The overview in the other browser follows without a reload.
+        other.wait_for_selector('article[data-device="cold"][data-alert="acknowledged"]')
+        wait_until(lambda: other.is_hidden("#alert-banner"), what="the banner gone (nothing fires)")
+        assert bridge.get("/api/alerts")["alerts"][0]["acknowledged_by"] == "ana <b>"
+    finally:
+        other_context.close()
+
+
+def test_sighup_reads_the_rules_again_and_a_bad_file_keeps_the_old_ones(
+    start_bridge: Callable[..., BridgeProcess], rules_file: Path, webhook: Webhook
+) -> None:
+    bridge = start_alerting(start_bridge, rules_file, webhook)
+    rules_file.write_text(RULES + '\n[[rule]]\nid = "silent"\nno_data = "10m"\n')
+    bridge.process.send_signal(signal.SIGHUP)
+    wait_until(lambda: [r["id"] for r in bridge.get("/api/rules")["rules"]] == ["warm", "silent"], what="both rules")
+    rules_file.write_text('[[rule]]\nid = "warm"\nmetric = "temperature"\nabove = "eight"\n')
+    bridge.process.send_signal(signal.SIGHUP)
+    wait_until(lambda: "rules not reloaded" in bridge.log(), what="the refusal in the log")
+    assert "rule 'warm': above must be a finite number" in bridge.log()
+    assert [r["id"] for r in bridge.get("/api/rules")["rules"]] == ["warm", "silent"]
+    assert bridge.process.poll() is None
+
+
+def test_rules_through_the_api_persist_and_provisioned_ones_are_read_only(
+    start_bridge: Callable[..., BridgeProcess], mqtt_client: Mqtt, prefix: str, rules_file: Path, webhook: Webhook
+) -> None:
+    bridge = start_alerting(start_bridge, rules_file, webhook)
+    api = bridge.url + "/api/rules"
+    frost = {"id": "frost", "devices": ["green*"], "metric": "temperature", "below": 2.0, "clear": 3.0}
+    assert requests.post(api, json=frost, timeout=10).status_code == 201
+    assert requests.post(api, json=frost, timeout=10).status_code == 409  # the id is taken
+    assert requests.post(api, json={**frost, "id": "x", "below": "2"}, timeout=10).status_code == 400
+    assert requests.put(api + "/warm", json={"metric": "temperature", "above": 9}, timeout=10).status_code == 409
+    assert requests.delete(api + "/warm", timeout=10).status_code == 409
+    assert requests.delete(api + "/nothing", timeout=10).status_code == 404
+    mqtt_client.publish(f"{prefix}/greenhouse/reading", {"temperature": 1.0})
+    wait_until(lambda: [a["id"] for a in bridge.get("/api/alerts")["alerts"]] == ["frost:greenhouse"], what="frost")
+    bridge.stop()
+    again = start_alerting(start_bridge, rules_file, webhook)
+    rules = {r["id"]: r for r in again.get("/api/rules")["rules"]}
+    assert rules["frost"]["provisioned"] is False and rules["warm"]["provisioned"] is True
+    assert [a["id"] for a in again.get("/api/alerts")["alerts"]] == ["frost:greenhouse"]
+    mqtt_client.subscribe(f"{prefix}/_alerts/greenhouse/frost")
+    assert requests.delete(api.replace(bridge.url, again.url) + "/frost", timeout=10).status_code == 200
+    wait_until(
+        lambda: any(m.topic.endswith("/greenhouse/frost") and m.payload == b"" for m in mqtt_client.received),
+        what="the retained alert cleared",
+    )
+    assert again.get("/api/alerts")["alerts"] == []
+
+
+class Mailbox:
+    """A real SMTP server (aiosmtpd) on a free loopback port, keeping what it receives."""
+
+    def __init__(self) -> None:
+        self.messages: list[tuple[str, list[str], str]] = []
+        mailbox = self
+
+        class Handler:
+            async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 (aiosmtpd)
+                mailbox.messages.append(
+                    (envelope.mail_from, envelope.rcpt_tos, envelope.content.decode(errors="replace"))
+                )
+                return "250 OK"
+
+        self.port = free_port()
+        self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port)
+        self.controller.start()
+
+    @property
+    def url(self) -> str:
+        return f"mailto://127.0.0.1:{self.port}?from=bridge@lab.example&to=coldroom@lab.example"
+
+
+def test_e_mail_and_a_webhook_each_get_it_once_while_the_other_is_down(
+    start_bridge: Callable[..., BridgeProcess], mqtt_client: Mqtt, prefix: str, rules_file: Path, webhook: Webhook
+) -> None:
+    mailbox = Mailbox()
+    try:
+        webhook.failing = True
+        bridge = start_bridge(
+            SENSORPIPE_ALERT_RULES=str(rules_file), SENSORPIPE_ALERT_NOTIFY=f"{mailbox.url} {webhook.url}"
+        )
+        publish(mqtt_client, prefix, "cold", [9.0], now_us() - S)
+        wait_until(lambda: mailbox.messages, what="the e-mail")
+        wait_until(lambda: webhook.refused >= 2, what="the webhook refusing twice")
+        sender, recipients, content = mailbox.messages[0]
+        assert (sender, recipients) == ("bridge@lab.example", ["coldroom@lab.example"])
+        assert "FIRING: warm on cold" in content and f"{bridge.url}/device/cold" in content
+        webhook.failing = False
+        wait_until(lambda: webhook.received, 90, "the webhook's copy once it answers")
+        wait_until(lambda: bridge.get("/api/alerts")["deliveries"]["undelivered"] == 0, what="nothing waiting")
+        assert len(mailbox.messages) == 1 and webhook.titles() == ["FIRING: warm on cold"]
+    finally:
+        mailbox.controller.stop()
+
+
+def test_a_rule_made_edited_and_deleted_on_the_page(
+    start_bridge: Callable[..., BridgeProcess],
+    mqtt_client: Mqtt,
+    prefix: str,
+    rules_file: Path,
+    webhook: Webhook,
+    page: Any,
+) -> None:
+    """Headless Chromium: the alerts page's rule form; a bad value gets the server's words;
+    a rule of the rules file offers no edit."""
+    bridge = start_alerting(start_bridge, rules_file, webhook)
+    page.goto(bridge.url + "/alerts")
+    page.wait_for_selector('#rules tr[data-id="warm"]')
+    assert "from the rules file" in page.inner_text('#rules tr[data-id="warm"]')
+    page.fill('#rule-form input[name="id"]', "frost")
+    page.fill('#rule-form input[name="devices"]', "green*")
+    page.select_option('#rule-form select[name="kind"]', "below")
+    page.fill('#rule-form input[name="metric"]', "temperature")
+    page.fill('#rule-form input[name="threshold"]', "two")
+    page.click('#rule-form button[type="submit"]')
+    wait_until(lambda: "below must be a finite number" in page.inner_text("#rule-form .error"), what="the refusal")
+    page.fill('#rule-form input[name="threshold"]', "2")
+    page.fill('#rule-form input[name="clear"]', "3")
+    page.click('#rule-form button[type="submit"]')
+    page.wait_for_selector('#rules tr[data-id="frost"]')
+    assert "temperature below 2, clear 3" in page.inner_text('#rules tr[data-id="frost"]')
+    page.click('#rules tr[data-id="frost"] >> text=Edit')
+    page.fill('#rule-form input[name="threshold"]', "1.5")
+    page.click('#rule-form button[type="submit"]')
+    wait_until(lambda: "below 1.5" in page.inner_text('#rules tr[data-id="frost"]'), what="the edited rule")
+    mqtt_client.publish(f"{prefix}/greenhouse/reading", {"temperature": 1.0})
+    page.wait_for_selector('#active tr[data-id="frost:greenhouse"][data-state="firing"]')
+    page.click('#rules tr[data-id="frost"] >> text=Delete')
+    wait_until(lambda: page.locator('#rules tr[data-id="frost"]').count() == 0, what="the rule gone")
+    wait_until(lambda: page.locator('#active tr[data-id="frost:greenhouse"]').count() == 0, what="its alert gone")
+    assert [r["id"] for r in bridge.get("/api/rules")["rules"]] == ["warm"]
