@@ -638,3 +638,31 @@ def test_a_rule_made_edited_and_deleted_on_the_page(
     wait_until(lambda: page.locator('#rules tr[data-id="frost"]').count() == 0, what="the rule gone")
     wait_until(lambda: page.locator('#active tr[data-id="frost:greenhouse"]').count() == 0, what="its alert gone")
     assert [r["id"] for r in bridge.get("/api/rules")["rules"]] == ["warm"]
+
+
+def test_the_device_chart_draws_the_threshold_and_shades_the_excursion(
+    start_bridge: Callable[..., BridgeProcess],
+    mqtt_client: Mqtt,
+    prefix: str,
+    rules_file: Path,
+    webhook: Webhook,
+    page: Any,
+    artifacts: Path,
+) -> None:
+    """Headless Chromium: the device page's temperature chart knows the warm rule's threshold
+    (drawn dashed, the y range widened to show it) and the span the alert fired (shaded),
+    and a new excursion appears without a reload."""
+    bridge = start_alerting(start_bridge, rules_file, webhook)
+    start = now_us() - 600 * S
+    publish(mqtt_client, prefix, "cold", [5.0, 9.0, 9.5, 7.0, 5.0], start, every_s=60)
+    wait_until(lambda: len(webhook.received) >= 2, what="fired and resolved")
+    page.goto(bridge.url + "/device/cold?range=1h")
+    chart = 'section.chart[data-metric="temperature"]'
+    page.wait_for_selector(f'{chart}[data-thresholds="8"][data-excursions="1"]')
+    assert bridge.get("/api/rules?device=cold")["rules"][0]["id"] == "warm"
+    assert bridge.get("/api/rules?device=cold")["rules"] == bridge.get("/api/rules")["rules"]
+    assert len(bridge.get("/api/alerts/history?device=cold")["history"]) == 2
+    assert bridge.get("/api/alerts/history?device=other")["history"] == []
+    mqtt_client.publish(f"{prefix}/cold/reading", {"temperature": 9.9})
+    page.wait_for_selector(f'{chart}[data-excursions="2"]')
+    page.screenshot(path=artifacts / "device-alert.png", full_page=True)

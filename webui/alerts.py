@@ -7,6 +7,7 @@ from typing import Any
 from flask import Blueprint, Response, current_app, jsonify, request
 
 from common.reading import now_us, text_problem
+from common.topics import DEVICE_ID
 from webui.api import RANGE, UNIT_S
 from webui.context import AlertConflict, AlertRuleError, AlertsView, WebContext
 
@@ -55,9 +56,21 @@ def alerts() -> Response | tuple[Response, int]:
     return jsonify(alerts=view.alerts(), deliveries=view.deliveries())
 
 
+def _device_arg() -> str | None:
+    """The optional `device` parameter; raises ValueError when it is not a device id."""
+    device = request.args.get("device")
+    if device is not None and not DEVICE_ID.fullmatch(device):
+        raise ValueError("device: give a device id, e.g. device=coldroom")
+    return device
+
+
 @alerts_api.get("/api/alerts/history")
 def history() -> Response | tuple[Response, int]:
-    """Every change found within `since` (default 7d), newest first."""
+    """Every change found within `since` (default 7d), newest first; `device`: its alerts only."""
+    try:
+        device = _device_arg()
+    except ValueError as exc:
+        return _error(str(exc), 400)
     since = request.args.get("since", "7d")
     match = RANGE.fullmatch(since)
     if match is None:
@@ -66,7 +79,7 @@ def history() -> Response | tuple[Response, int]:
     if range_s > MAX_HISTORY_S:
         return _error("since: at most 366 days", 400)
     view = _alerts()
-    return jsonify(history=view.history(now_us() - range_s * 1_000_000) if view else [])
+    return jsonify(history=view.history(now_us() - range_s * 1_000_000, device) if view else [])
 
 
 @alerts_api.post("/api/alerts/<alert_id>/ack")
@@ -92,9 +105,14 @@ def acknowledge(alert_id: str) -> Response | tuple[Response, int]:
 
 
 @alerts_api.get("/api/rules")
-def rules() -> Response:
+def rules() -> Response | tuple[Response, int]:
+    """Every rule; `device`: those watching that device."""
+    try:
+        device = _device_arg()
+    except ValueError as exc:
+        return _error(str(exc), 400)
     view = _alerts()
-    return jsonify(rules=view.rules() if view else [])
+    return jsonify(rules=view.rules(device) if view else [])
 
 
 @alerts_api.post("/api/rules")

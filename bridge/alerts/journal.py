@@ -110,11 +110,16 @@ class Journal:
             rows = self._db.execute("SELECT body FROM alert").fetchall()
         return [Alert.from_json(json.loads(body)) for (body,) in rows]
 
-    def history(self, since_us: int, limit: int = 10_000) -> list[dict[str, object]]:
-        """Changes found since then, newest first."""
+    def history(self, since_us: int, device: str | None = None, limit: int = 10_000) -> list[dict[str, object]]:
+        """Changes found since then (of `device`'s alerts, if given), newest first."""
+        # An alert id is `<rule>:<device>`, and a rule id has no colon: the device follows the first.
+        where = "found_us >= ?"
+        params: tuple[int | str, ...] = (since_us,)
+        if device is not None:
+            where, params = where + " AND substr(alert, instr(alert, ':') + 1) = ?", (since_us, device)
         with self._lock:
             rows = self._db.execute(
-                "SELECT body FROM history WHERE found_us >= ? ORDER BY n DESC LIMIT ?", (since_us, limit)
+                f"SELECT body FROM history WHERE {where} ORDER BY n DESC LIMIT ?", (*params, limit)
             ).fetchall()
         return [json.loads(body) for (body,) in rows]
 

@@ -182,8 +182,8 @@ class AlertService:
             counts[alert.state] = counts.get(alert.state, 0) + 1
         return counts
 
-    def history(self, since_us: int) -> list[dict[str, object]]:
-        return self._journal.history(since_us)
+    def history(self, since_us: int, device: str | None = None) -> list[dict[str, object]]:
+        return self._journal.history(since_us, device)
 
     def acknowledge(self, alert_id: str, by: str, comment: str) -> dict[str, object]:
         """Raises KeyError (unknown) or ValueError (not firing)."""

@@ -17,8 +17,8 @@ class WebAlerts:
     def alerts(self) -> list[dict[str, Any]]:
         return self._service.alerts()
 
-    def history(self, since_us: int) -> list[dict[str, Any]]:
-        return self._service.history(since_us)
+    def history(self, since_us: int, device: str | None = None) -> list[dict[str, Any]]:
+        return self._service.history(since_us, device)
 
     def acknowledge(self, alert_id: str, by: str, comment: str) -> dict[str, Any]:
         try:
@@ -26,8 +26,8 @@ class WebAlerts:
         except ValueError as exc:  # not firing
             raise AlertConflict(str(exc)) from None
 
-    def rules(self) -> list[dict[str, Any]]:
-        return [rule.to_json() for rule in self._service.rules()]
+    def rules(self, device: str | None = None) -> list[dict[str, Any]]:
+        return [rule.to_json() for rule in self._service.rules() if device is None or rule.watches(device)]
 
     def put_rule(self, body: dict[str, Any], create: bool) -> dict[str, Any]:
         try:

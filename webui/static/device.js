@@ -23,6 +23,13 @@ import { connectLive } from "./live.js";
   const RECENT_MS = 30000;
   const recent = []; // [arrived ms, reading]
 
+  // The alert rules watching this device, by metric: their thresholds are drawn as dashed
+  // lines; the spans an alert of it fired, as a red shade: [[from ms, to ms], ...] by metric.
+  /** @type {Map<string, number[]>} */
+  let thresholds = new Map();
+  /** @type {Map<string, Array<[number, number]>>} */
+  let excursions = new Map();
+
   const live = () => Boolean(range.preset);
   /** @returns {[number, number]} the shown window, in seconds */
   const windowOf = () =>
@@ -45,7 +52,11 @@ import { connectLive } from "./live.js";
         width: Math.max(280, chartsEl.clientWidth),
         height: 240,
         cursor: { drag: { x: true, y: false } },
-        scales: { x: { time: true, range: (u, min, max) => (chart.zoomed ? [min, max] : windowOf()) } },
+        scales: {
+          x: { time: true, range: (u, min, max) => (chart.zoomed ? [min, max] : windowOf()) },
+          // Wide enough to show the rules' thresholds too.
+          y: { range: (u, min, max) => yRange(metric, min, max) },
+        },
         series: [
           {},
           { label: metric, stroke, width: 1.5, spanGaps: false, value: (u, v) => (v == null ? "–" : `${v.toFixed(2)} ${unit(metric)}`) },
@@ -54,7 +65,7 @@ import { connectLive } from "./live.js";
         ],
         bands: [{ series: [3, 2], fill: `${stroke}22` }],
         axes: [{ stroke: "currentColor" }, { stroke: "currentColor", size: 56 }],
-        hooks: { setSelect: [() => (chart.zoomed = true)] },
+        hooks: { setSelect: [() => (chart.zoomed = true)], draw: [(u) => drawAlerts(u, metric)] },
       },
       [[], [], [], []],
       el,
@@ -67,8 +78,76 @@ import { connectLive } from "./live.js";
       if (live() && !chart.zoomed) series.trim(windowOf()[0]);
       chart.plot.setData(series.data(), !chart.zoomed);
       el.dataset.points = String(series.xs.length);
+      el.dataset.thresholds = (thresholds.get(metric) || []).join(" ");
+      el.dataset.excursions = String((excursions.get(metric) || []).length);
     };
     return chart;
+  }
+
+  /** @returns {[number, number]} */
+  function yRange(metric, min, max) {
+    const levels = thresholds.get(metric) || [];
+    let low = Math.min(min ?? Infinity, ...levels);
+    let high = Math.max(max ?? -Infinity, ...levels);
+    if (!Number.isFinite(low) || !Number.isFinite(high)) return [0, 1];
+    const pad = (high - low) * 0.05 || 1;
+    return [low - pad, high + pad];
+  }
+
+  function drawAlerts(u, metric) {
+    const { ctx, bbox } = u;
+    ctx.save();
+    ctx.fillStyle = "rgba(220, 38, 38, 0.15)";
+    for (const [from, to] of excursions.get(metric) || []) {
+      const x0 = Math.max(bbox.left, u.valToPos(from / 1000, "x", true));
+      const x1 = Math.min(bbox.left + bbox.width, u.valToPos(to / 1000, "x", true));
+      if (x1 > x0) ctx.fillRect(x0, bbox.top, x1 - x0, bbox.height);
+    }
+    ctx.strokeStyle = "rgba(220, 38, 38, 0.9)";
+    ctx.setLineDash([6, 4]);
+    ctx.lineWidth = 1;
+    for (const level of thresholds.get(metric) || []) {
+      const y = u.valToPos(level, "y", true);
+      ctx.beginPath();
+      ctx.moveTo(bbox.left, y);
+      ctx.lineTo(bbox.left + bbox.width, y);
+      ctx.stroke();
+    }
+    ctx.restore();
+  }
+
+  // The rules of this device and its alerts' history over the shown window: thresholds, and
+  // the spans from each firing to its resolution (to now, or the window's edge, while open).
+  async function loadAlerts() {
+    const [from] = windowOf().map((s) => s * 1000);
+    const minutes = Math.min(527040, Math.max(1, Math.ceil((Date.now() - from) / 60000))); // at most 366 days
+    const [rules, past, now] = await Promise.all([
+      getJson(`/api/rules?${new URLSearchParams({ device: id })}`),
+      getJson(`/api/alerts/history?${new URLSearchParams({ device: id, since: `${minutes}m` })}`),
+      getJson("/api/alerts"),
+    ]);
+    thresholds = new Map();
+    for (const rule of rules?.rules || []) {
+      if (!rule.metric) continue;
+      const level = rule.above ?? rule.below;
+      thresholds.set(rule.metric, [...(thresholds.get(rule.metric) || []), level]);
+    }
+    excursions = new Map();
+    const open = new Map(); // alert id -> [metric, since ms]
+    for (const change of [...(past?.history || [])].reverse()) {
+      if (!change.metric) continue;
+      if (change.state === "firing" && !change.repeat && change.previous !== "acknowledged") open.set(change.id, [change.metric, change.since]);
+      if (change.state === "ok" && (change.previous === "firing" || change.previous === "acknowledged")) {
+        const [metric, since] = open.get(change.id) || [change.metric, from];
+        excursions.set(metric, [...(excursions.get(metric) || []), [since, change.at]]);
+        open.delete(change.id);
+      }
+    }
+    for (const alert of now?.alerts || []) {
+      if (alert.device !== id || !alert.metric || alert.state === "pending") continue;
+      excursions.set(alert.metric, [...(excursions.get(alert.metric) || []), [alert.since, Date.now()]]);
+    }
+    for (const chart of charts.values()) chart.draw();
   }
 
   function mergeLive(readings, caughtUp) {
@@ -115,6 +194,7 @@ import { connectLive } from "./live.js";
       redraw(chart);
     }));
     if (mine !== generation) return;
+    loadAlerts().catch((error) => console.error("loading alerts failed", error));
     // What arrived live meanwhile, and the replay of the last seconds: in that history
     // already, or not stored yet.
     const caughtUp = [...recent.map(([, reading]) => reading), ...buffered];
@@ -196,6 +276,9 @@ import { connectLive } from "./live.js";
     },
     onStatus: (status) => {
       if (status.device === id) showOnline(document.getElementById("online"), status.online);
+    },
+    onAlert: (alert) => {
+      if (alert.device === id) loadAlerts().catch((error) => console.error("loading alerts failed", error));
     },
   });
   new ResizeObserver(() => {
