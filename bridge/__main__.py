@@ -71,7 +71,9 @@ def build_alerts(settings: BridgeSettings, topics: Topics) -> AlertService:
     notifier = Notifier(
         journal, parse_targets(settings.alert_notify.reveal()), lambda device: f"{public}/device/{quote(device)}"
     )
-    return AlertService(journal, notifier, topics, settings.alert_rules, settings.max_devices)
+    return AlertService(
+        journal, notifier, topics, settings.alert_rules, settings.max_devices, stuck_after_s=settings.stall_after_s
+    )
 
 
 def build_stages(

@@ -353,9 +353,16 @@ def test_a_failing_webhook_is_retried_and_ingest_goes_on(
     influx: Any,
 ) -> None:
     webhook.failing = True
-    bridge = start_alerting(start_bridge, rules_file, webhook)
+    bridge = start_alerting(start_bridge, rules_file, webhook, SENSORPIPE_STALL_AFTER_S="2")
     publish(mqtt_client, prefix, "cold", [9.0], now_us() - 10 * S)
     wait_until(lambda: webhook.refused >= 2, what="two refused deliveries")
+
+    def health() -> tuple[int, list[str]]:
+        answer = requests.get(bridge.url + "/healthz", timeout=10)
+        return answer.status_code, answer.json()["reasons"]
+
+    _, reasons = wait_until(lambda: (h := health())[0] == 503 and h, what="/healthz 503")
+    assert any(r.startswith("alerts: a notification has waited") and "JSON" in r for r in reasons), reasons
     deliveries = bridge.get("/api/alerts")["deliveries"]
     assert deliveries["undelivered"] == 1 and list(deliveries["errors"]) == [webhook.url]
     # Meanwhile readings are stored as ever.
@@ -365,6 +372,7 @@ def test_a_failing_webhook_is_retried_and_ingest_goes_on(
     wait_until(lambda: webhook.received, 90, "the notification, once the webhook answers")
     assert webhook.titles() == ["FIRING: warm on cold"]
     wait_until(lambda: bridge.get("/api/alerts")["deliveries"]["undelivered"] == 0, what="the outbox empty")
+    assert health() == (200, [])
 
 
 def test_kill_9_while_firing_loses_no_change_and_sends_none_twice(

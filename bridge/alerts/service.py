@@ -26,7 +26,6 @@ from common.topics import Topics
 log = logging.getLogger(__name__)
 
 TICK_S = 1.0
-UNDELIVERED_HEALTHY_S = 300.0  # a notification waiting longer makes /healthz say so
 SAVE_SEEN_EVERY_S = 10.0
 
 
@@ -44,12 +43,16 @@ class AlertService:
         topics: Topics,
         rules_file: Path | None,
         max_devices: int = 10_000,
+        stuck_after_s: float = 60.0,
     ) -> None:
+        """`stuck_after_s`: a notification undelivered this long makes /healthz say so (the
+        bridge's SENSORPIPE_STALL_AFTER_S)."""
         self._journal = journal
         self.notifier = notifier
         self._topics = topics
         self._publish: Callable[[str, bytes], None] = lambda topic, payload: None
         self._rules_file = rules_file
+        self._stuck_after_s = stuck_after_s
         self._lock = threading.RLock()
         self._listeners: list[Callable[[dict[str, object]], None]] = []
         self._stop = threading.Event()
@@ -198,7 +201,7 @@ class AlertService:
         if self.failures:
             reasons.append(f"alerts: {self.failures} changes could not be written to the journal (see the log)")
         waited = self.notifier.stuck_s()
-        if waited > UNDELIVERED_HEALTHY_S:
+        if waited > self._stuck_after_s:
             errors = "; ".join(self.notifier.state.errors.values()) or "not sent yet"
             reasons.append(f"alerts: a notification has waited {waited:.0f} s ({errors[:300]})")
         if not self._ticker.is_alive() and self._ticker.ident is not None and not self._stop.is_set():
