@@ -6,6 +6,7 @@ import functools
 import logging
 import os
 import signal
+import sqlite3
 import sys
 from collections.abc import Callable, Sequence
 from types import FrameType
@@ -127,8 +128,8 @@ def serve(settings: BridgeSettings) -> int:
     registry = CollectorRegistry(auto_describe=False)
     try:
         alerts = build_alerts(settings, topics)
-    except (RuleError, OSError) as exc:  # the rules file changed since the settings read it
-        print(f"bridge: alerts: {exc}", file=sys.stderr)
+    except (RuleError, OSError, sqlite3.Error) as exc:  # a rules file changed since it was read; the database
+        print(f"bridge: alerts ({settings.alert_db}): {exc}", file=sys.stderr)
         return 2
     alerts.on_change(live.alert)
     stages = build_stages(settings, topics, influx, devices, [live, rejections, alerts], registry)

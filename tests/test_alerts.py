@@ -444,6 +444,12 @@ def test_a_bad_rules_file_or_apprise_url_stops_the_bridge_with_one_line(tmp_path
     )
     assert done.returncode == 2 and "s3cr3t" not in done.stderr + done.stdout
     assert "SENSORPIPE_ALERT_NOTIFY" in done.stderr and "URL number 2 (nope://...)" in done.stderr
+    env = {"SENSORPIPE_ALERT_DB": str(tmp_path), "PATH": "/usr/bin:/bin"}  # a folder, not a file
+    done = subprocess.run(
+        [sys.executable, "-m", "bridge"], check=False, env=env, cwd=ROOT, capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [f"bridge: alerts ({tmp_path}): unable to open database file"]
 
 
 def test_retained_alert_state_reaches_a_late_subscriber(
