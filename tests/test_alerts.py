@@ -680,3 +680,12 @@ def test_the_device_chart_draws_the_threshold_and_shades_the_excursion(
     mqtt_client.publish(f"{prefix}/cold/reading", {"temperature": 9.9})
     page.wait_for_selector(f'{chart}[data-excursions="2"]')
     page.screenshot(path=artifacts / "device-alert.png", full_page=True)
+
+
+def test_a_silence_rule_added_later_counts_from_the_last_reading_heard_without_rules() -> None:
+    started = 1_800_000_000 * S
+    engine = AlertEngine([], started_us=started)
+    assert engine.readings([Reading("cold", started + 10 * S, {"t": 1.0})], started + 10 * S) == []
+    engine.set_rules([rule_from_json({"id": "silent", "no_data": "5m"})])
+    assert engine.tick(started + 309 * S) == []
+    assert [c.at_us for c in engine.tick(started + 311 * S)] == [started + 10 * S]

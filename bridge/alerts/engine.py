@@ -160,6 +160,9 @@ class AlertEngine:
 
     def readings(self, readings: Sequence[Reading], now_us: int) -> list[Change]:
         changes: list[Change] = []
+        if not self._rules:  # nothing to judge: only remember when each device was heard
+            self._saw(readings)
+            return changes
         for reading in readings:
             device = reading.device
             seen = self._last_seen.get(device)
@@ -182,6 +185,17 @@ class AlertEngine:
                 for rule in rules:
                     self._judge(rule, device, metric, value, reading.ts_us, now_us, changes)
         return changes
+
+    def _saw(self, readings: Sequence[Reading]) -> None:
+        last_seen = self._last_seen
+        for reading in readings:
+            seen = last_seen.get(reading.device)
+            if seen is None:
+                if len(last_seen) >= self._max_devices:
+                    continue
+                last_seen[reading.device] = reading.ts_us
+            elif reading.ts_us > seen:
+                last_seen[reading.device] = reading.ts_us
 
     def _judge(
         self, rule: Rule, device: str, metric: str, value: float, ts_us: int, now_us: int, changes: list[Change]
