@@ -272,10 +272,16 @@ def warm_for(folder: Path, duration: str) -> Path:
     return path
 
 
-def start_alerting(
-    start_bridge: Callable[..., BridgeProcess], rules_file: Path, webhook: Webhook, **settings: str
-) -> BridgeProcess:
-    return start_bridge(SENSORPIPE_ALERT_RULES=str(rules_file), SENSORPIPE_ALERT_NOTIFY=webhook.url, **settings)
+@pytest.fixture
+def alerting(
+    start_bridge: Callable[..., BridgeProcess], rules_file: Path, webhook: Webhook
+) -> Callable[..., BridgeProcess]:
+    """Start a bridge with `rules` (default: the warm rule) telling the webhook, plus `settings`."""
+
+    def start(rules: Path = rules_file, **settings: str) -> BridgeProcess:
+        return start_bridge(SENSORPIPE_ALERT_RULES=str(rules), SENSORPIPE_ALERT_NOTIFY=webhook.url, **settings)
+
+    return start
 
 
 def publish(client: Mqtt, prefix: str, device: str, values: list[float], start_us: int, every_s: float = 1) -> None:
@@ -284,10 +290,20 @@ def publish(client: Mqtt, prefix: str, device: str, values: list[float], start_u
         client.publish(f"{prefix}/{device}/reading", {"ts": ts, "seq": i, "temperature": value})
 
 
+def firing(bridge: BridgeProcess, client: Mqtt, prefix: str) -> BridgeProcess:
+    """`bridge` once the warm rule fires for device `cold` (a reading of 9 a second ago)."""
+    publish(client, prefix, "cold", [9.0], now_us() - S)
+    wait_until(lambda: bridge.get("/api/alerts")["alerts"], what="the alert")
+    return bridge
+
+
 def test_a_crossing_fires_once_resolves_once_and_is_told_everywhere(
-    start_bridge: Callable[..., BridgeProcess], mqtt_client: Mqtt, prefix: str, rules_file: Path, webhook: Webhook
+    alerting: Callable[..., BridgeProcess],
+    mqtt_client: Mqtt,
+    prefix: str,
+    webhook: Webhook,
 ) -> None:
-    bridge = start_alerting(start_bridge, rules_file, webhook)
+    bridge = alerting()
     mqtt_client.subscribe(f"{prefix}/_alerts/#")
     start = now_us() - 120 * S
     publish(mqtt_client, prefix, "cold", [7.0, 8.5, 7.9, 8.3, 7.8, 8.1], start)
@@ -307,11 +323,12 @@ def test_a_crossing_fires_once_resolves_once_and_is_told_everywhere(
 
 
 def test_acknowledge_through_the_api(
-    start_bridge: Callable[..., BridgeProcess], mqtt_client: Mqtt, prefix: str, rules_file: Path, webhook: Webhook
+    alerting: Callable[..., BridgeProcess],
+    mqtt_client: Mqtt,
+    prefix: str,
+    webhook: Webhook,
 ) -> None:
-    bridge = start_alerting(start_bridge, rules_file, webhook)
-    publish(mqtt_client, prefix, "cold", [9.0], now_us() - S)
-    wait_until(lambda: bridge.get("/api/alerts")["alerts"], what="the alert")
+    bridge = firing(alerting(), mqtt_client, prefix)
     url = bridge.url + "/api/alerts/warm:cold/ack"
     assert requests.post(url, json={"comment": "x"}, timeout=10).status_code == 400  # who?
     assert requests.post(url, data="by=ana", timeout=10).status_code == 400  # not JSON
@@ -328,10 +345,14 @@ def test_acknowledge_through_the_api(
 
 
 def test_an_excursion_delivered_late_is_reported_with_its_own_times(
-    start_bridge: Callable[..., BridgeProcess], mqtt_client: Mqtt, prefix: str, tmp_path: Path, webhook: Webhook
+    alerting: Callable[..., BridgeProcess],
+    mqtt_client: Mqtt,
+    prefix: str,
+    tmp_path: Path,
+    webhook: Webhook,
 ) -> None:
     """What an outbox delivers after an outage: readings of an hour ago, 30 minutes above."""
-    bridge = start_alerting(start_bridge, warm_for(tmp_path, "10m"), webhook)
+    bridge = alerting(warm_for(tmp_path, "10m"))
     outage = now_us() - 3600 * S
     publish(mqtt_client, prefix, "cold", [7.0] + [9.0] * 30 + [7.0], outage, every_s=60)
     wait_until(lambda: len(webhook.received) >= 2, what="both notifications")
@@ -345,15 +366,14 @@ def test_an_excursion_delivered_late_is_reported_with_its_own_times(
 
 
 def test_a_failing_webhook_is_retried_and_ingest_goes_on(
-    start_bridge: Callable[..., BridgeProcess],
+    alerting: Callable[..., BridgeProcess],
     mqtt_client: Mqtt,
     prefix: str,
-    rules_file: Path,
     webhook: Webhook,
     influx: Any,
 ) -> None:
     webhook.failing = True
-    bridge = start_alerting(start_bridge, rules_file, webhook, SENSORPIPE_STALL_AFTER_S="2")
+    bridge = alerting(SENSORPIPE_STALL_AFTER_S="2")
     publish(mqtt_client, prefix, "cold", [9.0], now_us() - 10 * S)
     wait_until(lambda: webhook.refused >= 2, what="two refused deliveries")
 
@@ -376,30 +396,37 @@ def test_a_failing_webhook_is_retried_and_ingest_goes_on(
 
 
 def test_kill_9_while_firing_loses_no_change_and_sends_none_twice(
-    start_bridge: Callable[..., BridgeProcess], mqtt_client: Mqtt, prefix: str, rules_file: Path, webhook: Webhook
+    alerting: Callable[..., BridgeProcess],
+    mqtt_client: Mqtt,
+    prefix: str,
+    webhook: Webhook,
 ) -> None:
-    bridge = start_alerting(start_bridge, rules_file, webhook)
+    bridge = alerting()
     start = now_us() - 60 * S
     publish(mqtt_client, prefix, "cold", [9.0, 9.1], start)
     wait_until(lambda: webhook.received, what="the firing notification")
     bridge.stop(signal.SIGKILL)
     publish(mqtt_client, prefix, "cold", [9.2, 7.0], start + 2 * S)  # queued for the bridge's session
-    again = start_alerting(start_bridge, rules_file, webhook)
+    again = alerting()
     wait_until(lambda: len(webhook.received) >= 2, what="the resolved notification after the restart")
     assert webhook.titles() == ["FIRING: warm on cold", "RESOLVED: warm on cold"]
     assert [h["state"] for h in again.get("/api/alerts/history")["history"]] == ["ok", "firing"]
 
 
 def test_kill_9_while_pending_keeps_the_excursions_start(
-    start_bridge: Callable[..., BridgeProcess], mqtt_client: Mqtt, prefix: str, tmp_path: Path, webhook: Webhook
+    alerting: Callable[..., BridgeProcess],
+    mqtt_client: Mqtt,
+    prefix: str,
+    tmp_path: Path,
+    webhook: Webhook,
 ) -> None:
     rules = warm_for(tmp_path, "10s")
-    bridge = start_alerting(start_bridge, rules, webhook)
+    bridge = alerting(rules)
     start = now_us() - 60 * S
     publish(mqtt_client, prefix, "cold", [9.0, 9.0], start, every_s=5)
     wait_until(lambda: [a["state"] for a in bridge.get("/api/alerts")["alerts"]] == ["pending"], what="pending")
     bridge.stop(signal.SIGKILL)
-    again = start_alerting(start_bridge, rules, webhook)
+    again = alerting(rules)
     publish(mqtt_client, prefix, "cold", [9.0], start + 11 * S)  # 11 s after the excursion began
     wait_until(lambda: webhook.received, what="the firing notification")
     assert webhook.titles() == ["FIRING: warm on cold"]
@@ -408,14 +435,14 @@ def test_kill_9_while_pending_keeps_the_excursions_start(
 
 
 def test_no_data_when_a_publisher_is_killed(
-    start_bridge: Callable[..., BridgeProcess],
+    alerting: Callable[..., BridgeProcess],
     run_publisher: Callable[..., Program],
     tmp_path: Path,
     webhook: Webhook,
 ) -> None:
     rules = tmp_path / "rules.toml"
     rules.write_text('[[rule]]\nid = "silent"\nno_data = "4s"\n')
-    bridge = start_alerting(start_bridge, rules, webhook)
+    bridge = alerting(rules)
     publisher = run_publisher("shed", SENSORPIPE_INTERVAL="0.5")
     wait_until(lambda: any(d["device"] == "shed" for d in bridge.get("/api/devices")), what="the device")
     assert bridge.get("/api/alerts")["alerts"] == []
@@ -453,17 +480,14 @@ def test_a_bad_rules_file_or_apprise_url_stops_the_bridge_with_one_line(tmp_path
 
 
 def test_retained_alert_state_reaches_a_late_subscriber(
-    start_bridge: Callable[..., BridgeProcess],
+    alerting: Callable[..., BridgeProcess],
     mqtt_client: Mqtt,
     prefix: str,
-    rules_file: Path,
     webhook: Webhook,
     broker: Any,
 ) -> None:
     """Home Assistant or Node-RED connecting later still sees what fires (retained)."""
-    bridge = start_alerting(start_bridge, rules_file, webhook)
-    publish(mqtt_client, prefix, "cold", [9.0], now_us() - S)
-    wait_until(lambda: bridge.get("/api/alerts")["alerts"], what="the alert")
+    firing(alerting(), mqtt_client, prefix)
     got: list[mqtt.MQTTMessage] = []
     late = mqtt.Client(CallbackAPIVersion.VERSION2)
     late.on_message = lambda client, userdata, message: got.append(message)
@@ -485,17 +509,16 @@ def test_retained_alert_state_reaches_a_late_subscriber(
 
 
 def test_acknowledge_on_the_page_and_another_browser_sees_it_at_once(
-    start_bridge: Callable[..., BridgeProcess],
+    alerting: Callable[..., BridgeProcess],
     mqtt_client: Mqtt,
     prefix: str,
-    rules_file: Path,
     webhook: Webhook,
     page: Any,
     browser: Any,
 ) -> None:
     """Headless Chromium: the overview's banner and card mark, the alerts page's form, and a
     second browser that changes without a reload (the Socket.IO `alert` event)."""
-    bridge = start_alerting(start_bridge, rules_file, webhook)
+    bridge = alerting()
     mqtt_client.publish(f"{prefix}/cold/reading", {"temperature": 5.0})
     other_context = browser.new_context()
     other = other_context.new_page()
@@ -528,9 +551,11 @@ def test_acknowledge_on_the_page_and_another_browser_sees_it_at_once(
 
 
 def test_sighup_reads_the_rules_again_and_a_bad_file_keeps_the_old_ones(
-    start_bridge: Callable[..., BridgeProcess], rules_file: Path, webhook: Webhook
+    alerting: Callable[..., BridgeProcess],
+    rules_file: Path,
+    webhook: Webhook,
 ) -> None:
-    bridge = start_alerting(start_bridge, rules_file, webhook)
+    bridge = alerting()
     rules_file.write_text(RULES + '\n[[rule]]\nid = "silent"\nno_data = "10m"\n')
     bridge.process.send_signal(signal.SIGHUP)
     wait_until(lambda: [r["id"] for r in bridge.get("/api/rules")["rules"]] == ["warm", "silent"], what="both rules")
@@ -543,9 +568,12 @@ def test_sighup_reads_the_rules_again_and_a_bad_file_keeps_the_old_ones(
 
 
 def test_rules_through_the_api_persist_and_provisioned_ones_are_read_only(
-    start_bridge: Callable[..., BridgeProcess], mqtt_client: Mqtt, prefix: str, rules_file: Path, webhook: Webhook
+    alerting: Callable[..., BridgeProcess],
+    mqtt_client: Mqtt,
+    prefix: str,
+    webhook: Webhook,
 ) -> None:
-    bridge = start_alerting(start_bridge, rules_file, webhook)
+    bridge = alerting()
     api = bridge.url + "/api/rules"
     frost = {"id": "frost", "devices": ["green*"], "metric": "temperature", "below": 2.0, "clear": 3.0}
     assert requests.post(api, json=frost, timeout=10).status_code == 201
@@ -557,7 +585,7 @@ def test_rules_through_the_api_persist_and_provisioned_ones_are_read_only(
     mqtt_client.publish(f"{prefix}/greenhouse/reading", {"temperature": 1.0})
     wait_until(lambda: [a["id"] for a in bridge.get("/api/alerts")["alerts"]] == ["frost:greenhouse"], what="frost")
     bridge.stop()
-    again = start_alerting(start_bridge, rules_file, webhook)
+    again = alerting()
     rules = {r["id"]: r for r in again.get("/api/rules")["rules"]}
     assert rules["frost"]["provisioned"] is False and rules["warm"]["provisioned"] is True
     assert [a["id"] for a in again.get("/api/alerts")["alerts"]] == ["frost:greenhouse"]
@@ -617,16 +645,15 @@ def test_e_mail_and_a_webhook_each_get_it_once_while_the_other_is_down(
 
 
 def test_a_rule_made_edited_and_deleted_on_the_page(
-    start_bridge: Callable[..., BridgeProcess],
+    alerting: Callable[..., BridgeProcess],
     mqtt_client: Mqtt,
     prefix: str,
-    rules_file: Path,
     webhook: Webhook,
     page: Any,
 ) -> None:
     """Headless Chromium: the alerts page's rule form; a bad value gets the server's words;
     a rule of the rules file offers no edit."""
-    bridge = start_alerting(start_bridge, rules_file, webhook)
+    bridge = alerting()
     page.goto(bridge.url + "/alerts")
     page.wait_for_selector('#rules tr[data-id="warm"]')
     assert "from the rules file" in page.inner_text('#rules tr[data-id="warm"]')
@@ -655,10 +682,9 @@ def test_a_rule_made_edited_and_deleted_on_the_page(
 
 
 def test_the_device_chart_draws_the_threshold_and_shades_the_excursion(
-    start_bridge: Callable[..., BridgeProcess],
+    alerting: Callable[..., BridgeProcess],
     mqtt_client: Mqtt,
     prefix: str,
-    rules_file: Path,
     webhook: Webhook,
     page: Any,
     artifacts: Path,
@@ -666,7 +692,7 @@ def test_the_device_chart_draws_the_threshold_and_shades_the_excursion(
     """Headless Chromium: the device page's temperature chart knows the warm rule's threshold
     (drawn dashed, the y range widened to show it) and the span the alert fired (shaded),
     and a new excursion appears without a reload."""
-    bridge = start_alerting(start_bridge, rules_file, webhook)
+    bridge = alerting()
     start = now_us() - 600 * S
     publish(mqtt_client, prefix, "cold", [5.0, 9.0, 9.5, 7.0, 5.0], start, every_s=60)
     wait_until(lambda: len(webhook.received) >= 2, what="fired and resolved")

@@ -23,27 +23,36 @@ def _alerts() -> AlertsView | None:
     return context.alerts
 
 
+class BadParameter(ValueError):
+    """A parameter or body the API cannot take: 400 with this message (the handler below)."""
+
+
+@alerts_api.errorhandler(BadParameter)
+def _bad_parameter(error: BadParameter) -> tuple[Response, int]:
+    return _error(str(error), 400)
+
+
 def _error(message: str, status: int) -> tuple[Response, int]:
     return jsonify(error=message), status
 
 
-def _json_body() -> dict[str, Any] | str:
-    """The request's JSON object, or what is wrong with it."""
+def _json_body() -> dict[str, Any]:
+    """The request's JSON object; raises BadParameter saying what is wrong with it."""
     if not request.is_json:
-        return "send a JSON object (Content-Type: application/json)"
+        raise BadParameter("send a JSON object (Content-Type: application/json)")
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
-        return "the body must be a JSON object"
+        raise BadParameter("the body must be a JSON object")
     return body
 
 
 def _text(body: dict[str, Any], key: str, most: int, required: bool, lines: bool = False) -> str:
     value = body.get(key, "")
     if not isinstance(value, str) or len(value) > most or (required and not value.strip()):
-        raise ValueError(f"{key}: {'a' if required else 'an optional'} text of at most {most} characters")
+        raise BadParameter(f"{key}: {'a' if required else 'an optional'} text of at most {most} characters")
     problem = text_problem(value.replace("\n", " ") if lines else value)  # a comment may have several lines
     if problem:
-        raise ValueError(f"{key} {problem}")
+        raise BadParameter(f"{key} {problem}")
     return value.strip()
 
 
@@ -57,20 +66,17 @@ def alerts() -> Response | tuple[Response, int]:
 
 
 def _device_arg() -> str | None:
-    """The optional `device` parameter; raises ValueError when it is not a device id."""
+    """The optional `device` parameter; raises BadParameter when it is not a device id."""
     device = request.args.get("device")
     if device is not None and not DEVICE_ID.fullmatch(device):
-        raise ValueError("device: give a device id, e.g. device=coldroom")
+        raise BadParameter("device: give a device id, e.g. device=coldroom")
     return device
 
 
 @alerts_api.get("/api/alerts/history")
 def history() -> Response | tuple[Response, int]:
     """Every change found within `since` (default 7d), newest first; `device`: its alerts only."""
-    try:
-        device = _device_arg()
-    except ValueError as exc:
-        return _error(str(exc), 400)
+    device = _device_arg()
     since = request.args.get("since", "7d")
     match = RANGE.fullmatch(since)
     if match is None:
@@ -87,13 +93,8 @@ def acknowledge(alert_id: str) -> Response | tuple[Response, int]:
     """A person is on it: JSON {"by", "comment"}. 404 unknown alert, 409 not firing."""
     view = _alerts()
     body = _json_body()
-    if isinstance(body, str):
-        return _error(body, 400)
-    try:
-        by = _text(body, "by", MAX_BY, required=True)
-        comment = _text(body, "comment", MAX_COMMENT, required=False, lines=True)
-    except ValueError as exc:
-        return _error(str(exc), 400)
+    by = _text(body, "by", MAX_BY, required=True)
+    comment = _text(body, "comment", MAX_COMMENT, required=False, lines=True)
     if view is None:
         return _error(f"no alert {alert_id!r}", 404)
     try:
@@ -107,10 +108,7 @@ def acknowledge(alert_id: str) -> Response | tuple[Response, int]:
 @alerts_api.get("/api/rules")
 def rules() -> Response | tuple[Response, int]:
     """Every rule; `device`: those watching that device."""
-    try:
-        device = _device_arg()
-    except ValueError as exc:
-        return _error(str(exc), 400)
+    device = _device_arg()
     view = _alerts()
     return jsonify(rules=view.rules(device) if view else [])
 
@@ -130,8 +128,6 @@ def change_rule(rule_id: str) -> Response | tuple[Response, int]:
 def _put_rule(rule_id: str | None) -> Response | tuple[Response, int]:
     view = _alerts()
     body = _json_body()
-    if isinstance(body, str):
-        return _error(body, 400)
     if view is None:
         return _error("alerts are not running on this bridge", 503)
     if rule_id is not None and body.setdefault("id", rule_id) != rule_id:
