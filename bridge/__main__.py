@@ -12,14 +12,16 @@ from collections.abc import Callable, Sequence
 from types import FrameType
 from urllib.parse import quote
 
+import redis
 from flask import Flask
 from flask_socketio import SocketIO
 from prometheus_client import CollectorRegistry
 
-from bridge.alerts.journal import Journal
+from bridge.alerts.journal import AlertJournal, Journal
 from bridge.alerts.notify import Notifier, parse_targets
 from bridge.alerts.rules import RuleError
 from bridge.alerts.service import AlertService
+from bridge.alerts.shared import RedisJournal, SharedAlertService
 from bridge.alerts.web import WebAlerts
 from bridge.devices import DeviceRegistry
 from bridge.health import PING_TIMEOUT_S, Stages, check_health, ingest_totals, pipeline_counts
@@ -65,16 +67,22 @@ def prepare_influx(influx: InfluxV1, history: HistoryReader, devices: DeviceRegi
         log.error("could not read the known devices from InfluxDB: %s", exc)
 
 
-def build_alerts(settings: BridgeSettings, topics: Topics) -> AlertService:
-    """The alert engine with its journal and notifier; raises RuleError for a bad rule."""
-    journal = Journal(settings.alert_db)
+def build_alerts(settings: BridgeSettings, topics: Topics, shared: redis.Redis | None, namespace: str) -> AlertService:
+    """The alert engine with its journal and notifier: in SQLite for one bridge, in Redis for
+    several (bridge/alerts/shared.py). Raises RuleError for a bad rule."""
     public = settings.public_url or f"http://{settings.web_host}:{settings.web_port}"
-    notifier = Notifier(
-        journal, parse_targets(settings.alert_notify.reveal()), lambda device: f"{public}/device/{quote(device)}"
-    )
-    return AlertService(
-        journal, notifier, topics, settings.alert_rules, settings.max_devices, stuck_after_s=settings.stall_after_s
-    )
+    targets = parse_targets(settings.alert_notify.reveal())
+
+    def notifier(journal: AlertJournal) -> Notifier:
+        return Notifier(journal, targets, lambda device: f"{public}/device/{quote(device)}")
+
+    rules, devices, stuck = settings.alert_rules, settings.max_devices, settings.stall_after_s
+    if shared:
+        journal = RedisJournal(shared, namespace)
+        replica = settings.mqtt_client_id
+        return SharedAlertService(shared, journal, notifier(journal), topics, rules, replica, devices, stuck)
+    local = Journal(settings.alert_db)
+    return AlertService(local, notifier(local), topics, rules, devices, stuck_after_s=stuck)
 
 
 def build_stages(
@@ -127,7 +135,7 @@ def serve(settings: BridgeSettings) -> int:
     socketio, live = make_socketio(web_access, shared=shared is not None, replay_s=replay_s)
     registry = CollectorRegistry(auto_describe=False)
     try:
-        alerts = build_alerts(settings, topics)
+        alerts = build_alerts(settings, topics, shared, namespace)
     except (RuleError, OSError, sqlite3.Error) as exc:  # a rules file changed since it was read; the database
         print(f"bridge: alerts ({settings.alert_db}): {exc}", file=sys.stderr)
         return 2

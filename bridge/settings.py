@@ -13,6 +13,7 @@ from bridge.writers import API_CHOICES
 from common.settings import (
     BrokerSettings,
     Secret,
+    SettingsError,
     load_model,
     options,
     parse_count,
@@ -145,7 +146,8 @@ class BridgeSettings(BrokerSettings):
     )
     redis_url: Secret | None = setting(
         "",
-        "several bridges: Redis for Socket.IO's message queue and the state the API shows (empty: in memory)",
+        "several bridges: Redis for Socket.IO's message queue, the state the API shows and the alerts "
+        "(empty: in memory, the alerts in SENSORPIPE_ALERT_DB)",
         _redis_url,
         secret=True,
     )
@@ -212,7 +214,7 @@ class BridgeSettings(BrokerSettings):
         "",
         "the SQLite file that keeps the alerts' state, history and undelivered notifications "
         "across restarts (default: alerts-<mqtt client id>.sqlite in $STATE_DIRECTORY, else "
-        "~/.local/state/sensorpipe)",
+        "~/.local/state/sensorpipe); with SENSORPIPE_REDIS_URL they are kept in Redis instead",
         parse_optional_path,
     )
     public_url: str = setting(
@@ -260,4 +262,10 @@ def load_settings(argv: Sequence[str], environ: Mapping[str, str]) -> BridgeSett
     )
     # The defaults that depend on other settings (the parser gives None for "not set").
     default_db = state_folder(environ) / f"alerts-{loaded.mqtt_client_id}.sqlite"
+    if loaded.share_group and not loaded.redis_url and (loaded.alert_rules or loaded.alert_notify.reveal()):
+        # Each bridge of a group receives only its share of a device's readings.
+        raise SettingsError(
+            "SENSORPIPE_ALERT_RULES or SENSORPIPE_ALERT_NOTIFY with SENSORPIPE_SHARE_GROUP needs "
+            "SENSORPIPE_REDIS_URL: without it each bridge would judge only its share of the readings"
+        )
     return replace(loaded, alert_db=loaded.alert_db or default_db)

@@ -138,7 +138,7 @@ class RedisDeviceRegistry(DeviceRegistry):
 
     def snapshot(self, devices: list[str] | None = None) -> list[dict[str, Any]]:
         if devices is None:
-            devices = sorted(_text(device) for device in self._redis.smembers(self._set))
+            devices = sorted(as_text(device) for device in self._redis.smembers(self._set))
         else:
             asked = sorted(set(devices))
             devices = [d for d, known in zip(asked, self._redis.smismember(self._set, asked), strict=True) if known]
@@ -147,16 +147,16 @@ class RedisDeviceRegistry(DeviceRegistry):
                 pipe.hgetall(self._prefix + device)
             states = pipe.execute()
         pairs = zip(devices, states, strict=True)
-        return [device_json(_device_state(device, _texts(state))) for device, state in pairs]
+        return [device_json(_device_state(device, as_texts(state))) for device, state in pairs]
 
 
-def _text(value: bytes | str) -> str:
+def as_text(value: bytes | str) -> str:
     """redis-py's types allow bytes; with decode_responses=True it is always str."""
     return value.decode() if isinstance(value, bytes) else value
 
 
-def _texts(mapping: dict[Any, Any]) -> dict[str, str]:
-    return {_text(key): _text(value) for key, value in mapping.items()}
+def as_texts(mapping: dict[Any, Any]) -> dict[str, str]:
+    return {as_text(key): as_text(value) for key, value in mapping.items()}
 
 
 def _opt(value: object) -> str:
@@ -203,7 +203,7 @@ class RedisRejectionLog(RejectionLog):
             pipe.execute()
 
     def counts(self) -> dict[str, int]:
-        return {reason: int(n) for reason, n in _texts(self._redis.hgetall(self._counts_key)).items()}
+        return {reason: int(n) for reason, n in as_texts(self._redis.hgetall(self._counts_key)).items()}
 
     def latest(self) -> list[dict[str, object]]:
         return [json.loads(item) for item in self._redis.lrange(self._latest_key, 0, self._keep - 1)]
@@ -250,7 +250,7 @@ class SharedTotals:
         self.publish()
         summed: dict[str, int] = {}
         for key in self._redis.scan_iter(self._pattern):
-            for name, value in _texts(self._redis.hgetall(key)).items():
+            for name, value in as_texts(self._redis.hgetall(key)).items():
                 summed[name] = summed.get(name, 0) + int(value)
         return summed
 

@@ -19,12 +19,15 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
+import redis
 import requests
 from aiosmtpd.controller import Controller
 from paho.mqtt.enums import CallbackAPIVersion
 
-from bridge.alerts.engine import LATE_AFTER_US, AlertEngine, Change
+from bridge.alerts.engine import LATE_AFTER_US, Alert, AlertEngine, Change
+from bridge.alerts.journal import AlertJournal, Journal
 from bridge.alerts.rules import Rule, RuleError, load_rules_file, parse_duration, rule_from_json
+from bridge.alerts.shared import Deposed, Lease, RedisJournal
 from common.reading import Reading, format_ts, now_us
 from devstack.servers import free_port
 from tests.conftest import ROOT, BridgeProcess, Mqtt, Program, points
@@ -198,6 +201,80 @@ def test_acknowledge_and_repeat() -> None:
     with pytest.raises(KeyError):
         engine.acknowledge("warm:nobody", "ana", "", t0)
     assert states(feed(engine, [7.0], t0 + 300 * S)) == ["ok"]
+
+
+# --- what the journals keep: SQLite for one bridge, Redis for several -----------------------
+
+
+@pytest.fixture(params=["sqlite", "redis"])
+def journal(request: pytest.FixtureRequest, tmp_path: Path, prefix: str) -> Iterator[AlertJournal]:
+    """Each journal, empty; the Redis one leading (it holds the lease and its epoch)."""
+    if request.param == "sqlite":
+        kept: AlertJournal = Journal(tmp_path / "alerts.sqlite")
+    else:
+        server = request.getfixturevalue("redis_server")
+        shared = RedisJournal(redis.Redis(port=server.port, decode_responses=True), f"sensorpipe:{prefix}")
+        shared.epoch = Lease(shared._redis, shared.keys, "test").acquire()
+        kept = shared
+    yield kept
+    kept.close()
+
+
+def test_both_journals_keep_state_history_and_outbox_alike(journal: AlertJournal) -> None:
+    engine = AlertEngine([warm(), rule_from_json({"id": "silent", "no_data": "1m"})], started_us=0)
+    t0 = 1_800_000_000 * S
+    changes = feed(engine, [9.0, 7.0], t0, every_s=60)
+    changes += engine.readings([Reading("lab", t0 + 90 * S, {"temperature": 8.5})], t0 + 90 * S)
+    journal.record(changes, targets=2)  # firing and ok for cold, firing for lab: 3 changes, 6 rows
+    assert sorted((a.id, a.state) for a in journal.alerts()) == [("warm:cold", "ok"), ("warm:lab", "firing")]
+    history = journal.history(0)
+    assert [(h["device"], h["state"]) for h in history] == [("lab", "firing"), ("cold", "ok"), ("cold", "firing")]
+    assert [h["state"] for h in journal.history(0, device="cold")] == ["ok", "firing"]
+    assert journal.history(t0 + 61 * S) == history[:1]
+    assert journal.history(0, limit=2) == history[:2]
+
+    outbox = journal.undelivered()
+    assert [(p.target, p.body["device"], p.body["state"]) for p in outbox] == [
+        (0, "cold", "firing"), (1, "cold", "firing"), (0, "cold", "ok"), (1, "cold", "ok"),
+        (0, "lab", "firing"), (1, "lab", "firing"),
+    ]  # fmt: skip
+    assert journal.due(t0) == outbox[:2]  # each due when its change was found
+    journal.delivered(outbox[0].n)
+    journal.failed(outbox[1].n, "HTTP 500", retry_at_us=t0 + 3600 * S)
+    journal.failed(outbox[1].n, "HTTP 502", retry_at_us=t0 + 7200 * S)
+    journal.failed(outbox[0].n, "too late", retry_at_us=t0)  # delivered already: nothing to count
+    retried = journal.undelivered()[0]
+    assert (retried.n, retried.attempts, retried.due_us, retried.error) == (outbox[1].n, 2, t0 + 7200 * S, "HTTP 502")
+    assert [p.n for p in journal.due(t0 + 100 * S)] == [p.n for p in outbox[2:]]
+
+    journal.forget(["warm:cold"])
+    assert [a.id for a in journal.alerts()] == ["warm:lab"]
+    journal.save_seen({"cold": t0, "lab": t0 + 90 * S})
+    journal.save_seen({"cold": t0 + 120 * S})
+    assert journal.seen() == {"cold": t0 + 120 * S, "lab": t0 + 90 * S}
+    journal.save_rule(warm(**{"for": "5m"}))
+    journal.save_rule(warm(id="b-warm"))
+    assert [(r.id, r.for_s) for r in journal.rules()] == [("b-warm", 0), ("warm", 300)]
+    journal.delete_rule("warm")
+    assert [r.id for r in journal.rules()] == ["b-warm"]
+
+
+def test_a_replaced_leader_cannot_write_the_alert_state(redis_server: Any, prefix: str) -> None:
+    """The fence: a leader paused past its lease, when another took the lead, writes nothing."""
+    client = redis.Redis(port=redis_server.port, decode_responses=True)
+    old, new = (RedisJournal(client, f"sensorpipe:{prefix}") for _ in range(2))
+    first, second = (Lease(client, old.keys, name) for name in ("first", "second"))
+    old.epoch = first.acquire()
+    assert old.epoch is not None and second.acquire() is None  # taken
+    client.delete(old.keys.lease)  # its time ran out while it was paused
+    new.epoch = second.acquire()
+    assert new.epoch is not None and new.epoch != old.epoch and not first.renew()
+    change = Change(Alert("warm", "cold", state="firing"), "ok", 1, 2, notify=True)
+    with pytest.raises(Deposed):
+        old.record([change], targets=1)
+    assert old.alerts() == [] and old.undelivered() == []
+    new.record([change], targets=1)
+    assert [a.state for a in old.alerts()] == ["firing"]  # every replica reads it
 
 
 # --- real bridges and a real webhook -------------------------------------------------------
@@ -715,3 +792,59 @@ def test_a_silence_rule_added_later_counts_from_the_last_reading_heard_without_r
     engine.set_rules([rule_from_json({"id": "silent", "no_data": "5m"})])
     assert engine.tick(started + 309 * S) == []
     assert [c.at_us for c in engine.tick(started + 311 * S)] == [started + 10 * S]
+
+
+# --- several bridges ---------------------------------------------------------------------
+
+
+def test_two_replicas_show_the_same_alerts_and_notify_each_change_once(
+    start_bridge: Callable[..., BridgeProcess],
+    redis_server: Any,
+    rules_file: Path,
+    webhook: Webhook,
+    mqtt_client: Mqtt,
+    prefix: str,
+) -> None:
+    """Two bridges in one share group with Redis: each receives half of a device's readings,
+    one leads the alerts. Then the leader is killed with -9 and the other takes over."""
+    redis_url = f"redis://127.0.0.1:{redis_server.port}/0"
+
+    def replica(name: str) -> BridgeProcess:
+        return start_bridge(
+            SENSORPIPE_MQTT_CLIENT_ID=f"bridge-{prefix}-{name}",
+            SENSORPIPE_SHARE_GROUP=f"bridges-{prefix}",
+            SENSORPIPE_REDIS_URL=redis_url,
+            SENSORPIPE_ALERT_RULES=str(rules_file),
+            SENSORPIPE_ALERT_NOTIFY=webhook.url,
+        )
+
+    a, b = replica("a"), replica("b")
+    both = (a, b)
+    start = now_us() - 120 * S
+    publish(mqtt_client, prefix, "cold", [7.0, 8.5, 7.9, 8.3, 7.8, 8.1], start)
+    wait_until(lambda: webhook.received, what="the firing notification")
+    for bridge in both:  # every replica shows it, whoever judged it
+        wait_until(lambda bridge=bridge: bridge.get("/api/alerts")["alerts"], what="the alert on each replica")
+        (alert,) = bridge.get("/api/alerts")["alerts"]
+        assert (alert["id"], alert["state"], alert["since"]) == ("warm:cold", "firing", (start + S) / 1000)
+    leader, other = (a, b) if "leads them now" in a.log() else (b, a)
+    assert "leads them now" not in other.log()
+
+    # Acknowledged on the replica that does not lead: it answers once the leader has done it.
+    answer = requests.post(other.url + "/api/alerts/warm:cold/ack", json={"by": "ana", "comment": "door"}, timeout=10)
+    assert answer.status_code == 200 and answer.json()["state"] == "acknowledged", answer.text
+    assert leader.get("/api/alerts")["alerts"][0]["acknowledged_by"] == "ana"
+    publish(mqtt_client, prefix, "cold", [7.4, 7.3], start + 10 * S)
+    wait_until(lambda: len(webhook.received) >= 3, what="the resolved notification")
+    assert webhook.titles() == ["FIRING: warm on cold", "ACKNOWLEDGED: warm on cold", "RESOLVED: warm on cold"]
+    wait_until(lambda: a.get("/api/alerts/history") == b.get("/api/alerts/history"), what="the same history")
+    assert [h["state"] for h in a.get("/api/alerts/history")["history"]] == ["ok", "acknowledged", "firing"]
+
+    # The leader dies; the other takes the lead when its lease runs out, and goes on. (Half of
+    # shed's readings may wait in the dead replica's session: the other half tells the story.)
+    leader.stop(signal.SIGKILL)
+    wait_until(lambda: "leads them now" in other.log(), 30, "the other replica leading")
+    publish(mqtt_client, prefix, "shed", [9.0, 9.0, 7.0, 7.0], now_us() - 10 * S)
+    wait_until(lambda: len(webhook.received) >= 5, what="shed's notifications from the new leader")
+    assert webhook.titles()[3:] == ["FIRING: warm on shed", "RESOLVED: warm on shed"]
+    assert [h["state"] for h in other.get("/api/alerts/history?device=shed")["history"]] == ["ok", "firing"]

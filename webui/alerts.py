@@ -9,7 +9,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from common.reading import now_us, text_problem
 from common.topics import DEVICE_ID
 from webui.api import RANGE, UNIT_S
-from webui.context import AlertConflict, AlertRuleError, AlertsView, WebContext
+from webui.context import AlertConflict, AlertRuleError, AlertsUnavailable, AlertsView, WebContext
 
 alerts_api = Blueprint("alerts", __name__)
 
@@ -90,7 +90,8 @@ def history() -> Response | tuple[Response, int]:
 
 @alerts_api.post("/api/alerts/<alert_id>/ack")
 def acknowledge(alert_id: str) -> Response | tuple[Response, int]:
-    """A person is on it: JSON {"by", "comment"}. 404 unknown alert, 409 not firing."""
+    """A person is on it: JSON {"by", "comment"}. 404 unknown alert, 409 not firing, 503 when
+    no bridge leads the alerts (several bridges; the request stays queued for the next one)."""
     view = _alerts()
     body = _json_body()
     by = _text(body, "by", MAX_BY, required=True)
@@ -103,6 +104,8 @@ def acknowledge(alert_id: str) -> Response | tuple[Response, int]:
         return _error(f"no alert {alert_id!r}", 404)
     except AlertConflict as exc:
         return _error(str(exc), 409)
+    except AlertsUnavailable as exc:
+        return _error(str(exc), 503)
 
 
 @alerts_api.get("/api/rules")

@@ -48,9 +48,13 @@ class AlertConflict(ValueError):
     """An alert or rule change that cannot be made in the current state (409)."""
 
 
+class AlertsUnavailable(RuntimeError):
+    """The alerts cannot do it now (503): with several bridges, none leads the alerts."""
+
+
 class AlertsView(Protocol):
     """The alerts (bridge/alerts/service.py behind an adapter). Raise KeyError for an
-    unknown id, AlertConflict or AlertRuleError as they say."""
+    unknown id, AlertConflict, AlertRuleError or AlertsUnavailable as they say."""
 
     def alerts(self) -> list[dict[str, Any]]:
         """Every alert not ok, in the contract's form."""

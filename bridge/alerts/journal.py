@@ -14,6 +14,7 @@ import sqlite3
 import threading
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from bridge.alerts.engine import Alert, Change
 from bridge.alerts.rules import Rule, rule_from_json
@@ -50,6 +51,26 @@ class Pending:
         """When the change it tells of was found (epoch ms)."""
         found = self.body.get("found")
         return float(found) if isinstance(found, int | float) else 0.0
+
+
+class AlertJournal(Protocol):
+    """What the alerts keep, wherever they keep it: this SQLite file (one bridge), or Redis
+    (several, bridge/alerts/shared.py)."""
+
+    def close(self) -> None: ...
+    def record(self, changes: list[Change], targets: int) -> None: ...
+    def forget(self, alert_ids: list[str]) -> None: ...
+    def alerts(self) -> list[Alert]: ...
+    def history(self, since_us: int, device: str | None = None, limit: int = 10_000) -> list[dict[str, object]]: ...
+    def due(self, now_us: int, limit: int = 100) -> list[Pending]: ...
+    def delivered(self, n: int) -> None: ...
+    def failed(self, n: int, error: str, retry_at_us: int) -> None: ...
+    def undelivered(self) -> list[Pending]: ...
+    def save_seen(self, last_seen: dict[str, int]) -> None: ...
+    def seen(self) -> dict[str, int]: ...
+    def rules(self) -> list[Rule]: ...
+    def save_rule(self, rule: Rule) -> None: ...
+    def delete_rule(self, rule_id: str) -> None: ...
 
 
 class Journal:
@@ -131,10 +152,7 @@ class Journal:
                 "SELECT n, target, body, attempts, due_us, error FROM outbox WHERE due_us <= ? ORDER BY n LIMIT ?",
                 (now_us, limit),
             ).fetchall()
-        return [
-            Pending(n, target, json.loads(body), attempts, due_us, error)
-            for n, target, body, attempts, due_us, error in rows
-        ]
+        return [_pending(row) for row in rows]
 
     def delivered(self, n: int) -> None:
         with self._lock:
@@ -150,10 +168,7 @@ class Journal:
         """Every notification not yet delivered, oldest first (for the page and /healthz)."""
         with self._lock:
             rows = self._db.execute("SELECT n, target, body, attempts, due_us, error FROM outbox ORDER BY n").fetchall()
-        return [
-            Pending(n, target, json.loads(body), attempts, due_us, error)
-            for n, target, body, attempts, due_us, error in rows
-        ]
+        return [_pending(row) for row in rows]
 
     # --- devices last heard, rules made on the dashboard ------------------------------------
 
@@ -173,13 +188,17 @@ class Journal:
         return [rule_from_json(json.loads(body)) for (body,) in rows]
 
     def save_rule(self, rule: Rule) -> None:
-        body = {k: v for k, v in rule.to_json().items() if k != "provisioned"}
         with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO rule (id, body) VALUES (?, ?)", (rule.id, json.dumps(body)))
+            self._db.execute("INSERT OR REPLACE INTO rule (id, body) VALUES (?, ?)", (rule.id, rule_body(rule)))
 
     def delete_rule(self, rule_id: str) -> None:
         with self._lock:
             self._db.execute("DELETE FROM rule WHERE id = ?", (rule_id,))
+
+
+def rule_body(rule: Rule) -> str:
+    """A dashboard rule as it is kept (JSON, without the `provisioned` flag)."""
+    return json.dumps({k: v for k, v in rule.to_json().items() if k != "provisioned"})
 
 
 def _pending(row: tuple[int, int, str, int, int, str | None]) -> Pending:

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 
 import apprise
 
-from bridge.alerts.journal import Journal, Pending
+from bridge.alerts.journal import AlertJournal, Pending
 from common.reading import now_us
 
 log = logging.getLogger(__name__)
@@ -106,7 +106,7 @@ class NotifierState:
 class Notifier:
     """Sends what the outbox holds, oldest first, on a thread of its own."""
 
-    def __init__(self, journal: Journal, targets: list[Target], link: Callable[[str], str]) -> None:
+    def __init__(self, journal: AlertJournal, targets: list[Target], link: Callable[[str], str]) -> None:
         self._journal = journal
         self.targets = targets
         self._link = link
@@ -116,7 +116,10 @@ class Notifier:
         self.state = NotifierState()
 
     def start(self) -> None:
-        if self.targets:
+        """Send from now on (again, after a stop: a bridge that leads the alerts again)."""
+        if self.targets and not self._thread.is_alive():
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._run, name="alert-notifier", daemon=True)
             self._thread.start()
 
     def wake(self) -> None:

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from bridge.alerts.engine import Alert, AlertEngine, Change
-from bridge.alerts.journal import Journal, Pending
+from bridge.alerts.journal import AlertJournal, Pending
 from bridge.alerts.notify import Notifier
 from bridge.alerts.rules import Rule, RuleError, check_unique, load_rules_file
 from common.reading import Reading, now_us
@@ -36,9 +36,11 @@ class RuleConflict(ValueError):
 class AlertService:
     """The alerts of one bridge. Thread-safe: the pipeline, the ticker and the web call it."""
 
+    _not_failures: tuple[type[Exception], ...] = ()  # journal errors that lose no change
+
     def __init__(
         self,
-        journal: Journal,
+        journal: AlertJournal,
         notifier: Notifier,
         topics: Topics,
         rules_file: Path | None,
@@ -60,17 +62,26 @@ class AlertService:
         self._saved_seen_at = time.monotonic()
         self.evaluated = 0  # readings judged, for /metrics
         self.failures = 0  # changes that could not be written (the sink logged them)
-        file_rules = load_rules_file(rules_file) if rules_file else []  # RuleError: the bridge stops
-        rules = self._merge(file_rules, journal.rules())
-        self._engine = AlertEngine(rules, now_us(), max_devices)
-        self._engine.restore(journal.alerts(), journal.seen())
+        self._max_devices = max_devices
+        self._file_rules = load_rules_file(rules_file) if rules_file else []  # RuleError: the bridge stops
+        self._engine = self._initial_engine()
+
+    def _initial_engine(self) -> AlertEngine:
+        return self._load_engine()
+
+    def _load_engine(self) -> AlertEngine:
+        """An engine with the current rules and the state the journal kept."""
+        rules = self._merge(self._file_rules, self._journal.rules(), warn=True)
+        engine = AlertEngine(rules, now_us(), self._max_devices)
+        engine.restore(self._journal.alerts(), self._journal.seen())
+        return engine
 
     @staticmethod
-    def _merge(file_rules: list[Rule], own: list[Rule]) -> list[Rule]:
+    def _merge(file_rules: list[Rule], own: list[Rule], warn: bool = False) -> list[Rule]:
         """The file's rules, then the dashboard's that do not clash with them by id."""
         taken = {r.id for r in file_rules}
         clashes = [r.id for r in own if r.id in taken]
-        if clashes:
+        if clashes and warn:
             log.warning("rules %s from the dashboard are shadowed by the rules file", ", ".join(clashes))
         return check_unique([*file_rules, *(r for r in own if r.id not in taken)])
 
@@ -108,8 +119,9 @@ class AlertService:
         try:
             file_rules = load_rules_file(self._rules_file)
             with self._lock:
-                rules = self._merge(file_rules, self._journal.rules())
-                self._use(rules)
+                rules = self._merge(file_rules, self._journal.rules(), warn=True)
+                self._file_rules = file_rules
+                self._rules_changed(rules)
         except RuleError as exc:
             log.error("rules not reloaded, the old ones stay in use: %s", exc)
             return str(exc)
@@ -119,6 +131,9 @@ class AlertService:
     # --- the pipeline's news (AcceptedSink, StatusSink) ------------------------------------
 
     def accepted(self, readings: Sequence[Reading]) -> None:
+        self._judge(readings)
+
+    def _judge(self, readings: Sequence[Reading]) -> None:
         with self._lock:
             self.evaluated += len(readings)
             self._apply(self._engine.readings(readings, now_us()))
@@ -130,19 +145,25 @@ class AlertService:
     def _tick_loop(self) -> None:
         while not self._stop.wait(TICK_S):
             try:
-                with self._lock:
-                    self._apply(self._engine.tick(now_us()))
-                    if time.monotonic() - self._saved_seen_at >= SAVE_SEEN_EVERY_S:
-                        self._saved_seen_at = time.monotonic()
-                        self._journal.save_seen(self._engine.last_seen())
+                self._tick()
             except Exception:  # the ticker must outlive a locked database or a bug
                 log.exception("alert tick failed")
+
+    def _tick(self) -> None:
+        """What time alone changes, and now and then the devices last heard."""
+        with self._lock:
+            self._apply(self._engine.tick(now_us()))
+            if time.monotonic() - self._saved_seen_at >= SAVE_SEEN_EVERY_S:
+                self._saved_seen_at = time.monotonic()
+                self._journal.save_seen(self._engine.last_seen())
 
     def _apply(self, changes: list[Change]) -> None:
         if not changes:
             return
         try:
             self._journal.record(changes, len(self.notifier.targets))
+        except self._not_failures:
+            raise
         except Exception:
             self.failures += 1
             raise
@@ -169,19 +190,21 @@ class AlertService:
 
     # --- what the web app reads and does ---------------------------------------------------
 
+    def _current(self) -> list[Alert]:
+        """Every alert known, whatever its state."""
+        with self._lock:
+            return self._engine.alerts()
+
     def alerts(self) -> list[dict[str, object]]:
         """Every alert that is not ok, firing first, then by since."""
         order = {"firing": 0, "acknowledged": 1, "pending": 2}
-        with self._lock:
-            active = [a for a in self._engine.alerts() if a.state != "ok"]
+        active = [a for a in self._current() if a.state != "ok"]
         active.sort(key=lambda a: (order[a.state], a.since_us))
         return [a.to_json() for a in active]
 
     def state_counts(self) -> dict[str, int]:
-        with self._lock:
-            alerts = self._engine.alerts()
         counts: dict[str, int] = {}
-        for alert in alerts:
+        for alert in self._current():
             counts[alert.state] = counts.get(alert.state, 0) + 1
         return counts
 
@@ -218,7 +241,7 @@ class AlertService:
     def put_rule(self, rule: Rule, create: bool) -> None:
         """Add (`create`) or change a rule of the dashboard's; raises RuleConflict."""
         with self._lock:
-            current = {r.id: r for r in self._engine.rules()}
+            current = {r.id: r for r in self.rules()}
             existing = current.get(rule.id)
             if existing is not None and existing.provisioned:
                 raise RuleConflict(f"rule {rule.id!r} comes from the rules file; change it there")
@@ -228,19 +251,23 @@ class AlertService:
                 raise KeyError(rule.id)
             self._journal.save_rule(rule)
             current[rule.id] = rule
-            self._use(list(current.values()))
+            self._rules_changed(list(current.values()))
 
     def delete_rule(self, rule_id: str) -> None:
         """Raises KeyError (unknown) or RuleConflict (from the rules file)."""
         with self._lock:
-            current = {r.id: r for r in self._engine.rules()}
+            current = {r.id: r for r in self.rules()}
             if rule_id not in current:
                 raise KeyError(rule_id)
             if current[rule_id].provisioned:
                 raise RuleConflict(f"rule {rule_id!r} comes from the rules file; remove it there")
             self._journal.delete_rule(rule_id)
             del current[rule_id]
-            self._use(list(current.values()))
+            self._rules_changed(list(current.values()))
+
+    def _rules_changed(self, rules: list[Rule]) -> None:
+        """The rules are these now (the file's and the dashboard's, merged)."""
+        self._use(rules)
 
     def _use(self, rules: list[Rule]) -> None:
         gone = self._engine.set_rules(rules)

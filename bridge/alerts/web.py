@@ -7,7 +7,7 @@ from typing import Any
 
 from bridge.alerts.rules import RuleError, rule_from_json
 from bridge.alerts.service import AlertService, RuleConflict
-from webui.context import AlertConflict, AlertRuleError
+from webui.context import AlertConflict, AlertRuleError, AlertsUnavailable
 
 
 class WebAlerts:
@@ -25,6 +25,8 @@ class WebAlerts:
             return self._service.acknowledge(alert_id, by, comment)
         except ValueError as exc:  # not firing
             raise AlertConflict(str(exc)) from None
+        except TimeoutError as exc:  # several bridges, and none leads the alerts
+            raise AlertsUnavailable(str(exc)) from None
 
     def rules(self, device: str | None = None) -> list[dict[str, Any]]:
         return [rule.to_json() for rule in self._service.rules() if device is None or rule.watches(device)]
@@ -50,11 +52,13 @@ class WebAlerts:
         notifier = self._service.notifier
         undelivered = self._service.undelivered()
         names = [target.name for target in notifier.targets]
+        # The outbox holds each failing row's last error, so every bridge can show it (with
+        # several bridges only the leader sends); the sender's own view is the newer one.
+        errors = {names[p.target]: p.error for p in undelivered if p.error and p.target < len(names)}
+        errors.update({names[t]: e for t, e in notifier.state.errors.items() if t < len(names)})
         return {
             "targets": names,
             "undelivered": len(undelivered),
-            "errors": {
-                notifier.targets[t].name: e for t, e in notifier.state.errors.items() if t < len(notifier.targets)
-            },
+            "errors": errors,
             "oldest": min((p.body.get("found", 0) for p in undelivered), default=None),  # type: ignore[type-var]
         }
