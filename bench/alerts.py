@@ -1,6 +1,8 @@
 """Alerts: what judging readings against 1,000 rules costs, and how fast a crossing is told.
 
     .venv/bin/python bench/alerts.py [--rules 1000] [--devices 500] [--rate 500] [--seconds 30]
+    .venv/bin/python bench/alerts.py --replicas            # part 3 only
+    .venv/bin/python bench/alerts.py --refusing --seconds 40   # part 4 only
 
 1. In-process: the bridge's alert sink (bridge/alerts/service.py, with its SQLite journal in
    a temporary folder) judges 100,000 readings of `--devices` devices against `--rules` rules
@@ -12,17 +14,26 @@
    with the rules while, 10 times a second, a reading above 8 comes for a new device (each
    fires: journal, MQTT, Socket.IO, webhook): the bridge's CPU per reading for each, and
    publish -> webhook received, p50/p99/max.
+3. `--replicas`: the last run of 2 with two bridges in a share group and Redis, one leading
+   the alerts (bridge/alerts/shared.py): both bridges' CPU per reading, and the crossings'
+   publish -> webhook received.
+4. `--refusing`: the last run of 2 with the webhook answering 500 for its first 20 s: the
+   readings stored a second while it refuses and after (from /api/pipeline), and whether
+   every crossing was notified in the end.
 """
 
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import statistics
 import sys
 import tempfile
 import threading
 import time
+import urllib.request
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
@@ -87,6 +98,8 @@ def in_process(rules_file: Path, devices: int, folder: Path) -> list[float]:
 class Webhook(ThreadingHTTPServer):
     def __init__(self) -> None:
         self.arrived: dict[str, int] = {}  # device -> µs when its firing notification came
+        self.refuse_until = 0.0  # monotonic: answer 500 until then
+        self.refused = 0
 
         server = self
 
@@ -94,9 +107,13 @@ class Webhook(ThreadingHTTPServer):
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 title = str(body.get("title", ""))
-                if title.startswith("FIRING: hot on "):
-                    server.arrived.setdefault(title.removeprefix("FIRING: hot on "), now_us())
-                self.send_response(200)
+                if time.monotonic() < server.refuse_until:
+                    server.refused += 1
+                    self.send_response(500)
+                else:
+                    if title.startswith("FIRING: hot on "):
+                        server.arrived.setdefault(title.removeprefix("FIRING: hot on "), now_us())
+                    self.send_response(200)
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
@@ -106,20 +123,49 @@ class Webhook(ThreadingHTTPServer):
         super().__init__(("127.0.0.1", 0), Handler)
 
 
+@dataclass
+class Run:
+    cpu_us: float  # the bridges' CPU per reading
+    latencies_ms: list[float]  # crossing published -> webhook received
+    stored_rates: tuple[float, float] = (0.0, 0.0)  # readings stored a second: webhook refusing, then not
+
+
+def stored_total(web_port: int) -> int:
+    with urllib.request.urlopen(f"http://127.0.0.1:{web_port}/api/pipeline", timeout=10) as answer:
+        return int(json.load(answer)["stored"])
+
+
 def end_to_end(
-    rules_file: Path | None, crossings_too: bool, rate: float, seconds: float, devices: int, folder: Path
-) -> tuple[float, list[float]]:
-    """(bridge µs of CPU per reading, crossing -> webhook ms) for one run; `crossings_too`:
-    also a new device above 8 ten times a second (each one fires and is notified)."""
+    rules_file: Path | None,
+    crossings_too: bool,
+    rate: float,
+    seconds: float,
+    devices: int,
+    folder: Path,
+    replicas: int = 1,
+    refuse_s: float = 0.0,
+) -> Run:
+    """One run: `crossings_too`: also a new device above 8 ten times a second (each one fires
+    and is notified); `replicas`: that many bridges in a share group with Redis; `refuse_s`:
+    the webhook answers 500 for the first that many seconds."""
     hook = Webhook()
     threading.Thread(target=hook.serve_forever, daemon=True).start()
-    with private_stack(folder / f"run-{len(list(folder.glob('run-*')))}") as stack:
+    run_folder = folder / f"run-{len(list(folder.glob('run-*')))}"
+    with private_stack(run_folder, with_redis=replicas > 1) as stack:
         settings = {"SENSORPIPE_ALERT_NOTIFY": f"json://127.0.0.1:{hook.server_address[1]}/hook"}
         if rules_file:
             settings["SENSORPIPE_ALERT_RULES"] = str(rules_file)
-        bridge, web_port = start_bridge(stack.broker.port, stack.influx_url, PREFIX, folder / "bridge.log", settings)
+        if stack.redis is not None:
+            settings["SENSORPIPE_REDIS_URL"] = f"redis://127.0.0.1:{stack.redis.port}/0"
+            settings["SENSORPIPE_SHARE_GROUP"] = "bench"
+        bridges = []
         try:
-            wait_healthy(f"http://127.0.0.1:{web_port}", bridge)
+            for n in range(replicas):
+                own = settings | {"SENSORPIPE_MQTT_CLIENT_ID": f"bench-bridge-{n}"}
+                log = run_folder / f"bridge-{n}.log"
+                bridges.append(start_bridge(stack.broker.port, stack.influx_url, PREFIX, log, own))
+            for bridge, web_port in bridges:
+                wait_healthy(f"http://127.0.0.1:{web_port}", bridge)
             client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-alerts")
             client.max_inflight_messages_set(1000)
             client.connect("127.0.0.1", stack.broker.port)
@@ -137,29 +183,49 @@ def end_to_end(
                     k += 1
 
             crossing = threading.Thread(target=crossings, daemon=True)
-            cpu_before = proc_cpu_s(bridge.pid)
+            cpu_before = sum(proc_cpu_s(bridge.pid) for bridge, _ in bridges)
+            hook.refuse_until = time.monotonic() + refuse_s
+            marks = [(time.monotonic(), stored_total(bridges[0][1]))]
             if crossings_too:
                 crossing.start()
             total = int(rate * seconds)
+            if refuse_s:  # the stored count when the webhook takes notifications again
+                threading.Timer(refuse_s, lambda: marks.append((time.monotonic(), stored_total(bridges[0][1])))).start()
             publish_steadily(client, PREFIX, rate, total, devices)
+            marks.append((time.monotonic(), stored_total(bridges[0][1])))
             stop.set()
             if crossings_too:
                 crossing.join()
-                deadline = time.monotonic() + 30
+                deadline = time.monotonic() + 90
                 while len(hook.arrived) < len(sent) and time.monotonic() < deadline:
                     time.sleep(0.1)
             time.sleep(1.5)  # the last write interval
-            cpu = proc_cpu_s(bridge.pid) - cpu_before
+            cpu = sum(proc_cpu_s(bridge.pid) for bridge, _ in bridges) - cpu_before
             client.disconnect()
             client.loop_stop()
         finally:
-            bridge.terminate()
-            bridge.wait(30)
+            for bridge, _ in bridges:
+                bridge.terminate()
+            for bridge, _ in bridges:
+                bridge.wait(30)
             hook.shutdown()
     latencies = [(hook.arrived[d] - t) / 1000 for d, t in sent.items() if d in hook.arrived]
     if crossings_too and len(latencies) < len(sent):
-        print(f"  {len(sent) - len(latencies)} of {len(sent)} crossings were not notified within 30 s")
-    return cpu / (total + len(sent)) * 1e6, latencies
+        print(f"  {len(sent) - len(latencies)} of {len(sent)} crossings were not notified within 90 s")
+    rates = [(b[1] - a[1]) / (b[0] - a[0]) for a, b in itertools.pairwise(marks)]
+    result = Run(cpu / (total + len(sent)) * 1e6, latencies)
+    if refuse_s and len(rates) == 2:
+        result.stored_rates = (rates[0], rates[1])
+        print(f"  the webhook refused {hook.refused} deliveries in its first {refuse_s:g} s")
+    return result
+
+
+def latency_line(what: str, latencies: list[float]) -> str:
+    return (
+        f"crossing published -> webhook received, {what} ({len(latencies)} crossings, for = 0): "
+        f"p50 {statistics.median(latencies):.0f} ms, p99 {percentile(latencies, 99):.0f} ms, "
+        f"max {max(latencies):.0f} ms"
+    )
 
 
 def main() -> None:
@@ -168,34 +234,52 @@ def main() -> None:
     parser.add_argument("--devices", type=int, default=500)
     parser.add_argument("--rate", type=float, default=500)
     parser.add_argument("--seconds", type=float, default=30)
+    parser.add_argument("--replicas", action="store_true", help="only part 3: two bridges sharing the alerts")
+    parser.add_argument("--refusing", action="store_true", help="only part 4: the webhook refusing for 20 s")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as name:
         folder = Path(name)
         rules_file = folder / "rules.toml"
         rules_file.write_text(rules_toml(args.rules, args.devices))
-        runs = in_process(rules_file, args.devices, folder)
-        print(
-            f"alert sink, {args.rules} rules, {args.devices} devices, in-process: median "
-            f"{statistics.median(runs):.1f} µs of CPU per reading (runs: {', '.join(f'{r:.1f}' for r in runs)})"
-        )
-        plain_cpu, _ = end_to_end(None, False, args.rate, args.seconds, args.devices, folder)
-        rules_cpu, _ = end_to_end(rules_file, False, args.rate, args.seconds, args.devices, folder)
-        firing_cpu, latencies = end_to_end(rules_file, True, args.rate, args.seconds, args.devices, folder)
-        print(
-            f"bridge at {args.rate:g} readings/s, µs of CPU per reading: {plain_cpu:.0f} without rules, "
-            f"{rules_cpu:.0f} with {args.rules + 1} rules (judging: {rules_cpu - plain_cpu:+.0f}), "
-            f"{firing_cpu:.0f} with 10 alerts a second fired, journaled, published and notified"
-        )
-        if latencies:
+        common = (args.rate, args.seconds, args.devices, folder)
+        if args.replicas:
+            two = end_to_end(rules_file, True, *common, replicas=2)
+            print(f"two bridges sharing the alerts through Redis: {two.cpu_us:.0f} µs of CPU per reading (both)")
+            if two.latencies_ms:
+                print(latency_line("two bridges", two.latencies_ms))
+        elif args.refusing:
+            refusing = end_to_end(rules_file, True, *common, refuse_s=20)
+            during, after = refusing.stored_rates
             print(
-                f"crossing published -> webhook received ({len(latencies)} crossings, for = 0): "
-                f"p50 {statistics.median(latencies):.0f} ms, p99 {percentile(latencies, 99):.0f} ms, "
-                f"max {max(latencies):.0f} ms"
+                f"readings stored a second at {args.rate:g}/s while the webhook refused (first 20 s): "
+                f"{during:.0f}; after: {after:.0f} (ratio {during / after:.2f}); "
+                f"{len(refusing.latencies_ms)} crossings notified in the end"
             )
+        else:
+            single_parts(args, rules_file, common)
+    flags = " --replicas" if args.replicas else " --refusing" if args.refusing else ""
     print(
         f"reproduce: .venv/bin/python bench/alerts.py --rules {args.rules} --devices {args.devices} "
-        f"--rate {args.rate:g} --seconds {args.seconds:g}"
+        f"--rate {args.rate:g} --seconds {args.seconds:g}{flags}"
     )
+
+
+def single_parts(args: argparse.Namespace, rules_file: Path, common: tuple[float, float, int, Path]) -> None:
+    runs = in_process(rules_file, args.devices, common[3])
+    print(
+        f"alert sink, {args.rules} rules, {args.devices} devices, in-process: median "
+        f"{statistics.median(runs):.1f} µs of CPU per reading (runs: {', '.join(f'{r:.1f}' for r in runs)})"
+    )
+    plain = end_to_end(None, False, *common)
+    rules = end_to_end(rules_file, False, *common)
+    firing = end_to_end(rules_file, True, *common)
+    print(
+        f"bridge at {args.rate:g} readings/s, µs of CPU per reading: {plain.cpu_us:.0f} without rules, "
+        f"{rules.cpu_us:.0f} with {args.rules + 1} rules (judging: {rules.cpu_us - plain.cpu_us:+.0f}), "
+        f"{firing.cpu_us:.0f} with 10 alerts a second fired, journaled, published and notified"
+    )
+    if firing.latencies_ms:
+        print(latency_line("one bridge", firing.latencies_ms))
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ Apprise's `json://` posts to.
 
 from __future__ import annotations
 
+import functools
 import json
 import signal
 import subprocess
@@ -797,6 +798,11 @@ def test_a_silence_rule_added_later_counts_from_the_last_reading_heard_without_r
 # --- several bridges ---------------------------------------------------------------------
 
 
+def active(bridge: BridgeProcess) -> list[dict[str, Any]]:
+    alerts: list[dict[str, Any]] = bridge.get("/api/alerts")["alerts"]
+    return alerts
+
+
 def test_two_replicas_show_the_same_alerts_and_notify_each_change_once(
     start_bridge: Callable[..., BridgeProcess],
     redis_server: Any,
@@ -824,8 +830,7 @@ def test_two_replicas_show_the_same_alerts_and_notify_each_change_once(
     publish(mqtt_client, prefix, "cold", [7.0, 8.5, 7.9, 8.3, 7.8, 8.1], start)
     wait_until(lambda: webhook.received, what="the firing notification")
     for bridge in both:  # every replica shows it, whoever judged it
-        wait_until(lambda bridge=bridge: bridge.get("/api/alerts")["alerts"], what="the alert on each replica")
-        (alert,) = bridge.get("/api/alerts")["alerts"]
+        (alert,) = wait_until(functools.partial(active, bridge), what="the alert on each replica")
         assert (alert["id"], alert["state"], alert["since"]) == ("warm:cold", "firing", (start + S) / 1000)
     leader, other = (a, b) if "leads them now" in a.log() else (b, a)
     assert "leads them now" not in other.log()
