@@ -32,6 +32,7 @@ from bridge.metrics import AlertCollector, BridgeCollector, metrics_text
 from bridge.pipeline import Pipeline
 from bridge.refusals import RefusalNotifier
 from bridge.rejections import RejectionLog
+from bridge.rollups import Rollups
 from bridge.router import Router
 from bridge.settings import BridgeSettings, load_settings
 from bridge.shared import RedisDeviceRegistry, RedisEndedSessions, RedisRejectionLog, SharedTotals
@@ -98,7 +99,12 @@ def build_stages(
     client = make_client(settings.mqtt_url, settings.mqtt_client_id, manual_ack=True, persistent=not v5, v5=v5)
     inbox = MqttInbox(client, settings.mqtt_url, topics, settings.share_group, settings.mqtt_window, v5)
     writer = make_writer(settings.influx_api, influx, settings.influx_org)
-    store: InfluxStore[Incoming] = InfluxStore(writer, StoreMetrics(registry), settings.write_interval_ms / 1000)
+    # The only writer of its series (no share group): it may remember the buckets it wrote.
+    rollups = Rollups(influx, settings.influx_measurement, exclusive=not settings.share_group)
+    interval_s = settings.write_interval_ms / 1000
+    store: InfluxStore[Incoming] = InfluxStore(
+        writer, StoreMetrics(registry), interval_s, rollups=rollups if settings.rollups else None
+    )
     totals = Totals()
     # The sinks: each takes the news it has methods for (bridge/sinks.py). One line each.
     sinks = [
@@ -126,7 +132,7 @@ def serve(settings: BridgeSettings) -> int:
     else:
         devices = DeviceRegistry(settings.max_devices)
     rejections = RedisRejectionLog(shared, namespace) if shared else RejectionLog()
-    history = HistoryReader(influx, settings.influx_measurement)
+    history = HistoryReader(influx, settings.influx_measurement, rollups=settings.rollups)
     ended = RedisEndedSessions(shared, namespace, SESSION_LIFETIME_S) if shared else None
     web_access = WebAccess(settings.web_password.reveal(), settings.web_secret.reveal(), ended)
     # Readings reach the browsers before InfluxDB: a page keeps what its history lacks from

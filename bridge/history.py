@@ -10,6 +10,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from bridge.influx import InfluxRejected, InfluxUnavailable, InfluxV1, quote_ident, quote_string
+from bridge.rollups import HOUR_US, MINUTE_US
 from common.reading import Reading
 from webui.context import HistoryFailed, HistoryUnavailable
 
@@ -33,6 +34,7 @@ class Series:
     end_ms: float
     interval_ms: int
     points: list[list[float | None]]
+    source: str = "raw"  # where they came from: raw, or the rollups "1m" or "1h" (bridge/rollups.py)
 
 
 @dataclass(frozen=True)
@@ -50,18 +52,30 @@ class Sparklines:
 class HistoryReader:
     """InfluxQL queries over the readings measurement."""
 
-    def __init__(self, influx: InfluxV1, measurement: str) -> None:
+    def __init__(self, influx: InfluxV1, measurement: str, rollups: bool = False) -> None:
+        """`rollups`: long ranges are read from the rollups the bridge keeps."""
         self._influx = influx
+        self._name = measurement
         self._measurement = quote_ident(measurement)
+        self._rollups = rollups
 
     def series(self, device: str, metric: str, start_us: int, end_us: int, points: int) -> Series:
         """One metric between two times (Unix µs), as at most about `points` points.
 
         When the range holds no more than `points` readings they come back as stored.
         Otherwise the range is cut into equal buckets (aligned to the clock, as InfluxDB's
-        `GROUP BY time` does): mean, min and max of each, at the bucket's middle.
+        `GROUP BY time` does): mean, min and max of each, at the bucket's middle. Buckets of a
+        minute or more come from the coarsest rollup that still gives them (`source`); their
+        mean is weighted by each rollup's count, their min and max exact.
         Raises InfluxUnavailable or InfluxRejected.
         """
+        interval_us = (end_us - start_us) / max(1, points)
+        if self._rollups:
+            for source, bucket_us in (("1h", HOUR_US), ("1m", MINUTE_US)):
+                if interval_us >= bucket_us:
+                    found = self._rolled_up(source, bucket_us, device, metric, start_us, end_us, points)
+                    if found is not None:
+                        return found
         where = (
             f'FROM {self._measurement} WHERE "device" = {quote_string(device)} '
             f"AND time >= {start_us * 1000} AND time <= {end_us * 1000}"
@@ -83,6 +97,25 @@ class HistoryReader:
         # Buckets are aligned to multiples of the interval: the first may start before the
         # range, giving one bucket more than asked for; drop the oldest then.
         return Series(device, metric, start_us / 1000, end_us / 1000, interval_ms, rows[-points:])
+
+    def _rolled_up(
+        self, source: str, bucket_us: int, device: str, metric: str, start_us: int, end_us: int, points: int
+    ) -> Series | None:
+        """From the `source` rollups, in buckets of whole rollups; None when they hold nothing
+        in the range (rollups not kept yet for it: the raw points answer)."""
+        interval_ms = math.ceil((end_us - start_us) / points / bucket_us) * bucket_us // 1000
+        f = {part: quote_ident(f"{metric}_{part}") for part in ("sum", "count", "min", "max")}
+        grouped = self._influx.query(
+            f"SELECT sum({f['sum']}) / sum({f['count']}), min({f['min']}), max({f['max']}) "
+            f'FROM {quote_ident(f"{self._name}_{source}")} WHERE "device" = {quote_string(device)} '
+            # A rollup's time is its bucket's start: the one holding start_us starts before it.
+            f"AND time >= {(start_us - start_us % bucket_us) * 1000} AND time <= {end_us * 1000} "
+            f"GROUP BY time({interval_ms}ms) fill(null)"
+        )
+        rows = [[row[0] + interval_ms / 2, row[1], row[2], row[3]] for serie in grouped for row in serie["values"]]
+        if not any(row[1] is not None for row in rows):
+            return None
+        return Series(device, metric, start_us / 1000, end_us / 1000, interval_ms, rows[-points:], source)
 
     def sparklines(self, devices: list[str], start_us: int, end_us: int, points: int) -> Sparklines:
         """Means of every metric of `devices` in about `points` buckets between two times

@@ -116,6 +116,9 @@ class InfluxV1:
             raise InfluxUnavailable(f"/ping answered {answer.status}")
         return answer.version or "unknown"
 
+    def reads_back(self) -> bool:
+        return True  # a 1.x server: /write and /query on the same database
+
     def ensure_database(self) -> None:
         """Create the database if it is missing (a no-op on 1.x when it exists)."""
         self.query(f"CREATE DATABASE {quote_ident(self.target.database)}", write=True)
@@ -138,20 +141,24 @@ class InfluxV1:
 
     def query(self, influxql: str, *, write: bool = False, epoch: str = "ms") -> list[dict[str, Any]]:
         """Run InfluxQL; return the statement's `series` list (times in epoch `epoch`: ms, u, ns)."""
-        answer = self._request(
-            "POST" if write else "GET", "/query", {"db": self.target.database, "q": influxql, "epoch": epoch}
-        )
+        return self.query_many([influxql], write=write, epoch=epoch)[0]
+
+    def query_many(self, statements: Sequence[str], *, write: bool = False, epoch: str = "ms") -> list[list[Any]]:
+        """Run several InfluxQL statements in one request; the `series` list of each, in order."""
+        params = {"db": self.target.database, "q": ";".join(statements), "epoch": epoch}
+        answer = self._request("POST" if write else "GET", "/query", params)
         if answer.status >= 500 or answer.status in (401, 403):
             raise InfluxUnavailable(f"/query answered {answer.status}: {answer.error()}")
         if answer.status != 200:
             raise InfluxRejected(f"/query answered {answer.status}: {answer.error()}")
-        results = json.loads(answer.body).get("results", [])
-        if not results:
-            return []
-        if "error" in results[0]:
-            raise InfluxRejected(results[0]["error"])
-        series: list[dict[str, Any]] = results[0].get("series", [])
-        return series
+        found: list[list[Any]] = [[] for _ in statements]
+        for result in json.loads(answer.body).get("results", []):
+            if "error" in result:
+                raise InfluxRejected(result["error"])
+            index = result.get("statement_id", 0)
+            if 0 <= index < len(found):
+                found[index] = result.get("series", [])
+        return found
 
     def close(self) -> None:
         """Close this thread's connection (others close with their threads)."""

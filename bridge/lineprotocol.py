@@ -11,11 +11,11 @@ _starts: dict[tuple[str, str, str | None, str | None], str] = {}
 _field_keys: dict[str, str] = {}
 
 
-def _escape_measurement(name: str) -> str:
+def escape_measurement(name: str) -> str:
     return name.replace(",", "\\,").replace(" ", "\\ ")
 
 
-def _escape_key(text: str) -> str:
+def escape_key(text: str) -> str:
     """Tag keys, tag values and field keys: comma, equals sign and space are escaped.
 
     InfluxDB 1.x has no escape for a backslash itself, so readings never carry one
@@ -33,8 +33,8 @@ def to_line(reading: Reading, measurement: str) -> str:
     key = (measurement, reading.device, reading.sensor, reading.location)
     start = _starts.get(key)
     if start is None:
-        tags = "".join(f",{_escape_key(k)}={_escape_key(v)}" for k, v in sorted(reading.tags.items()))
-        start = f"{_escape_measurement(measurement)}{tags}"
+        tags = "".join(f",{escape_key(k)}={escape_key(v)}" for k, v in sorted(reading.tags.items()))
+        start = f"{escape_measurement(measurement)}{tags}"
         if len(_starts) >= KNOWN_GOOD_MAX:
             _starts.clear()
         _starts[key] = start
@@ -47,7 +47,7 @@ def to_line(reading: Reading, measurement: str) -> str:
 def _field_key(name: str) -> str:
     escaped = _field_keys.get(name)
     if escaped is None:
-        escaped = _escape_key(name)
+        escaped = escape_key(name)
         if len(_field_keys) >= KNOWN_GOOD_MAX:
             _field_keys.clear()
         _field_keys[name] = escaped

@@ -161,6 +161,12 @@ class BridgeSettings(BrokerSettings):
         _api,
     )
     influx_measurement: str = setting("environment", "measurement the readings go to", _name)
+    rollups: bool = setting(
+        "1",
+        "keep 1-minute and 1-hour rollups (count, sum, mean, min, max) in <measurement>_1m and "
+        "<measurement>_1h, written with each batch (InfluxDB 1.x; 0: raw readings only)",
+        parse_switch,
+    )
     write_interval_ms: float = setting(
         "1000",
         "valid readings go to the browsers at once and wait at most this long to be written to "

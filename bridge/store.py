@@ -22,6 +22,7 @@ from typing import Generic, TypeVar
 from prometheus_client import CollectorRegistry, Histogram
 
 from bridge.influx import InfluxRejected
+from bridge.rollups import Rollups
 from bridge.writers import PointWriter
 from common.reading import Reading
 
@@ -80,6 +81,7 @@ class StoreState:
 
     influx_error: str | None = None
     writes: int = 0  # successful write requests
+    rollups_refused: int = 0  # batches whose rollups InfluxDB refused (their readings are stored)
 
 
 class InfluxStore(Generic[T]):
@@ -92,8 +94,11 @@ class InfluxStore(Generic[T]):
         write_interval_s: float = 1.0,
         max_batch: int = MAX_BATCH,
         clock: Callable[[], float] = time.monotonic,
+        rollups: Rollups | None = None,
     ) -> None:
+        """`rollups`: write the rollups of each batch's buckets with it (bridge/rollups.py)."""
         self._writer = writer
+        self._rollups = rollups
         self._metrics = metrics
         self._interval_s = write_interval_s
         self._max_batch = max_batch
@@ -147,7 +152,7 @@ class InfluxStore(Generic[T]):
         while True:
             try:
                 started = time.perf_counter()
-                refused = self._write_isolating(lines, list(range(len(lines))))
+                refused = self._write_with_rollups(batch, lines)
                 self._metrics.write_seconds.observe(time.perf_counter() - started)
                 self._metrics.batch_size.observe(len(lines))
                 break
@@ -174,6 +179,35 @@ class InfluxStore(Generic[T]):
             else:
                 done.stored.append(pending)
         return done
+
+    def _write_with_rollups(self, batch: list[Pending[T]], lines: list[bytes]) -> dict[int, str]:
+        """Write the batch and the rollups of its buckets in one request; the refused lines.
+
+        When InfluxDB refuses a line, the raw lines are bisected to find it and the rollups
+        computed again from the readings it took, then written on their own.
+        """
+        rollups = self._rollups if self._rollups is not None and self._writer.reads_back() else None
+        if rollups is None:
+            return self._write_isolating(lines, list(range(len(lines))))
+        prepared = rollups.prepare([p.reading for p in batch])
+        try:
+            self._writer.write(lines + prepared.lines)
+        except InfluxRejected:
+            refused = self._write_isolating(lines, list(range(len(lines))))
+            prepared = rollups.prepare([p.reading for i, p in enumerate(batch) if i not in refused])
+            try:
+                self._writer.write(prepared.lines)
+            except InfluxRejected as exc:  # a rollup measurement someone wrote other types to
+                self.state.rollups_refused += 1
+                log.error("InfluxDB refused the rollups of a batch (%s); its readings are stored", exc)
+                return refused
+            prepared.commit()
+            return refused
+        if self.state.influx_error is not None:
+            log.info("InfluxDB writes work again")
+            self.state.influx_error = None
+        prepared.commit()
+        return {}
 
     def _write_isolating(self, lines: list[bytes], indexes: list[int]) -> dict[int, str]:
         """Write; on a 400, split the batch to find the lines InfluxDB refuses for good."""

@@ -27,6 +27,11 @@ class PointWriter(Protocol):
 
     def ensure_database(self) -> None: ...
 
+    def reads_back(self) -> bool:
+        """Can what is written be queried with InfluxQL at the same client (1.x)? The rollups
+        need it (bridge/rollups.py); raises InfluxUnavailable while that is not known yet."""
+        ...
+
 
 class InfluxV2Writer:
     """influxdb-client's synchronous write API: every error raises, nothing is buffered."""
@@ -50,6 +55,9 @@ class InfluxV2Writer:
             raise InfluxUnavailable(f"/api/v2/write answered {status}: {message}") from None
         except (HTTPError, OSError) as exc:
             raise InfluxUnavailable(f"InfluxDB unreachable: {type(exc).__name__}") from None
+
+    def reads_back(self) -> bool:
+        return False  # 2.x, 3.x: InfluxQL needs a DBRP mapping the bridge does not make
 
     def ensure_database(self) -> None:
         """Buckets are made by the server's admin (they carry an org and a retention)."""
@@ -92,6 +100,9 @@ class AutoWriter:
 
     def ensure_database(self) -> None:
         self._choose().ensure_database()
+
+    def reads_back(self) -> bool:
+        return self._choose().reads_back()
 
 
 def make_writer(api: str, v1: InfluxV1, org: str) -> PointWriter:

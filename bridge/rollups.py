@@ -1,0 +1,296 @@
+"""Rollups: count, sum, mean, min and max of every metric per 1-minute and 1-hour bucket.
+
+Kept by the bridge itself, not by InfluxDB's continuous queries (they never look at a bucket
+again, and our publishers deliver late readings after every outage by design). Each batch of
+readings the store writes carries the rollup points of every bucket it touches, computed
+from all the raw points of that bucket: those already stored (read back) and the batch's own,
+a point at the same series and time counted once (a redelivery overwrites itself, as in
+InfluxDB). The raw points and their rollups go in one write request, and the readings are
+acknowledged only after it: a bridge killed before has its readings redelivered, and the
+buckets are computed again. A rollup always equals the aggregate of its bucket's raw points.
+
+The 1-hour rollups are computed from the hour's 1-minute rollups (count and sum add up, min
+and max of the minutes'): exact, and no read of an hour of raw points.
+
+Reading back what is stored is the cost. A bridge that is the only writer (no share group)
+remembers the points of the buckets it touched lately (bounded), so on-time readings, the
+common case, are rolled up without a query; a bucket it does not remember (late data, or
+after a restart) is read once. With a share group every bucket is read each time, since
+other bridges write the same series.
+
+Names (docs/contract.md "Rollups"): measurements `<measurement>_1m` and `<measurement>_1h`,
+the readings' tags, fields `<metric>_count` (integer), `<metric>_sum`, `<metric>_mean`,
+`<metric>_min`, `<metric>_max` (floats), the bucket's start as the time.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+from bridge.influx import InfluxV1, quote_ident, quote_string
+from bridge.lineprotocol import escape_key, escape_measurement
+from common.reading import Reading
+
+MINUTE_US = 60_000_000
+HOUR_US = 3_600_000_000
+SOURCES = {"1m": MINUTE_US, "1h": HOUR_US}
+TAGS = ("device", "location", "sensor")  # the readings' tags (common.reading.Reading.tags)
+NOT_METRICS = frozenset({"time", "seq", *TAGS})
+STATEMENTS_PER_QUERY = 100  # the statements go in the URL
+REMEMBER_MAX = 20_000  # buckets remembered (minutes with their points, hours with their minutes)
+
+V = TypeVar("V")
+Series = tuple[tuple[str, str], ...]  # a reading's tags, sorted by key
+Points = dict[int, dict[str, float]]  # ts µs -> metric values
+
+
+@dataclass
+class Aggregate:
+    """Of one metric in one bucket."""
+
+    count: int
+    total: float
+    low: float
+    high: float
+
+    @classmethod
+    def of(cls, values: Iterable[float]) -> Aggregate | None:
+        values = list(values)
+        if not values:
+            return None
+        return cls(len(values), math.fsum(values), min(values), max(values))
+
+    @classmethod
+    def combine(cls, parts: Iterable[Aggregate]) -> Aggregate | None:
+        parts = list(parts)
+        if not parts:
+            return None
+        return cls(
+            sum(p.count for p in parts),
+            math.fsum(p.total for p in parts),
+            min(p.low for p in parts),
+            max(p.high for p in parts),
+        )
+
+    @property
+    def mean(self) -> float:
+        return self.total / self.count
+
+
+Minutes = dict[int, dict[str, Aggregate]]  # minute start µs -> metric -> aggregate
+
+
+@dataclass
+class Bucket:
+    """One series' minute: its raw points (to know a redelivery from a new point) and the
+    aggregates of each metric."""
+
+    points: Points
+    aggregates: dict[str, Aggregate]
+
+
+@dataclass
+class Prepared:
+    """The rollup lines of one batch, and what to remember once they are written."""
+
+    lines: list[bytes]
+    _buckets: dict[tuple[Series, int], tuple[Bucket, Points, dict[str, Aggregate]]] = field(default_factory=dict)
+    _minutes: dict[tuple[Series, int], Minutes] = field(default_factory=dict)
+    _owner: Rollups | None = None
+
+    def commit(self) -> None:
+        """The write succeeded: remember the buckets as they are now stored."""
+        if self._owner is None or not self._owner.exclusive:
+            return
+        buckets = {}
+        for key, (bucket, new, aggregates) in self._buckets.items():
+            for ts, values in new.items():
+                bucket.points.setdefault(ts, {}).update(values)
+            bucket.aggregates = aggregates
+            buckets[key] = bucket
+        _keep(self._owner._buckets, buckets)
+        _keep(self._owner._minutes, self._minutes)
+
+
+def series_of(reading: Reading) -> Series:
+    return tuple(sorted(reading.tags.items()))
+
+
+class Rollups:
+    """Computes the rollup points for the batches of one store (its worker thread only)."""
+
+    def __init__(self, influx: InfluxV1, measurement: str, exclusive: bool) -> None:
+        """`exclusive`: this bridge is the only one writing these series (no share group),
+        so the buckets it wrote can be remembered instead of read back."""
+        self._influx = influx
+        self.measurement = measurement
+        self.exclusive = exclusive
+        self._buckets: OrderedDict[tuple[Series, int], Bucket] = OrderedDict()
+        self._minutes: OrderedDict[tuple[Series, int], Minutes] = OrderedDict()
+        self.queries = 0  # read-back requests, for /metrics and the benchmark
+
+    def prepare(self, readings: Sequence[Reading]) -> Prepared:
+        """The rollup lines for the buckets these readings fall in. Raises InfluxUnavailable
+        or InfluxRejected (reading back failed: the store retries the batch)."""
+        batch: dict[tuple[Series, int], Points] = {}
+        for reading in readings:
+            key = (series_of(reading), reading.ts_us - reading.ts_us % MINUTE_US)
+            point = batch.setdefault(key, {}).setdefault(reading.ts_us, {})
+            point.update(reading.metrics)  # fields of one series and time merge; the later wins
+        stored = self._stored_points([key for key in batch if not self._knows(self._buckets, key)])
+        buckets: dict[tuple[Series, int], tuple[Bucket, Points, dict[str, Aggregate]]] = {}
+        minutes: dict[tuple[Series, int], dict[str, Aggregate]] = {}
+        for key, new in batch.items():
+            bucket = self._buckets[key] if key not in stored else Bucket(stored[key], _aggregates(stored[key]))
+            minutes[key] = _added(bucket, new)
+            buckets[key] = (bucket, new, minutes[key])
+        hour_keys = {(s, m - m % HOUR_US) for s, m in minutes}
+        stored_hours = self._stored_minutes([key for key in hour_keys if not self._knows(self._minutes, key)])
+        hours: dict[tuple[Series, int], Minutes] = {}
+        for series, hour in hour_keys:
+            known = stored_hours[(series, hour)] if (series, hour) in stored_hours else self._minutes[(series, hour)]
+            hours[(series, hour)] = dict(known)
+        for (series, minute), aggregates in minutes.items():
+            hours[(series, minute - minute % HOUR_US)][minute] = aggregates
+        lines = [self._line("1m", s, m, a) for (s, m), a in minutes.items()]
+        for (series, hour), by_minute in hours.items():
+            combined: dict[str, Aggregate] = {}
+            for metric in {metric for aggregates in by_minute.values() for metric in aggregates}:
+                found = Aggregate.combine(a[metric] for a in by_minute.values() if metric in a)
+                if found is not None:
+                    combined[metric] = found
+            lines.append(self._line("1h", series, hour, combined))
+        return Prepared([line for line in lines if line], buckets, hours, self)
+
+    def _knows(self, memory: OrderedDict[tuple[Series, int], Any], key: tuple[Series, int]) -> bool:
+        if self.exclusive and key in memory:
+            memory.move_to_end(key)
+            return True
+        return False
+
+    # --- reading back ----------------------------------------------------------------------
+
+    def _stored_points(self, keys: list[tuple[Series, int]]) -> dict[tuple[Series, int], Points]:
+        """The raw points stored in these (series, minute) buckets."""
+        found = self._read_back(self.measurement, MINUTE_US, keys)
+        return {key: {t: v for t, row in rows.items() if (v := _metrics(row))} for key, rows in found.items()}
+
+    def _stored_minutes(self, keys: list[tuple[Series, int]]) -> dict[tuple[Series, int], Minutes]:
+        """The 1-minute rollups stored in these (series, hour) buckets."""
+        found = self._read_back(f"{self.measurement}_1m", HOUR_US, keys)
+        return {key: {t: _parse_rollup(row) for t, row in rows.items()} for key, rows in found.items()}
+
+    def _read_back(
+        self, measurement: str, span_us: int, keys: list[tuple[Series, int]]
+    ) -> dict[tuple[Series, int], dict[int, dict[str, Any]]]:
+        """Every row of `measurement` in each (series, bucket start) of `keys`, by time (µs)."""
+        statements = [
+            f"SELECT * FROM {quote_ident(measurement)} WHERE {_where(series)} "
+            f"AND time >= {start * 1000} AND time < {(start + span_us) * 1000}"
+            for series, start in keys
+        ]
+        answers: list[list[dict[str, Any]]] = []
+        for first in range(0, len(statements), STATEMENTS_PER_QUERY):
+            self.queries += 1
+            answers += self._influx.query_many(statements[first : first + STATEMENTS_PER_QUERY], epoch="u")
+        found: dict[tuple[Series, int], dict[int, dict[str, Any]]] = {}
+        for key, answer in zip(keys, answers, strict=True):
+            rows = found[key] = {}
+            for serie in answer:
+                for row in serie["values"]:
+                    rows[int(row[0])] = dict(zip(serie["columns"], row, strict=True))
+        return found
+
+    # --- writing ---------------------------------------------------------------------------
+
+    def _line(self, source: str, series: Series, start_us: int, aggregates: dict[str, Aggregate]) -> bytes:
+        if not aggregates:
+            return b""
+        tags = "".join(f",{escape_key(k)}={escape_key(v)}" for k, v in series)
+        fields = []
+        for metric, a in sorted(aggregates.items()):
+            name = escape_key(metric)
+            fields += [f"{name}_count={a.count}i", f"{name}_sum={a.total!r}", f"{name}_mean={a.mean!r}"]
+            fields += [f"{name}_min={a.low!r}", f"{name}_max={a.high!r}"]
+        measurement = escape_measurement(f"{self.measurement}_{source}")
+        return f"{measurement}{tags} {','.join(fields)} {start_us}".encode()
+
+
+def _keep(memory: OrderedDict[tuple[Series, int], V], news: dict[tuple[Series, int], V]) -> None:
+    """Remember `news`, the newest last, forgetting the longest unused beyond the bound."""
+    for key, value in news.items():
+        memory[key] = value
+        memory.move_to_end(key)
+    while len(memory) > REMEMBER_MAX:
+        memory.popitem(last=False)
+
+
+def _added(bucket: Bucket, new: Points) -> dict[str, Aggregate]:
+    """The bucket's aggregates with these points in (a point at a time it holds replaces its
+    values, as in InfluxDB). Incremental: a batch costs its own readings, not the bucket's."""
+    aggregates = {metric: dataclasses.replace(a) for metric, a in bucket.aggregates.items()}
+    again: set[str] = set()  # metrics whose min or max a replaced value may have been
+    for ts, values in new.items():
+        old = bucket.points.get(ts, {})
+        for metric, value in values.items():
+            a = aggregates.get(metric)
+            if metric in old:
+                if old[metric] == value:
+                    continue  # a redelivery
+                if a is not None and old[metric] in (a.low, a.high):
+                    again.add(metric)
+                    continue
+                if a is not None:
+                    a.count, a.total = a.count - 1, a.total - old[metric]
+            if a is None:
+                aggregates[metric] = Aggregate(1, value, value, value)
+            else:
+                a.count, a.total, a.low, a.high = a.count + 1, a.total + value, min(a.low, value), max(a.high, value)
+    if again:  # from all the points, as they will be
+        merged = {ts: {**bucket.points.get(ts, {}), **new.get(ts, {})} for ts in bucket.points.keys() | new.keys()}
+        for metric, a in _aggregates(merged).items():
+            if metric in again:
+                aggregates[metric] = a
+    return aggregates
+
+
+def _aggregates(points: Points) -> dict[str, Aggregate]:
+    by_metric: dict[str, list[float]] = {}
+    for values in points.values():
+        for metric, value in values.items():
+            by_metric.setdefault(metric, []).append(value)
+    return {metric: a for metric, values in by_metric.items() if (a := Aggregate.of(values)) is not None}
+
+
+def _metrics(row: dict[str, Any]) -> dict[str, float]:
+    """The metric values of a stored raw point (not its tags, time or seq)."""
+    return {
+        name: float(value)
+        for name, value in row.items()
+        if name not in NOT_METRICS and isinstance(value, int | float) and not isinstance(value, bool)
+    }
+
+
+def _parse_rollup(row: dict[str, object]) -> dict[str, Aggregate]:
+    """A stored rollup row back into its aggregates (a metric missing a field is left out)."""
+    found = {}
+    for name in row:
+        if not name.endswith("_count"):
+            continue
+        metric = name.removesuffix("_count")
+        count, total = row.get(name), row.get(f"{metric}_sum")
+        low, high = row.get(f"{metric}_min"), row.get(f"{metric}_max")
+        if isinstance(count, int) and count > 0 and all(isinstance(v, int | float) for v in (total, low, high)):
+            found[metric] = Aggregate(count, float(total), float(low), float(high))  # type: ignore[arg-type]
+    return found
+
+
+def _where(series: Series) -> str:
+    """The exact series: each tag it has, and '' (absent) for those it has not."""
+    tags = dict(series)
+    return " AND ".join(f"{quote_ident(tag)} = {quote_string(tags.get(tag, ''))}" for tag in TAGS)

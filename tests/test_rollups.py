@@ -1,0 +1,224 @@
+"""Rollups on a real InfluxDB 1.6.7: they always equal what a query of the raw points gives.
+
+The store (bridge/store.py) with its Rollups (bridge/rollups.py) is driven in-process against
+the private InfluxDB; the kill -9 test runs the real bridge.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import signal
+import threading
+from collections.abc import Callable
+from typing import Any
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from prometheus_client import CollectorRegistry
+
+from bridge.history import HistoryReader
+from bridge.influx import InfluxV1, quote_ident
+from bridge.lineprotocol import to_line
+from bridge.rollups import HOUR_US, MINUTE_US, Rollups
+from bridge.store import InfluxStore, StoreMetrics
+from common.reading import Reading, format_ts, now_us
+from tests.conftest import BridgeProcess, Mqtt
+from tests.waiting import wait_until
+
+T0 = 1_800_000_000 * 1_000_000 // HOUR_US * HOUR_US  # on the hour, in 2027
+counter = itertools.count()
+
+
+def store_with_rollups(influx: InfluxV1, measurement: str, exclusive: bool = True) -> InfluxStore[int]:
+    rollups = Rollups(influx, measurement, exclusive)
+    return InfluxStore(influx, StoreMetrics(CollectorRegistry()), rollups=rollups)
+
+
+def write(store: InfluxStore[int], measurement: str, readings: list[Reading]) -> None:
+    for n, reading in enumerate(readings):
+        store.add(to_line(reading, measurement).encode(), reading, n)
+    done = store.flush(threading.Event())
+    assert not done.refused
+
+
+def rows(influx: InfluxV1, query: str) -> dict[tuple[str, ...], dict[int, tuple[Any, ...]]]:
+    """(tags as sorted pairs) -> bucket time -> the row's values, for comparing two queries."""
+    found: dict[tuple[str, ...], dict[int, tuple[Any, ...]]] = {}
+    for serie in influx.query(query, epoch="u"):
+        tags = tuple(f"{k}={v}" for k, v in sorted(serie.get("tags", {}).items()) if v)
+        for row in serie["values"]:
+            if row[1] is not None:
+                found.setdefault(tags, {})[row[0]] = tuple(row[1:])
+    return found
+
+
+def assert_rollups_equal_raw(influx: InfluxV1, measurement: str, metrics: list[str], around_us: int = T0) -> None:
+    """Each rollup as InfluxDB computes the same aggregate of the raw points (within two days
+    of `around_us`)."""
+    raw = quote_ident(measurement)
+    for source, bucket in (("1m", "1m"), ("1h", "1h")):
+        rolled = quote_ident(f"{measurement}_{source}")
+        for metric in metrics:
+            m = quote_ident(metric)
+            expected = rows(
+                influx,
+                f"SELECT count({m}), sum({m}), min({m}), max({m}) FROM {raw} "
+                f"WHERE time >= {around_us - 48 * HOUR_US}000 AND time < {around_us + 48 * HOUR_US}000 "
+                f"GROUP BY time({bucket}), * fill(none)",
+            )
+            kept = rows(
+                influx,
+                f'SELECT "{metric}_count", "{metric}_sum", "{metric}_min", "{metric}_max", "{metric}_mean" '
+                f"FROM {rolled} GROUP BY *",
+            )
+            assert set(kept) == set(expected), (source, metric)
+            for tags, buckets in expected.items():
+                assert set(kept[tags]) == set(buckets), (source, metric, tags)
+                for at, (count, total, low, high) in buckets.items():
+                    k_count, k_total, k_low, k_high, k_mean = kept[tags][at]
+                    assert (k_count, k_low, k_high) == (count, low, high), (source, metric, tags, at)
+                    assert math.isclose(k_total, total, rel_tol=1e-12, abs_tol=1e-9)
+                    assert math.isclose(k_mean, total / count, rel_tol=1e-12, abs_tol=1e-9)
+
+
+readings_strategy = st.lists(
+    st.tuples(
+        st.sampled_from([("cold", None, None), ("cold", "dht22", None), ("shed", None, "back room")]),
+        # A second within three hours, often one of a few at the edges of minutes and hours,
+        # so the same time comes again with another value (a replaced point).
+        st.one_of(st.integers(0, 3 * HOUR_US // 1_000_000 - 1), st.sampled_from([0, 1, 59, 60, 61, 3599, 3600])),
+        st.sampled_from(["temperature", "humidity"]),
+        st.floats(-40, 80, allow_nan=False, width=32),
+    ),
+    min_size=1,
+    max_size=60,
+)
+
+
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    batches=st.lists(readings_strategy, min_size=1, max_size=5),
+    exclusive=st.booleans(),
+)
+def test_rollups_equal_a_recompute_from_raw(
+    influx: InfluxV1, batches: list[list[tuple[tuple[str, str | None, str | None], int, str, float]]], exclusive: bool
+) -> None:
+    """Random batches in any order: late readings land in old buckets, the same time again
+    overwrites a point (a redelivery), a second metric merges into a point."""
+    measurement = f"m{next(counter)}"
+    store = store_with_rollups(influx, measurement, exclusive)
+    metrics = set()
+    for batch in batches:
+        readings = []
+        for (device, sensor, location), second, metric, value in batch:
+            readings.append(Reading(device, T0 + second * 1_000_000, {metric: float(value)}, None, sensor, location))
+            metrics.add(metric)
+        write(store, measurement, readings)
+    assert_rollups_equal_raw(influx, measurement, sorted(metrics))
+
+
+def test_a_remembered_bucket_and_a_bucket_read_back_give_the_same(influx: InfluxV1) -> None:
+    """A bridge that restarted (nothing remembered) goes on in the middle of a minute."""
+    readings = [Reading("cold", T0 + s * 1_000_000, {"temperature": 4.0 + s / 100}) for s in range(0, 150, 2)]
+    write(store_with_rollups(influx, "a"), "a", readings[:20])
+    write(store_with_rollups(influx, "a"), "a", readings[20:40])  # a new store: reads back
+    store = store_with_rollups(influx, "a")
+    write(store, "a", readings[40:60])
+    write(store, "a", readings[60:])  # remembered
+    assert_rollups_equal_raw(influx, "a", ["temperature"])
+    count = influx.query('SELECT "temperature_count" FROM a_1h')[0]["values"][0][1]
+    assert count == len(readings)
+
+
+def test_a_refused_reading_is_not_in_the_rollups(influx: InfluxV1) -> None:
+    """InfluxDB refuses a point whose field changes type (here: humidity written as an
+    integer before): the batch is bisected, and the rollups count the readings it took only."""
+    influx.write([f"r,device=cold humidity=40i {T0 + 1_000_000}"])
+    store = store_with_rollups(influx, "r")
+    good = Reading("cold", T0 + 2_000_000, {"temperature": 5.0})
+    bad = Reading("cold", T0 + 3_000_000, {"humidity": 41.0})
+    for n, reading in enumerate([good, bad]):
+        store.add(to_line(reading, "r").encode(), reading, n)
+    done = store.flush(threading.Event())
+    assert [p.token for p in done.stored] == [0] and [p.token for p, _ in done.refused] == [1]
+    (serie,) = influx.query("SELECT * FROM r_1m")
+    row = dict(zip(serie["columns"], serie["values"][0], strict=True))
+    # The integer humidity stored before counts (it is a raw point); the refused 41 does not.
+    assert (row["temperature_count"], row["humidity_count"], row["humidity_max"]) == (1, 1, 40)
+
+
+def test_rollups_survive_kill_9_of_the_bridge_mid_stream(
+    start_bridge: Callable[..., BridgeProcess], mqtt_client: Mqtt, prefix: str, influx: InfluxV1
+) -> None:
+    """Killed while batches are being written: what it had not acknowledged comes again and
+    its buckets are computed again; the rollups end equal to the raw points."""
+    start = now_us() // MINUTE_US * MINUTE_US - 30 * MINUTE_US
+    bridge = start_bridge(SENSORPIPE_WRITE_INTERVAL_MS="50")
+    sent = 0
+    for round_ in range(3):
+        for i in range(400):
+            n = round_ * 400 + i
+            ts = format_ts(start + n * 1_500_000)
+            mqtt_client.publish(f"{prefix}/cold/reading", {"ts": ts, "seq": n, "temperature": 3.0 + (n % 17) / 10})
+            sent += 1
+        bridge.stop(signal.SIGKILL)
+        bridge = start_bridge(SENSORPIPE_WRITE_INTERVAL_MS="50")
+
+    def stored() -> int:
+        counted = influx.query('SELECT count("temperature") FROM environment')
+        return int(counted[0]["values"][0][1]) if counted else 0
+
+    wait_until(lambda: stored() == sent, 60, "every reading stored")
+    # The last batch's rollups went in the same request as its readings.
+    assert_rollups_equal_raw(influx, "environment", ["temperature"], around_us=start)
+
+
+@pytest.mark.parametrize("exclusive", [True, False])
+def test_a_late_reading_recomputes_its_old_bucket(influx: InfluxV1, exclusive: bool) -> None:
+    store = store_with_rollups(influx, "late", exclusive)
+    write(store, "late", [Reading("cold", T0 + s * 1_000_000, {"temperature": 5.0}) for s in range(0, 7200, 60)])
+    write(store, "late", [Reading("cold", T0 + 30 * 1_000_000, {"temperature": 11.0})])  # hours late
+    (serie,) = influx.query(f'SELECT "temperature_max", "temperature_count" FROM late_1m WHERE time = {T0}000')
+    assert serie["values"][0][1:] == [11.0, 2]
+    (serie,) = influx.query(f'SELECT "temperature_max", "temperature_count" FROM late_1h WHERE time = {T0}000')
+    assert serie["values"][0][1:] == [11.0, 61]
+    assert_rollups_equal_raw(influx, "late", ["temperature"])
+
+
+@pytest.mark.parametrize(("minutes", "source"), [(48 * 60, "1h"), (12 * 60, "1m"), (10, "raw")])
+def test_history_from_each_source_gives_what_the_raw_points_give(influx: InfluxV1, minutes: int, source: str) -> None:
+    """Two days of readings every 50 s or so, with a gap of seven hours: a range asked for in
+    20 points comes from the coarsest source that still gives 20, and each bucket's mean, min
+    and max are what InfluxDB computes from the raw points."""
+    store = store_with_rollups(influx, "environment")
+    readings, ts = [], T0
+    while ts < T0 + 48 * HOUR_US:
+        if not T0 + 20 * HOUR_US <= ts < T0 + 27 * HOUR_US:
+            value = 4.0 + math.sin(ts / 7e9) * 3 + (ts // 1_000_000 % 13) / 10
+            readings.append(Reading("cold", ts, {"temperature": value}))
+        ts += 50_000_000 + (ts // 1_000_000 % 7) * 1_000_000
+    for start in range(0, len(readings), 500):
+        write(store, "environment", readings[start : start + 500])
+    reader = HistoryReader(influx, "environment", rollups=True)
+    start_us, end_us = T0, T0 + minutes * MINUTE_US - 1
+    got = reader.series("cold", "temperature", start_us, end_us, 20)
+    assert got.source == source and len(got.points) <= 20
+    if source == "raw":  # few enough to come as stored, as before the rollups
+        assert [p[0] for p in got.points] == [r.ts_ms for r in readings if start_us <= r.ts_us <= end_us]
+        return
+    expected = influx.query(
+        f'SELECT mean("temperature"), min("temperature"), max("temperature") FROM environment '
+        f"WHERE \"device\" = 'cold' AND time >= {start_us}000 AND time <= {end_us}000 "
+        f"GROUP BY time({got.interval_ms}ms) fill(null)"
+    )[0]["values"]
+    expected_rows = [[row[0] + got.interval_ms / 2, *row[1:]] for row in expected][-20:]
+    assert [row[0] for row in got.points] == [row[0] for row in expected_rows]
+    if source == "1h":
+        assert any(row[1] is None for row in got.points)  # the gap stays a gap
+    for mine, theirs in zip(got.points, expected_rows, strict=True):
+        assert (mine[2], mine[3]) == (theirs[2], theirs[3])  # min and max exact
+        assert (mine[1] is None) == (theirs[1] is None)
+        if mine[1] is not None:
+            assert math.isclose(mine[1], theirs[1], rel_tol=1e-12)
