@@ -17,6 +17,7 @@ from flask import Flask
 from flask_socketio import SocketIO
 from prometheus_client import CollectorRegistry
 
+from bridge import rebuild
 from bridge.alerts.journal import AlertJournal, Journal
 from bridge.alerts.notify import Notifier, parse_targets
 from bridge.alerts.rules import RuleError
@@ -219,10 +220,13 @@ def _interrupt(signum: int, frame: FrameType | None) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    args = sys.argv[1:] if argv is None else list(argv)
+    if args[:2] == ["rollups", "rebuild"]:  # a one-time job, not the bridge
+        return rebuild.main(args[2:], os.environ)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per HTTP request
     try:
-        settings = load_settings(sys.argv[1:] if argv is None else argv, os.environ)
+        settings = load_settings(args, os.environ)
     except SettingsError as exc:
         exit_bad_setting("bridge", exc)
     signal.signal(signal.SIGTERM, _interrupt)

@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from bridge.influx import InfluxRejected, InfluxUnavailable, InfluxV1, quote_ident, quote_string
-from bridge.rollups import HOUR_US, MINUTE_US
+from bridge.rollups import HOUR_US, MINUTE_US, series_where
 from common.reading import Reading
 from webui.context import HistoryFailed, HistoryUnavailable
 
@@ -142,11 +142,44 @@ class HistoryReader:
         return Sparklines(start_us / 1000, end_us / 1000, interval_ms, found)
 
     def latest_per_device(self) -> list[Reading]:
-        """The newest stored reading of every device (to know the devices after a restart)."""
+        """The newest stored reading of every device (to know the devices after a restart).
+
+        With rollups, bounded: the newest 1-hour rollup of each series says in which hour its
+        newest raw point is, and one hour is read per series. Only devices without rollups (all
+        their points older than the rollups, or rollups off) are read over all time.
+        """
+        found: list[Reading] = []
+        condition = ""
+        if self._rollups:
+            hours = self._influx.query(
+                f"SELECT * FROM {quote_ident(self._name + '_1h')} GROUP BY * ORDER BY time DESC LIMIT 1", epoch="u"
+            )
+            statements = [
+                f"SELECT * FROM {self._measurement} WHERE {series_where(tuple(serie.get('tags', {}).items()))} "
+                f"AND time >= {serie['values'][0][0] * 1000} ORDER BY time DESC LIMIT 1"
+                for serie in hours
+            ]
+            for first in range(0, len(statements), 100):
+                for answer in self._influx.query_many(statements[first : first + 100], epoch="u"):
+                    found += self._readings(answer)
+            rolled = {reading.device for reading in found}
+            listed = self._influx.query(f'SHOW TAG VALUES FROM {self._measurement} WITH KEY = "device"')
+            missing = sorted({row[1] for serie in listed for row in serie["values"]} - rolled)
+            if not missing:
+                return _newest_per_device(found)
+            if rolled and len(missing) <= 100:  # else (first start with rollups): all, as below
+                where = " OR ".join(f'"device" = {quote_string(device)}' for device in missing)
+                condition = f"WHERE {where} "
+        query = f'SELECT * FROM {self._measurement} {condition}GROUP BY "device" ORDER BY time DESC LIMIT 1'
+        return _newest_per_device(found + self._readings(self._influx.query(query, epoch="u")))
+
+    @staticmethod
+    def _readings(answer: list[dict[str, Any]]) -> list[Reading]:
+        """The rows of an answer (times in µs) as readings, tags from the row or its group."""
         found = []
-        query = f'SELECT * FROM {self._measurement} GROUP BY "device" ORDER BY time DESC LIMIT 1'
-        for serie in self._influx.query(query):
+        for serie in answer:
             row = dict(zip(serie["columns"], serie["values"][0], strict=True))
+            row.update({k: v for k, v in serie.get("tags", {}).items() if v})
             metrics = {
                 name: float(value)
                 for name, value in row.items()
@@ -155,8 +188,8 @@ class HistoryReader:
             if metrics:
                 found.append(
                     Reading(
-                        device=serie.get("tags", {}).get("device", ""),
-                        ts_us=int(row["time"]) * 1000,
+                        device=row.get("device", ""),
+                        ts_us=int(row["time"]),
                         metrics=metrics,
                         seq=row.get("seq"),
                         sensor=row.get("sensor"),
@@ -164,6 +197,15 @@ class HistoryReader:
                     )
                 )
         return found
+
+
+def _newest_per_device(readings: list[Reading]) -> list[Reading]:
+    """Of each device, its newest reading (a device may have several series: sensor, location)."""
+    newest: dict[str, Reading] = {}
+    for reading in readings:
+        if reading.device not in newest or reading.ts_us > newest[reading.device].ts_us:
+            newest[reading.device] = reading
+    return list(newest.values())
 
 
 class WebHistory:

@@ -157,14 +157,14 @@ class Rollups:
             hours[(series, hour)] = dict(known)
         for (series, minute), aggregates in minutes.items():
             hours[(series, minute - minute % HOUR_US)][minute] = aggregates
-        lines = [self._line("1m", s, m, a) for (s, m), a in minutes.items()]
+        lines = [self.line("1m", s, m, a) for (s, m), a in minutes.items()]
         for (series, hour), by_minute in hours.items():
             combined: dict[str, Aggregate] = {}
             for metric in {metric for aggregates in by_minute.values() for metric in aggregates}:
                 found = Aggregate.combine(a[metric] for a in by_minute.values() if metric in a)
                 if found is not None:
                     combined[metric] = found
-            lines.append(self._line("1h", series, hour, combined))
+            lines.append(self.line("1h", series, hour, combined))
         return Prepared([line for line in lines if line], buckets, hours, self)
 
     def _knows(self, memory: OrderedDict[tuple[Series, int], Any], key: tuple[Series, int]) -> bool:
@@ -190,7 +190,7 @@ class Rollups:
     ) -> dict[tuple[Series, int], dict[int, dict[str, Any]]]:
         """Every row of `measurement` in each (series, bucket start) of `keys`, by time (µs)."""
         statements = [
-            f"SELECT * FROM {quote_ident(measurement)} WHERE {_where(series)} "
+            f"SELECT * FROM {quote_ident(measurement)} WHERE {series_where(series)} "
             f"AND time >= {start * 1000} AND time < {(start + span_us) * 1000}"
             for series, start in keys
         ]
@@ -208,7 +208,7 @@ class Rollups:
 
     # --- writing ---------------------------------------------------------------------------
 
-    def _line(self, source: str, series: Series, start_us: int, aggregates: dict[str, Aggregate]) -> bytes:
+    def line(self, source: str, series: Series, start_us: int, aggregates: dict[str, Aggregate]) -> bytes:
         if not aggregates:
             return b""
         tags = "".join(f",{escape_key(k)}={escape_key(v)}" for k, v in series)
@@ -290,7 +290,7 @@ def _parse_rollup(row: dict[str, object]) -> dict[str, Aggregate]:
     return found
 
 
-def _where(series: Series) -> str:
+def series_where(series: Series) -> str:
     """The exact series: each tag it has, and '' (absent) for those it has not."""
     tags = dict(series)
     return " AND ".join(f"{quote_ident(tag)} = {quote_string(tags.get(tag, ''))}" for tag in TAGS)

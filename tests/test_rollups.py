@@ -9,8 +9,11 @@ from __future__ import annotations
 import itertools
 import math
 import signal
+import subprocess
+import sys
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,10 +24,12 @@ from prometheus_client import CollectorRegistry
 from bridge.history import HistoryReader
 from bridge.influx import InfluxV1, quote_ident
 from bridge.lineprotocol import to_line
+from bridge.rebuild import DAY_US
 from bridge.rollups import HOUR_US, MINUTE_US, Rollups
 from bridge.store import InfluxStore, StoreMetrics
 from common.reading import Reading, format_ts, now_us
-from tests.conftest import BridgeProcess, Mqtt
+from tests.conftest import ROOT, BridgeProcess, Mqtt
+from tests.test_dashboard_pages import chart_points
 from tests.waiting import wait_until
 
 T0 = 1_800_000_000 * 1_000_000 // HOUR_US * HOUR_US  # on the hour, in 2027
@@ -222,3 +227,93 @@ def test_history_from_each_source_gives_what_the_raw_points_give(influx: InfluxV
         assert (mine[1] is None) == (theirs[1] is None)
         if mine[1] is not None:
             assert math.isclose(mine[1], theirs[1], rel_tol=1e-12)
+
+
+def test_the_device_page_draws_a_year_and_a_month_from_the_rollups(
+    start_bridge: Callable[..., BridgeProcess], influx: InfluxV1, page: Any
+) -> None:
+    """Headless Chromium: the 1-year and 30-day ranges of a device with a reading every 6 h."""
+    store = store_with_rollups(influx, "environment")
+    now = now_us()
+    readings = [Reading("barn", now - k * 6 * HOUR_US, {"temperature": 10 + math.sin(k / 50) * 8}) for k in range(1460)]
+    for first in range(0, len(readings), 500):
+        write(store, "environment", readings[first : first + 500])
+    bridge = start_bridge()
+    temperature = '#charts .chart[data-metric="temperature"]'
+    page.goto(bridge.url + "/device/barn?range=365d")
+    wait_until(lambda: "hourly rollups" in (page.text_content("#range-note") or ""), 30, "the year, from 1 h rollups")
+    assert 800 < chart_points(page, temperature) <= 1200  # about a point per pixel
+    page.click('button[data-range="30d"]')
+    wait_until(lambda: "minute rollups" in (page.text_content("#range-note") or ""), 30, "30 days, from 1 m rollups")
+    assert 800 < chart_points(page, temperature) <= 1200
+
+
+def test_the_newest_reading_of_every_device_read_through_the_rollups_is_the_same(influx: InfluxV1) -> None:
+    """What the bridge learns at start: the same with rollups (one hour read per series) as
+    over all time, also for a device whose points all predate the rollups."""
+    influx.write([f"environment,device=old temperature=1.5,seq=7i {T0 - 30 * 24 * HOUR_US}"])  # no rollups
+    store = store_with_rollups(influx, "environment")
+    readings = [Reading("cold", T0 + s * 37_000_000, {"temperature": 4.0 + s % 5}, s) for s in range(600)]
+    readings += [Reading("shed", T0 + 3 * HOUR_US, {"humidity": 71.0}, 3, "dht22", "back room")]
+    readings += [Reading("two", T0 + HOUR_US, {"temperature": 9.0}, 1, "a")]
+    readings += [Reading("two", T0 + 2 * HOUR_US + 5, {"temperature": 9.5}, 2, "b")]  # its newer series
+    write(store, "environment", readings)
+
+    def newest(rollups: bool) -> list[Reading]:
+        return sorted(HistoryReader(influx, "environment", rollups).latest_per_device(), key=lambda r: r.device)
+
+    assert newest(True) == newest(False)
+    assert [(r.device, r.ts_us, r.seq, r.sensor) for r in newest(True)] == [
+        ("cold", readings[599].ts_us, 599, None),
+        ("old", T0 - 30 * 24 * HOUR_US, 7, None),
+        ("shed", T0 + 3 * HOUR_US, 3, "dht22"),
+        ("two", T0 + 2 * HOUR_US + 5, 2, "b"),
+    ]
+
+
+def test_the_rebuild_of_an_old_database_gives_what_live_ingest_gives(influx: InfluxV1, tmp_path: Path) -> None:
+    """Three days stored by a bridge without rollups (raw lines only), then
+    `python -m bridge rollups rebuild`: the same rollups as the store writes live."""
+    base = now_us() // DAY_US * DAY_US - 2 * DAY_US
+    readings = [
+        Reading(
+            device,
+            base + s * 97_000_000 + n,
+            {"temperature": 3.0 + (s * 7 % 23) / 10, "humidity": 50.0 + s % 9},
+            s,
+            sensor,
+        )
+        for s in range(2 * 24 * 37)
+        for n, (device, sensor) in enumerate([("cold", None), ("shed", "dht22")])
+    ]
+    influx.write([to_line(r, "old") for r in readings])
+    store = store_with_rollups(influx, "live")
+    for first in range(0, len(readings), 700):
+        write(store, "live", readings[first : first + 700])
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "SENSORPIPE_INFLUX_URL": influx.target.url,
+        "SENSORPIPE_INFLUX_DB": influx.target.database,
+        "SENSORPIPE_INFLUX_MEASUREMENT": "old",
+        "STATE_DIRECTORY": str(tmp_path),
+    }
+    command = [sys.executable, "-m", "bridge", "rollups", "rebuild"]
+    done = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    assert done.returncode == 0, done.stderr
+    assert "[1/3] " in done.stderr and "[3/3] " in done.stderr
+    for source in ("1m", "1h"):
+        for metric in ("temperature", "humidity"):
+            fields = ", ".join(f'"{metric}_{part}"' for part in ("count", "min", "max", "sum"))
+            rebuilt = rows(influx, f"SELECT {fields} FROM old_{source} GROUP BY *")
+            live = rows(influx, f"SELECT {fields} FROM live_{source} GROUP BY *")
+            assert rebuilt.keys() == live.keys() and rebuilt, (source, metric)
+            for tags, buckets in live.items():
+                assert buckets.keys() == rebuilt[tags].keys()
+                for at, (count, low, high, total) in buckets.items():
+                    assert rebuilt[tags][at][:3] == (count, low, high)
+                    assert math.isclose(rebuilt[tags][at][3], total, rel_tol=1e-12)
+    again = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True, timeout=120, check=False)
+    assert again.returncode == 0 and "going on from" in again.stderr  # it remembers where it stopped
+    bad = subprocess.run([*command, "--since", "1y"], env=env, cwd=ROOT, capture_output=True, text=True, check=False)
+    assert bad.returncode == 2
+    assert bad.stderr.strip() == "rollups rebuild: --since '1y': a number of days (30d) or a date (2026-01-01)"

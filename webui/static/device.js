@@ -6,7 +6,7 @@ import { color, getJson, historyRows, redraw, Series, showOnline, unit } from ".
 import { connectLive } from "./live.js";
 
 {
-  const PRESETS = { "15m": 900, "1h": 3600, "6h": 21600, "24h": 86400, "7d": 604800 };
+  const PRESETS = { "15m": 900, "1h": 3600, "6h": 21600, "24h": 86400, "7d": 604800, "30d": 2592000, "365d": 31536000 };
   const id = document.getElementById("device").dataset.device;
   const chartsEl = document.getElementById("charts");
   const noteEl = document.getElementById("range-note");
@@ -181,6 +181,7 @@ import { connectLive } from "./live.js";
       chartsEl.replaceChildren();
     }
     let interval = 0;
+    const sources = new Set();
     await Promise.all(metrics.map(async (metric) => {
       const query = new URLSearchParams({ device: id, metric, points: points() });
       if (live()) query.set("since", range.preset);
@@ -188,6 +189,7 @@ import { connectLive } from "./live.js";
       const body = await getJson(`/api/history?${query}`);
       if (!body || mine !== generation) return;
       interval = Math.max(interval, body.interval_ms);
+      sources.add(body.source);
       let chart = charts.get(metric);
       if (!chart) charts.set(metric, (chart = makeChart(metric)));
       chart.series.loadHistory(historyRows(body), body.interval_ms);
@@ -200,8 +202,9 @@ import { connectLive } from "./live.js";
     const caughtUp = [...recent.map(([, reading]) => reading), ...buffered];
     buffered = null;
     mergeLive(caughtUp, true);
+    const rolled = sources.has("1h") ? " (from the hourly rollups)" : sources.has("1m") ? " (from the minute rollups)" : "";
     noteEl.textContent = interval
-      ? `Each point: the mean of ${formatInterval(interval)}, with its lowest and highest reading as the band.`
+      ? `Each point: the mean of ${formatInterval(interval)}, with its lowest and highest reading as the band${rolled}.`
       : "Every reading as stored.";
     document
       .querySelectorAll("[data-range]")
