@@ -69,6 +69,14 @@ def prepare_influx(influx: InfluxV1, history: HistoryReader, devices: DeviceRegi
         log.error("could not read the known devices from InfluxDB: %s", exc)
 
 
+def warn_of_unwatched(alerts: AlertService, devices: DeviceRegistry) -> None:
+    """A rule whose devices match none the bridge knows is most often a typo: say so."""
+    known = devices.names()
+    for rule in alerts.rules():
+        if rule.devices != ("*",) and not any(rule.watches(device) for device in known):
+            log.warning("alert rule %r watches %s: no device known matches (yet)", rule.id, ", ".join(rule.devices))
+
+
 def build_alerts(settings: BridgeSettings, topics: Topics, shared: redis.Redis | None, namespace: str) -> AlertService:
     """The alert engine with its journal and notifier: in SQLite for one bridge, in Redis for
     several (bridge/alerts/shared.py). Raises RuleError for a bad rule."""
@@ -162,7 +170,7 @@ def serve(settings: BridgeSettings) -> int:
         health=lambda: check_health(stages, influx, shared, alerts.problems),
         metrics=metrics_text(registry),
         pipeline=lambda: pipeline_counts(totals(), rejections),
-        alerts=WebAlerts(alerts),
+        alerts=WebAlerts(alerts, devices.names),
     )
     try:
         app = create_app(
@@ -178,6 +186,7 @@ def serve(settings: BridgeSettings) -> int:
         print(f"bridge: {exc}", file=sys.stderr)
         return 1
     prepare_influx(influx, history, devices)
+    warn_of_unwatched(alerts, devices)
     return run(app, socketio, settings, stages, alerts, influx)
 
 

@@ -116,6 +116,11 @@ class DeviceRegistry:
         """How many devices are tracked."""
         return len(self._devices)
 
+    def names(self) -> list[str]:
+        """The ids of every device tracked."""
+        with self._lock:
+            return list(self._devices)
+
     def snapshot(self, devices: list[str] | None = None) -> list[dict[str, Any]]:
         """Every device (or those of `devices` that are known) as JSON-ready dicts, sorted by id."""
         with self._lock:

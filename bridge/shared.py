@@ -136,6 +136,9 @@ class RedisDeviceRegistry(DeviceRegistry):
     def count(self) -> int:
         return int(self._redis.scard(self._set))
 
+    def names(self) -> list[str]:
+        return [as_text(device) for device in self._redis.smembers(self._set)]
+
     def snapshot(self, devices: list[str] | None = None) -> list[dict[str, Any]]:
         if devices is None:
             devices = sorted(as_text(device) for device in self._redis.smembers(self._set))

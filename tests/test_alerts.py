@@ -13,6 +13,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -660,12 +661,19 @@ def test_rules_through_the_api_persist_and_provisioned_ones_are_read_only(
     assert requests.put(api + "/warm", json={"metric": "temperature", "above": 9}, timeout=10).status_code == 409
     assert requests.delete(api + "/warm", timeout=10).status_code == 409
     assert requests.delete(api + "/nothing", timeout=10).status_code == 404
+    typo = {"id": "typo", "devices": ["greenhuose"], "no_data": "5m"}  # watches nothing
+    assert requests.post(api, json=typo, timeout=10).status_code == 201
     mqtt_client.publish(f"{prefix}/greenhouse/reading", {"temperature": 1.0})
     wait_until(lambda: [a["id"] for a in bridge.get("/api/alerts")["alerts"]] == ["frost:greenhouse"], what="frost")
     bridge.stop()
     again = alerting()
     rules = {r["id"]: r for r in again.get("/api/rules")["rules"]}
     assert rules["frost"]["provisioned"] is False and rules["warm"]["provisioned"] is True
+    # Which known devices each rule applies to: none for the typo, which the log names too.
+    assert (rules["frost"]["watching"], rules["warm"]["watching"], rules["typo"]["watching"]) == (1, 1, 0)
+    assert "alert rule 'typo' watches greenhuose: no device known matches" in again.log()
+    # A rule as GET gives it can be sent back as it is.
+    assert requests.put(f"{again.url}/api/rules/frost", json=rules["frost"], timeout=10).status_code == 200
     assert [a["id"] for a in again.get("/api/alerts")["alerts"]] == ["frost:greenhouse"]
     mqtt_client.subscribe(f"{prefix}/_alerts/greenhouse/frost")
     assert requests.delete(api.replace(bridge.url, again.url) + "/frost", timeout=10).status_code == 200
@@ -853,3 +861,32 @@ def test_two_replicas_show_the_same_alerts_and_notify_each_change_once(
     wait_until(lambda: len(webhook.received) >= 5, what="shed's notifications from the new leader")
     assert webhook.titles()[3:] == ["FIRING: warm on shed", "RESOLVED: warm on shed"]
     assert [h["state"] for h in other.get("/api/alerts/history?device=shed")["history"]] == ["ok", "firing"]
+
+
+def test_an_excursion_inside_a_broker_outage_is_told_late_once_the_outbox_drains(
+    start_bridge: Callable[..., BridgeProcess],
+    run_publisher: Callable[..., Program],
+    private_broker: Any,
+    tmp_path: Path,
+    webhook: Webhook,
+) -> None:
+    """A real outage on the publisher's side: the broker is down for 65 s while a publisher
+    reads once a second, each reading past the rule's threshold, so the whole excursion lies
+    inside the outage. When the broker is back the outbox drains, and the alert is told with
+    the readings' own times, marked late."""
+    rules = tmp_path / "rules.toml"
+    rules.write_text('[[rule]]\nid = "any"\ndevices = ["shed"]\nmetric = "temperature"\nabove = -100.0\n')
+    bridge = start_bridge(on=private_broker, SENSORPIPE_ALERT_RULES=str(rules), SENSORPIPE_ALERT_NOTIFY=webhook.url)
+    private_broker.stop(signal.SIGTERM)
+    began = now_us()
+    publisher = run_publisher("shed", on=private_broker, SENSORPIPE_INTERVAL="1")
+    time.sleep(65)  # the outage itself (longer than the minute after which a change is late)
+    assert publisher.process.poll() is None, publisher.log()
+    assert webhook.received == []  # nothing reached the bridge meanwhile
+    private_broker.start()
+    wait_until(lambda: webhook.received, 60, "the firing notification, once the outbox drained")
+    assert webhook.titles() == ["FIRING: any on shed"]
+    assert "reported late" in webhook.received[0]["message"]
+    (alert,) = bridge.get("/api/alerts")["alerts"]
+    assert alert["late"] is True
+    assert began / 1000 <= alert["since"] <= began / 1000 + 10_000  # the first reading, in the outage

@@ -135,7 +135,8 @@ def _put_rule(rule_id: str | None) -> Response | tuple[Response, int]:
         return _error("alerts are not running on this bridge", 503)
     if rule_id is not None and body.setdefault("id", rule_id) != rule_id:
         return _error("the id in the body is not the one in the address", 400)
-    body.pop("provisioned", None)
+    body.pop("provisioned", None)  # what GET /api/rules adds: a rule read can be sent back
+    body.pop("watching", None)
     try:
         rule = view.put_rule(body, create=rule_id is None)
     except AlertRuleError as exc:

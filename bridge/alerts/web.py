@@ -3,6 +3,7 @@ the web app's own errors."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from bridge.alerts.rules import RuleError, rule_from_json
@@ -11,8 +12,10 @@ from webui.context import AlertConflict, AlertRuleError, AlertsUnavailable
 
 
 class WebAlerts:
-    def __init__(self, service: AlertService) -> None:
+    def __init__(self, service: AlertService, known_devices: Callable[[], list[str]] = list) -> None:
+        """`known_devices`: the ids of the devices the bridge knows (to say what a rule watches)."""
         self._service = service
+        self._known = known_devices
 
     def alerts(self) -> list[dict[str, Any]]:
         return self._service.alerts()
@@ -29,7 +32,11 @@ class WebAlerts:
             raise AlertsUnavailable(str(exc)) from None
 
     def rules(self, device: str | None = None) -> list[dict[str, Any]]:
-        return [rule.to_json() for rule in self._service.rules() if device is None or rule.watches(device)]
+        """Each rule with `watching`: how many known devices it applies to (0: a typo in its
+        devices, or devices not heard yet)."""
+        rules = [rule for rule in self._service.rules() if device is None or rule.watches(device)]
+        known = self._known()
+        return [{**rule.to_json(), "watching": sum(1 for d in known if rule.watches(d))} for rule in rules]
 
     def put_rule(self, body: dict[str, Any], create: bool) -> dict[str, Any]:
         try:

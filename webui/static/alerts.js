@@ -112,7 +112,10 @@ import { connectLive } from "./live.js";
       known.set(rule.id, rule);
       const row = rulesBody.insertRow();
       row.dataset.id = rule.id;
-      addCells(row, [rule.id, rule.devices.join(", "), condition(rule), rule.severity]);
+      // A rule that watches no device the bridge knows: most often a typo in its devices.
+      const watching = rule.watching === 0 ? " (no device known matches)" : "";
+      addCells(row, [rule.id, rule.devices.join(", ") + watching, condition(rule), rule.severity]);
+      row.dataset.watching = String(rule.watching);
       const cell = row.insertCell();
       if (rule.provisioned) {
         cell.textContent = "from the rules file";
