@@ -176,18 +176,22 @@ def shipped_mosquitto(config_dir: Path, port: int | None = None) -> Server:
     return Server("mosquitto", port, config_dir, [MOSQUITTO, "-c", str(config)], config_dir / "mosquitto.log")
 
 
-def influxdb(folder: Path, port: int | None = None) -> Server:
-    """An InfluxDB 1.x (not yet started) on 127.0.0.1 with all its state in `folder`."""
+def influxdb(folder: Path, port: int | None = None, snapshot_cold_s: int | None = None) -> Server:
+    """An InfluxDB 1.x (not yet started) on 127.0.0.1 with all its state in `folder`.
+    `snapshot_cold_s`: write the in-memory cache to TSM files once no write came for that
+    long (InfluxDB's default is 10 minutes), to measure what the data takes on disk."""
     folder.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     rpc_port = free_port()
     config = folder / "influxdb.conf"
+    snapshot = f'  cache-snapshot-write-cold-duration = "{snapshot_cold_s}s"\n' if snapshot_cold_s else ""
     config.write_text(
         "reporting-disabled = true\n"
         f'bind-address = "127.0.0.1:{rpc_port}"\n'
         f'[meta]\n  dir = "{folder}/meta"\n'
         f'[data]\n  dir = "{folder}/data"\n  wal-dir = "{folder}/wal"\n'
         '  query-log-enabled = false\n  index-version = "inmem"\n'
+        f"{snapshot}"
         f'[http]\n  bind-address = "127.0.0.1:{port}"\n  log-enabled = false\n'
         "[monitor]\n  store-enabled = false\n"
         "[continuous_queries]\n  enabled = false\n"

@@ -14,6 +14,7 @@ import re
 import shlex
 import ssl
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -26,9 +27,12 @@ import socketio
 import websocket
 import yaml
 from paho.mqtt.enums import CallbackAPIVersion
+from prometheus_client import CollectorRegistry
 
 from bridge.influx import InfluxV1
 from bridge.lineprotocol import to_line
+from bridge.rollups import Rollups
+from bridge.store import InfluxStore, StoreMetrics
 from common.reading import Reading, now_us
 from common.topics import Topics
 from devstack.servers import Server, free_port
@@ -195,6 +199,44 @@ def test_the_documented_influxql_queries_answer(influx: InfluxV1, two_days: list
     assert {s["tags"]["device"] for s in influx_shell(influx, filled)} == {"greenhouse", "coldroom"}
     grafana = yaml.safe_load((EXAMPLES / "grafana-datasource.yaml").read_text())
     assert all(source["jsonData"]["dbName"] == "sensors" for source in grafana["datasources"])
+
+
+def test_the_grafana_dashboard_reads_raw_points_then_the_rollups(influx: InfluxV1) -> None:
+    """docs/examples/grafana-dashboard.json: its queries, with what Grafana fills in for
+    $timeFilter, $__interval and $device, against ten days of a device stored with rollups
+    (the bridge's store, in-process)."""
+    store: InfluxStore[int] = InfluxStore(
+        influx, StoreMetrics(CollectorRegistry()), rollups=Rollups(influx, "environment", exclusive=True)
+    )
+    now = now_us()
+    for day in range(10):
+        for i in range(day * 144, day * 144 + 144):  # one every 10 minutes
+            reading = Reading("greenhouse", now - i * 600_000_000, {"temperature": 18.0 + i % 9, "humidity": 60.0})
+            store.add(to_line(reading, "environment").encode(), reading, i)
+        assert not store.flush(threading.Event()).refused
+    dashboard = json.loads((EXAMPLES / "grafana-dashboard.json").read_text())
+    (variable,) = dashboard["templating"]["list"]
+    assert {row[1] for s in influx_shell(influx, variable["query"]) for row in s["values"]} == {"greenhouse"}
+    two_days_ago_ns = (now - 2 * 86_400_000_000) * 1000  # the shell answers in ns
+    for panel in dashboard["panels"]:
+        metric = panel["title"].split()[0]
+        raw, rolled = (
+            influx_shell(
+                influx,
+                target["query"]
+                .replace("$timeFilter", "time > now() - 10d")
+                .replace("$__interval", "6h")
+                .replace("$device", "greenhouse"),
+            )
+            for target in panel["targets"]
+        )
+        assert [s["tags"]["device"] for s in raw] == ["greenhouse"] == [s["tags"]["device"] for s in rolled]
+        recent = [row for row in raw[0]["values"] if row[1] is not None]
+        older = [row for row in rolled[0]["values"] if row[1] is not None]
+        six_hours_ns = 6 * 3_600_000_000_000  # a bucket of $__interval starts before its first point
+        assert recent and all(row[0] >= two_days_ago_ns - six_hours_ns for row in recent), metric
+        assert older and all(row[0] <= two_days_ago_ns for row in older), metric
+        assert all(low <= mean <= high for _, mean, low, high in older), metric  # mean, min, max
 
 
 # --- the dashboard behind nginx ---------------------------------------------------------------
