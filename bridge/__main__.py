@@ -50,7 +50,9 @@ from webui.access import SESSION_LIFETIME_S
 log = logging.getLogger("bridge")
 
 
-def prepare_influx(influx: InfluxV1, history: HistoryReader, devices: DeviceRegistry) -> None:
+def prepare_influx(
+    influx: InfluxV1, history: HistoryReader, devices: DeviceRegistry, raw_retention: int | None = None
+) -> None:
     """Say which server this is, create a 1.x database, learn the known devices.
 
     InfluxDB may be down at start: then log it and go on; writes retry until it is back.
@@ -64,6 +66,10 @@ def prepare_influx(influx: InfluxV1, history: HistoryReader, devices: DeviceRegi
     try:
         if version.startswith("1."):
             influx.ensure_database()
+            if raw_retention is not None:
+                policy = influx.keep_raw_for(raw_retention or None)
+                kept = f"{raw_retention // 86_400} days" if raw_retention else "for ever"
+                log.info("raw readings are kept %s (retention policy %r); the rollups for ever", kept, policy)
         devices.saw_readings(history.latest_per_device())
     except InfluxError as exc:
         log.error("could not read the known devices from InfluxDB: %s", exc)
@@ -185,7 +191,7 @@ def serve(settings: BridgeSettings) -> int:
     except AssetsMissing as exc:
         print(f"bridge: {exc}", file=sys.stderr)
         return 1
-    prepare_influx(influx, history, devices)
+    prepare_influx(influx, history, devices, settings.raw_retention)
     warn_of_unwatched(alerts, devices)
     return run(app, socketio, settings, stages, alerts, influx)
 

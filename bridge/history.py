@@ -10,7 +10,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from bridge.influx import InfluxRejected, InfluxUnavailable, InfluxV1, quote_ident, quote_string
-from bridge.rollups import HOUR_US, MINUTE_US, series_where
+from bridge.rollups import HOUR_US, MINUTE_US, rollup_measurement, series_where
 from common.reading import Reading
 from webui.context import HistoryFailed, HistoryUnavailable
 
@@ -83,6 +83,10 @@ class HistoryReader:
         field = quote_ident(metric)
         counted = self._influx.query(f"SELECT count({field}) {where}")
         count = counted[0]["values"][0][1] if counted else 0
+        if count == 0 and self._rollups:  # no raw points (past their retention?): the rollups may
+            found = self._rolled_up("1m", MINUTE_US, device, metric, start_us, end_us, points)
+            if found is not None:
+                return found
         if count <= points:
             # Microseconds, as the browser gets live readings (ms with a fraction): the same
             # reading from history and live must carry the same time to be drawn once.
@@ -107,7 +111,7 @@ class HistoryReader:
         f = {part: quote_ident(f"{metric}_{part}") for part in ("sum", "count", "min", "max")}
         grouped = self._influx.query(
             f"SELECT sum({f['sum']}) / sum({f['count']}), min({f['min']}), max({f['max']}) "
-            f'FROM {quote_ident(f"{self._name}_{source}")} WHERE "device" = {quote_string(device)} '
+            f'FROM {rollup_measurement(self._name, source)} WHERE "device" = {quote_string(device)} '
             # A rollup's time is its bucket's start: the one holding start_us starts before it.
             f"AND time >= {(start_us - start_us % bucket_us) * 1000} AND time <= {end_us * 1000} "
             f"GROUP BY time({interval_ms}ms) fill(null)"
@@ -152,7 +156,7 @@ class HistoryReader:
         condition = ""
         if self._rollups:
             hours = self._influx.query(
-                f"SELECT * FROM {quote_ident(self._name + '_1h')} GROUP BY * ORDER BY time DESC LIMIT 1", epoch="u"
+                f"SELECT * FROM {rollup_measurement(self._name, '1h')} GROUP BY * ORDER BY time DESC LIMIT 1", epoch="u"
             )
             statements = [
                 f"SELECT * FROM {self._measurement} WHERE {series_where(tuple(serie.get('tags', {}).items()))} "

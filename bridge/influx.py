@@ -6,6 +6,7 @@ compatibility, so one client covers them all.
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import logging
@@ -18,6 +19,9 @@ from urllib.parse import urlencode, urlsplit
 log = logging.getLogger(__name__)
 
 TIMEOUT_S = 10.0
+
+
+ROLLUP_RP = "rollups"  # the retention policy of the rollups (1.x): kept for ever
 
 
 class InfluxError(Exception):
@@ -120,16 +124,41 @@ class InfluxV1:
         return True  # a 1.x server: /write and /query on the same database
 
     def ensure_database(self) -> None:
-        """Create the database if it is missing (a no-op on 1.x when it exists)."""
-        self.query(f"CREATE DATABASE {quote_ident(self.target.database)}", write=True)
+        """Create the database if it is missing (a no-op on 1.x when it exists), and the
+        retention policy the rollups go to (bridge/rollups.py): kept for ever."""
+        db = quote_ident(self.target.database)
+        self.query(f"CREATE DATABASE {db}", write=True)
+        rollups = f"CREATE RETENTION POLICY {quote_ident(ROLLUP_RP)} ON {db} DURATION INF REPLICATION 1"
+        with contextlib.suppress(InfluxRejected):  # it exists with other settings: the admin's
+            self.query(rollups, write=True)
 
-    def write(self, lines: Sequence[bytes | str]) -> None:
-        """Store the lines (microsecond timestamps). Raises InfluxUnavailable or InfluxRejected.
+    def keep_raw_for(self, duration_s: int | None) -> str:
+        """Set how long the database's default retention policy keeps points (None: for
+        ever); returns its name. Points older than that are dropped by InfluxDB, and refused
+        when written."""
+        db = quote_ident(self.target.database)
+        policies = self.query(f"SHOW RETENTION POLICIES ON {db}")
+        rows = [dict(zip(serie["columns"], row, strict=True)) for serie in policies for row in serie["values"]]
+        name = next((str(row["name"]) for row in rows if row.get("default")), "autogen")
+        duration = "INF" if duration_s is None else f"{duration_s}s"
+        # Shards are dropped whole once all they hold is past the retention: InfluxDB's advice
+        # for their length (1 h below 2 days, 1 d below 6 months, else 7 d).
+        span = duration_s or 10**9
+        shard = "1h" if span < 2 * 86_400 else "1d" if span < 180 * 86_400 else "7d"
+        self.query(
+            f"ALTER RETENTION POLICY {quote_ident(name)} ON {db} DURATION {duration} SHARD DURATION {shard}", write=True
+        )
+        return name
+
+    def write(self, lines: Sequence[bytes | str], rp: str | None = None) -> None:
+        """Store the lines (microsecond timestamps) in the default retention policy, or `rp`.
+        Raises InfluxUnavailable or InfluxRejected.
 
         On InfluxRejected some lines of the request may have been stored (a partial write).
         """
         body = b"\n".join(line if isinstance(line, bytes) else line.encode() for line in lines)
-        answer = self._request("POST", "/write", {"db": self.target.database, "precision": "u"}, body)
+        params = {"db": self.target.database, "precision": "u"} | ({"rp": rp} if rp else {})
+        answer = self._request("POST", "/write", params, body)
         if answer.status == 204:
             return
         message = answer.error()
@@ -137,6 +166,8 @@ class InfluxV1:
             raise InfluxRejected(message)
         if answer.status == 404 and "database not found" in message:
             raise InfluxUnavailable(f"database {self.target.database!r} not found")
+        if answer.status == 404 and "retention policy not found" in message:
+            raise InfluxUnavailable(f"database {self.target.database!r}: retention policy {rp!r} not found")
         raise InfluxUnavailable(f"/write answered {answer.status}: {message}")
 
     def query(self, influxql: str, *, write: bool = False, epoch: str = "ms") -> list[dict[str, Any]]:

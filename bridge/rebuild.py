@@ -24,7 +24,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from bridge.influx import InfluxError, InfluxTarget, InfluxV1, quote_ident
+from bridge.influx import ROLLUP_RP, InfluxError, InfluxTarget, InfluxV1, quote_ident
 from bridge.rollups import HOUR_US, Aggregate, Rollups, Series
 from bridge.settings import load_settings
 from common.reading import now_us
@@ -142,7 +142,7 @@ class Rebuild:
                     combined[metric] = found
             lines.append(self._lines.line("1h", series, hour, combined))
         for first in range(0, len(lines), WRITE_LINES):
-            self._influx.write(lines[first : first + WRITE_LINES])
+            self._influx.write(lines[first : first + WRITE_LINES], rp=ROLLUP_RP)
 
     def _oldest(self) -> int | None:
         first = f"SELECT * FROM {quote_ident(self._measurement)} ORDER BY time ASC LIMIT 1"

@@ -5,9 +5,11 @@ again, and our publishers deliver late readings after every outage by design). E
 readings the store writes carries the rollup points of every bucket it touches, computed
 from all the raw points of that bucket: those already stored (read back) and the batch's own,
 a point at the same series and time counted once (a redelivery overwrites itself, as in
-InfluxDB). The raw points and their rollups go in one write request, and the readings are
-acknowledged only after it: a bridge killed before has its readings redelivered, and the
-buckets are computed again. A rollup always equals the aggregate of its bucket's raw points.
+InfluxDB). The raw points are written, then their rollups (to the retention policy
+`rollups`, kept for ever while the raw points may expire: SENSORPIPE_RAW_RETENTION), and
+the readings are acknowledged only after both: a bridge killed before has its readings
+redelivered, and the buckets are computed again. A rollup always equals the aggregate of its
+bucket's raw points.
 
 The 1-hour rollups are computed from the hour's 1-minute rollups (count and sum add up, min
 and max of the minutes'): exact, and no read of an hour of raw points.
@@ -18,7 +20,8 @@ common case, are rolled up without a query; a bucket it does not remember (late 
 after a restart) is read once. With a share group every bucket is read each time, since
 other bridges write the same series.
 
-Names (docs/contract.md "Rollups"): measurements `<measurement>_1m` and `<measurement>_1h`,
+Names (docs/contract.md "Rollups"): measurements `<measurement>_1m` and `<measurement>_1h`
+in the retention policy `rollups`,
 the readings' tags, fields `<metric>_count` (integer), `<metric>_sum`, `<metric>_mean`,
 `<metric>_min`, `<metric>_max` (floats), the bucket's start as the time.
 """
@@ -32,7 +35,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from bridge.influx import InfluxV1, quote_ident, quote_string
+from bridge.influx import ROLLUP_RP, InfluxV1, quote_ident, quote_string
 from bridge.lineprotocol import escape_key, escape_measurement
 from common.reading import Reading
 
@@ -177,20 +180,21 @@ class Rollups:
 
     def _stored_points(self, keys: list[tuple[Series, int]]) -> dict[tuple[Series, int], Points]:
         """The raw points stored in these (series, minute) buckets."""
-        found = self._read_back(self.measurement, MINUTE_US, keys)
+        found = self._read_back(quote_ident(self.measurement), MINUTE_US, keys)
         return {key: {t: v for t, row in rows.items() if (v := _metrics(row))} for key, rows in found.items()}
 
     def _stored_minutes(self, keys: list[tuple[Series, int]]) -> dict[tuple[Series, int], Minutes]:
         """The 1-minute rollups stored in these (series, hour) buckets."""
-        found = self._read_back(f"{self.measurement}_1m", HOUR_US, keys)
+        found = self._read_back(rollup_measurement(self.measurement, "1m"), HOUR_US, keys)
         return {key: {t: _parse_rollup(row) for t, row in rows.items()} for key, rows in found.items()}
 
     def _read_back(
         self, measurement: str, span_us: int, keys: list[tuple[Series, int]]
     ) -> dict[tuple[Series, int], dict[int, dict[str, Any]]]:
-        """Every row of `measurement` in each (series, bucket start) of `keys`, by time (µs)."""
+        """Every row of `measurement` (InfluxQL, quoted) in each (series, bucket start) of
+        `keys`, by time (µs)."""
         statements = [
-            f"SELECT * FROM {quote_ident(measurement)} WHERE {series_where(series)} "
+            f"SELECT * FROM {measurement} WHERE {series_where(series)} "
             f"AND time >= {start * 1000} AND time < {(start + span_us) * 1000}"
             for series, start in keys
         ]
@@ -288,6 +292,11 @@ def _parse_rollup(row: dict[str, object]) -> dict[str, Aggregate]:
         if isinstance(count, int) and count > 0 and all(isinstance(v, int | float) for v in (total, low, high)):
             found[metric] = Aggregate(count, float(total), float(low), float(high))  # type: ignore[arg-type]
     return found
+
+
+def rollup_measurement(measurement: str, source: str) -> str:
+    """The InfluxQL name of a rollup measurement: in its own retention policy."""
+    return f"{quote_ident(ROLLUP_RP)}.{quote_ident(f'{measurement}_{source}')}"
 
 
 def series_where(series: Series) -> str:

@@ -72,6 +72,23 @@ def _mqtt_version(raw: str) -> str:
     return raw
 
 
+RETENTION = re.compile(r"(?P<n>[1-9][0-9]{0,4})(?P<unit>[dw])|inf")
+
+
+def _retention(raw: str) -> int | None:
+    """`400d`, `52w` (at least a day), `inf` (for ever: 0 here), or empty (None: left as
+    the database's admin set it)."""
+    text = raw.strip().lower()
+    if not text:
+        return None
+    match = RETENTION.fullmatch(text)
+    if match is None:
+        raise ValueError("a number of days or weeks (400d, 52w), or inf")
+    if text == "inf":
+        return 0
+    return int(match["n"]) * (7 if match["unit"] == "w" else 1) * 86_400
+
+
 def _share_group(raw: str) -> str | None:
     if raw == "":
         return None
@@ -166,6 +183,14 @@ class BridgeSettings(BrokerSettings):
         "keep 1-minute and 1-hour rollups (count, sum, mean, min, max) in <measurement>_1m and "
         "<measurement>_1h, written with each batch (InfluxDB 1.x; 0: raw readings only)",
         parse_switch,
+    )
+    raw_retention: int | None = setting(
+        "",
+        "how long InfluxDB 1.x keeps the raw readings: 400d, 52w or inf, set on the database's "
+        "default retention policy at start (older readings are dropped, and refused when they "
+        "arrive); the rollups are kept for ever in the retention policy `rollups`. Empty: the "
+        "policy is left as it is (Debian's: for ever)",
+        _retention,
     )
     write_interval_ms: float = setting(
         "1000",

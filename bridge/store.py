@@ -21,7 +21,7 @@ from typing import Generic, TypeVar
 
 from prometheus_client import CollectorRegistry, Histogram
 
-from bridge.influx import InfluxRejected
+from bridge.influx import ROLLUP_RP, InfluxRejected
 from bridge.rollups import Rollups
 from bridge.writers import PointWriter
 from common.reading import Reading
@@ -181,33 +181,24 @@ class InfluxStore(Generic[T]):
         return done
 
     def _write_with_rollups(self, batch: list[Pending[T]], lines: list[bytes]) -> dict[int, str]:
-        """Write the batch and the rollups of its buckets in one request; the refused lines.
-
-        When InfluxDB refuses a line, the raw lines are bisected to find it and the rollups
-        computed again from the readings it took, then written on their own.
-        """
+        """Write the batch, then the rollups of its buckets (to their own retention policy);
+        the refused lines. A refused reading is left out of the rollups."""
         rollups = self._rollups if self._rollups is not None and self._writer.reads_back() else None
-        if rollups is None:
-            return self._write_isolating(lines, list(range(len(lines))))
-        prepared = rollups.prepare([p.reading for p in batch])
-        try:
-            self._writer.write(lines + prepared.lines)
-        except InfluxRejected:
-            refused = self._write_isolating(lines, list(range(len(lines))))
-            prepared = rollups.prepare([p.reading for i, p in enumerate(batch) if i not in refused])
-            try:
-                self._writer.write(prepared.lines)
-            except InfluxRejected as exc:  # a rollup measurement someone wrote other types to
-                self.state.rollups_refused += 1
-                log.error("InfluxDB refused the rollups of a batch (%s); its readings are stored", exc)
-                return refused
-            prepared.commit()
+        prepared = rollups.prepare([p.reading for p in batch]) if rollups is not None else None
+        refused = self._write_isolating(lines, list(range(len(lines))))
+        if rollups is None or prepared is None:
             return refused
-        if self.state.influx_error is not None:
-            log.info("InfluxDB writes work again")
-            self.state.influx_error = None
+        if refused:
+            prepared = rollups.prepare([p.reading for i, p in enumerate(batch) if i not in refused])
+        try:
+            if prepared.lines:
+                self._writer.write(prepared.lines, rp=ROLLUP_RP)
+        except InfluxRejected as exc:  # a rollup measurement someone wrote other types to
+            self.state.rollups_refused += 1
+            log.error("InfluxDB refused the rollups of a batch (%s); its readings are stored", exc)
+            return refused
         prepared.commit()
-        return {}
+        return refused
 
     def _write_isolating(self, lines: list[bytes], indexes: list[int]) -> dict[int, str]:
         """Write; on a 400, split the batch to find the lines InfluxDB refuses for good."""

@@ -23,7 +23,9 @@ class PointWriter(Protocol):
     """Stores lines of line protocol, UTF-8 (µs timestamps); raises InfluxUnavailable or
     InfluxRejected."""
 
-    def write(self, lines: Sequence[bytes]) -> None: ...
+    def write(self, lines: Sequence[bytes], rp: str | None = None) -> None:
+        """`rp`: a retention policy other than the default (1.x: the rollups')."""
+        ...
 
     def ensure_database(self) -> None: ...
 
@@ -43,7 +45,8 @@ class InfluxV2Writer:
         self._client = InfluxDBClient(url=url, token=token, org=org, timeout=10_000, retries=False)
         self._write_api = self._client.write_api(write_options=SYNCHRONOUS)
 
-    def write(self, lines: Sequence[bytes]) -> None:
+    def write(self, lines: Sequence[bytes], rp: str | None = None) -> None:
+        # `rp` is 1.x's: a 2.x bucket has one retention (and the rollups are not kept there).
         try:
             # "us": WritePrecision.US, which the library's own annotations do not accept.
             self._write_api.write(self._bucket, self._org, b"\n".join(lines), write_precision="us")  # type: ignore[arg-type]
@@ -95,8 +98,8 @@ class AutoWriter:
                 )
         return self._chosen
 
-    def write(self, lines: Sequence[bytes]) -> None:
-        self._choose().write(lines)
+    def write(self, lines: Sequence[bytes], rp: str | None = None) -> None:
+        self._choose().write(lines, rp)
 
     def ensure_database(self) -> None:
         self._choose().ensure_database()

@@ -22,12 +22,13 @@ from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
 
 from bridge.history import HistoryReader
-from bridge.influx import InfluxV1, quote_ident
+from bridge.influx import InfluxTarget, InfluxV1, quote_ident
 from bridge.lineprotocol import to_line
 from bridge.rebuild import DAY_US
-from bridge.rollups import HOUR_US, MINUTE_US, Rollups
+from bridge.rollups import HOUR_US, MINUTE_US, Rollups, rollup_measurement
 from bridge.store import InfluxStore, StoreMetrics
 from common.reading import Reading, format_ts, now_us
+from devstack.servers import influxdb, wait_influx_ready
 from tests.conftest import ROOT, BridgeProcess, Mqtt
 from tests.test_dashboard_pages import chart_points
 from tests.waiting import wait_until
@@ -64,7 +65,7 @@ def assert_rollups_equal_raw(influx: InfluxV1, measurement: str, metrics: list[s
     of `around_us`)."""
     raw = quote_ident(measurement)
     for source, bucket in (("1m", "1m"), ("1h", "1h")):
-        rolled = quote_ident(f"{measurement}_{source}")
+        rolled = rollup_measurement(measurement, source)
         for metric in metrics:
             m = quote_ident(metric)
             expected = rows(
@@ -133,7 +134,7 @@ def test_a_remembered_bucket_and_a_bucket_read_back_give_the_same(influx: Influx
     write(store, "a", readings[40:60])
     write(store, "a", readings[60:])  # remembered
     assert_rollups_equal_raw(influx, "a", ["temperature"])
-    count = influx.query('SELECT "temperature_count" FROM a_1h')[0]["values"][0][1]
+    count = influx.query('SELECT "temperature_count" FROM rollups.a_1h')[0]["values"][0][1]
     assert count == len(readings)
 
 
@@ -148,7 +149,7 @@ def test_a_refused_reading_is_not_in_the_rollups(influx: InfluxV1) -> None:
         store.add(to_line(reading, "r").encode(), reading, n)
     done = store.flush(threading.Event())
     assert [p.token for p in done.stored] == [0] and [p.token for p, _ in done.refused] == [1]
-    (serie,) = influx.query("SELECT * FROM r_1m")
+    (serie,) = influx.query("SELECT * FROM rollups.r_1m")
     row = dict(zip(serie["columns"], serie["values"][0], strict=True))
     # The integer humidity stored before counts (it is a raw point); the refused 41 does not.
     assert (row["temperature_count"], row["humidity_count"], row["humidity_max"]) == (1, 1, 40)
@@ -185,9 +186,9 @@ def test_a_late_reading_recomputes_its_old_bucket(influx: InfluxV1, exclusive: b
     store = store_with_rollups(influx, "late", exclusive)
     write(store, "late", [Reading("cold", T0 + s * 1_000_000, {"temperature": 5.0}) for s in range(0, 7200, 60)])
     write(store, "late", [Reading("cold", T0 + 30 * 1_000_000, {"temperature": 11.0})])  # hours late
-    (serie,) = influx.query(f'SELECT "temperature_max", "temperature_count" FROM late_1m WHERE time = {T0}000')
+    (serie,) = influx.query(f'SELECT "temperature_max", "temperature_count" FROM rollups.late_1m WHERE time = {T0}000')
     assert serie["values"][0][1:] == [11.0, 2]
-    (serie,) = influx.query(f'SELECT "temperature_max", "temperature_count" FROM late_1h WHERE time = {T0}000')
+    (serie,) = influx.query(f'SELECT "temperature_max", "temperature_count" FROM rollups.late_1h WHERE time = {T0}000')
     assert serie["values"][0][1:] == [11.0, 61]
     assert_rollups_equal_raw(influx, "late", ["temperature"])
 
@@ -304,8 +305,8 @@ def test_the_rebuild_of_an_old_database_gives_what_live_ingest_gives(influx: Inf
     for source in ("1m", "1h"):
         for metric in ("temperature", "humidity"):
             fields = ", ".join(f'"{metric}_{part}"' for part in ("count", "min", "max", "sum"))
-            rebuilt = rows(influx, f"SELECT {fields} FROM old_{source} GROUP BY *")
-            live = rows(influx, f"SELECT {fields} FROM live_{source} GROUP BY *")
+            rebuilt = rows(influx, f"SELECT {fields} FROM rollups.old_{source} GROUP BY *")
+            live = rows(influx, f"SELECT {fields} FROM rollups.live_{source} GROUP BY *")
             assert rebuilt.keys() == live.keys() and rebuilt, (source, metric)
             for tags, buckets in live.items():
                 assert buckets.keys() == rebuilt[tags].keys()
@@ -317,3 +318,46 @@ def test_the_rebuild_of_an_old_database_gives_what_live_ingest_gives(influx: Inf
     bad = subprocess.run([*command, "--since", "1y"], env=env, cwd=ROOT, capture_output=True, text=True, check=False)
     assert bad.returncode == 2
     assert bad.stderr.strip() == "rollups rebuild: --since '1y': a number of days (30d) or a date (2026-01-01)"
+
+
+def test_raw_readings_past_their_retention_go_and_the_rollups_answer_for_them(tmp_path: Path) -> None:
+    """A private InfluxDB that checks retention every second; raw readings kept one hour (the
+    shortest InfluxDB allows), written 6 to 5 hours ago into hourly shards."""
+    with influxdb(tmp_path / "influxdb", retention_check_s=1).serving() as server:
+        wait_influx_ready(server.port)
+        influx = InfluxV1(InfluxTarget(f"http://127.0.0.1:{server.port}", "sensors"))
+        influx.ensure_database()
+        influx.query('ALTER RETENTION POLICY "autogen" ON "sensors" SHARD DURATION 1h', write=True)
+        start = now_us() // HOUR_US * HOUR_US - 6 * HOUR_US
+        store = store_with_rollups(influx, "environment")
+        write(store, "environment", [Reading("cold", start + s * 30_000_000, {"temperature": 4.0}) for s in range(120)])
+        assert influx.keep_raw_for(3600) == "autogen"
+        policies = {row[0]: row[1] for row in influx.query('SHOW RETENTION POLICIES ON "sensors"')[0]["values"]}
+        assert (policies["autogen"], policies["rollups"]) == ("1h0m0s", "0s")  # 0s: for ever
+
+        def raw() -> int:
+            counted = influx.query('SELECT count("temperature") FROM environment')
+            return int(counted[0]["values"][0][1]) if counted else 0
+
+        wait_until(lambda: raw() == 0, 30, "the raw readings dropped")
+        (serie,) = influx.query('SELECT "temperature_count" FROM rollups.environment_1h')
+        assert [row[1] for row in serie["values"]] == [120]  # the rollups stay
+        got = HistoryReader(influx, "environment", rollups=True).series(
+            "cold", "temperature", start, start + HOUR_US, 1000
+        )
+        assert got.source == "1m" and len([p for p in got.points if p[1] is not None]) == 60
+        # A reading older than the retention is refused by InfluxDB, with its reason.
+        late = Reading("cold", now_us() - 3 * HOUR_US, {"temperature": 5.0})
+        store.add(to_line(late, "environment").encode(), late, 0)
+        (refused,) = store.flush(threading.Event()).refused
+        assert "retention" in refused[1]
+
+
+def test_the_bridge_sets_the_raw_retention_it_is_given(
+    start_bridge: Callable[..., BridgeProcess], influx: InfluxV1
+) -> None:
+    bridge = start_bridge(SENSORPIPE_RAW_RETENTION="400d")
+    shown = influx.query(f'SHOW RETENTION POLICIES ON "{influx.target.database}"')[0]["values"]
+    policies = {row[0]: row[1:3] for row in shown}  # name: duration, shard duration
+    assert policies["autogen"] == ["9600h0m0s", "168h0m0s"] and policies["rollups"][0] == "0s"
+    assert "raw readings are kept 400 days (retention policy 'autogen'); the rollups for ever" in bridge.log()
