@@ -3,6 +3,7 @@
     .venv/bin/python bench/alerts.py [--rules 1000] [--devices 500] [--rate 500] [--seconds 30]
     .venv/bin/python bench/alerts.py --replicas            # part 3 only
     .venv/bin/python bench/alerts.py --refusing --seconds 40   # part 4 only
+    .venv/bin/python bench/alerts.py --replicas --without-rules [--bridge-root <checkout>]
 
 1. In-process: the bridge's alert sink (bridge/alerts/service.py, with its SQLite journal in
    a temporary folder) judges 100,000 readings of `--devices` devices against `--rules` rules
@@ -54,6 +55,7 @@ from devstack.procstat import proc_cpu_s  # noqa: E402
 from devstack.servers import private_stack  # noqa: E402
 
 PREFIX = "bench"
+BRIDGE_ROOT = [ROOT]  # --bridge-root: another checkout's bridge, to compare
 
 
 def rules_toml(rules: int, devices: int) -> str:
@@ -163,7 +165,7 @@ def end_to_end(
             for n in range(replicas):
                 own = settings | {"SENSORPIPE_MQTT_CLIENT_ID": f"bench-bridge-{n}"}
                 log = run_folder / f"bridge-{n}.log"
-                bridges.append(start_bridge(stack.broker.port, stack.influx_url, PREFIX, log, own))
+                bridges.append(start_bridge(stack.broker.port, stack.influx_url, PREFIX, log, own, root=BRIDGE_ROOT[0]))
             for bridge, web_port in bridges:
                 wait_healthy(f"http://127.0.0.1:{web_port}", bridge)
             client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="bench-alerts")
@@ -236,14 +238,18 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=30)
     parser.add_argument("--replicas", action="store_true", help="only part 3: two bridges sharing the alerts")
     parser.add_argument("--refusing", action="store_true", help="only part 4: the webhook refusing for 20 s")
+    parser.add_argument("--without-rules", action="store_true", help="part 3 with no rules and no crossings")
+    parser.add_argument("--bridge-root", type=Path, default=ROOT, help="another checkout's bridge, to compare")
     args = parser.parse_args()
+    BRIDGE_ROOT[0] = args.bridge_root
     with tempfile.TemporaryDirectory() as name:
         folder = Path(name)
         rules_file = folder / "rules.toml"
         rules_file.write_text(rules_toml(args.rules, args.devices))
         common = (args.rate, args.seconds, args.devices, folder)
         if args.replicas:
-            two = end_to_end(rules_file, True, *common, replicas=2)
+            rules = None if args.without_rules else rules_file
+            two = end_to_end(rules, not args.without_rules, *common, replicas=2)
             print(f"two bridges sharing the alerts through Redis: {two.cpu_us:.0f} µs of CPU per reading (both)")
             if two.latencies_ms:
                 print(latency_line("two bridges", two.latencies_ms))
@@ -258,6 +264,8 @@ def main() -> None:
         else:
             single_parts(args, rules_file, common)
     flags = " --replicas" if args.replicas else " --refusing" if args.refusing else ""
+    flags += " --without-rules" if args.without_rules else ""
+    flags += f" --bridge-root {args.bridge_root}" if args.bridge_root != ROOT else ""
     print(
         f"reproduce: .venv/bin/python bench/alerts.py --rules {args.rules} --devices {args.devices} "
         f"--rate {args.rate:g} --seconds {args.seconds:g}{flags}"

@@ -66,7 +66,7 @@ class Aggregate:
         values = list(values)
         if not values:
             return None
-        return cls(len(values), math.fsum(values), min(values), max(values))
+        return cls(len(values), _sum(values), min(values), max(values))
 
     @classmethod
     def combine(cls, parts: Iterable[Aggregate]) -> Aggregate | None:
@@ -75,7 +75,7 @@ class Aggregate:
             return None
         return cls(
             sum(p.count for p in parts),
-            math.fsum(p.total for p in parts),
+            _sum([p.total for p in parts]),
             min(p.low for p in parts),
             max(p.high for p in parts),
         )
@@ -219,7 +219,9 @@ class Rollups:
         fields = []
         for metric, a in sorted(aggregates.items()):
             name = escape_key(metric)
-            fields += [f"{name}_count={a.count}i", f"{name}_sum={a.total!r}", f"{name}_mean={a.mean!r}"]
+            fields.append(f"{name}_count={a.count}i")
+            if math.isfinite(a.total):  # else no float holds it (rollups._sum)
+                fields += [f"{name}_sum={a.total!r}", f"{name}_mean={a.mean!r}"]
             fields += [f"{name}_min={a.low!r}", f"{name}_max={a.high!r}"]
         measurement = escape_measurement(f"{self.measurement}_{source}")
         return f"{measurement}{tags} {','.join(fields)} {start_us}".encode()
@@ -255,6 +257,9 @@ def _added(bucket: Bucket, new: Points) -> dict[str, Aggregate]:
                 aggregates[metric] = Aggregate(1, value, value, value)
             else:
                 a.count, a.total, a.low, a.high = a.count + 1, a.total + value, min(a.low, value), max(a.high, value)
+    for a in aggregates.values():
+        if not math.isfinite(a.total):  # past what a float holds, or NaN already
+            a.total = math.nan
     if again:  # from all the points, as they will be
         merged = {ts: {**bucket.points.get(ts, {}), **new.get(ts, {})} for ts in bucket.points.keys() | new.keys()}
         for metric, a in _aggregates(merged).items():
@@ -280,8 +285,19 @@ def _metrics(row: dict[str, Any]) -> dict[str, float]:
     }
 
 
+def _sum(values: Sequence[float]) -> float:
+    """Their exact sum, or NaN when no float holds it (values near ±1.8e308): such a bucket's
+    rollup has no `_sum` and `_mean`; its count, min and max stay exact."""
+    try:
+        total = math.fsum(values)
+    except OverflowError:
+        return math.nan
+    return total if math.isfinite(total) else math.nan
+
+
 def _parse_rollup(row: dict[str, object]) -> dict[str, Aggregate]:
-    """A stored rollup row back into its aggregates (a metric missing a field is left out)."""
+    """A stored rollup row back into its aggregates (a metric missing a min or max is left
+    out; one without a sum, as `_sum` says, counts with a NaN sum)."""
     found = {}
     for name in row:
         if not name.endswith("_count"):
@@ -289,8 +305,9 @@ def _parse_rollup(row: dict[str, object]) -> dict[str, Aggregate]:
         metric = name.removesuffix("_count")
         count, total = row.get(name), row.get(f"{metric}_sum")
         low, high = row.get(f"{metric}_min"), row.get(f"{metric}_max")
-        if isinstance(count, int) and count > 0 and all(isinstance(v, int | float) for v in (total, low, high)):
-            found[metric] = Aggregate(count, float(total), float(low), float(high))  # type: ignore[arg-type]
+        if isinstance(count, int) and count > 0 and all(isinstance(v, int | float) for v in (low, high)):
+            kept = float(total) if isinstance(total, int | float) else math.nan
+            found[metric] = Aggregate(count, kept, float(low), float(high))  # type: ignore[arg-type]
     return found
 
 

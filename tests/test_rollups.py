@@ -361,3 +361,23 @@ def test_the_bridge_sets_the_raw_retention_it_is_given(
     policies = {row[0]: row[1:3] for row in shown}  # name: duration, shard duration
     assert policies["autogen"] == ["9600h0m0s", "168h0m0s"] and policies["rollups"][0] == "0s"
     assert "raw readings are kept 400 days (retention policy 'autogen'); the rollups for ever" in bridge.log()
+
+
+def test_values_whose_sum_no_float_holds_keep_an_exact_count_min_and_max(influx: InfluxV1) -> None:
+    """Readings near ±1.8e308 are valid (finite); their sum is not: the bucket's rollup then
+    has no `_sum` and `_mean`, and is still written, counted and combined into its hour."""
+    store = store_with_rollups(influx, "huge")
+    big = [Reading("a", T0 + i * 1_000_000, {"p": v}) for i, v in enumerate([1.7e308, 1.7e308, -1.7e308])]
+    write(store, "huge", big)
+    write(store, "huge", [Reading("a", T0 + 61_000_000, {"p": 2.0})])  # the next minute, same hour
+    rows = {}
+    for source in ("1m", "1h"):
+        (serie,) = influx.query(f"SELECT * FROM {rollup_measurement('huge', source)}")
+        rows[source] = [dict(zip(serie["columns"], row, strict=True)) for row in serie["values"]]
+    assert [(r["p_count"], r["p_min"], r["p_max"], r.get("p_sum")) for r in rows["1m"]] == [
+        (3, -1.7e308, 1.7e308, None),
+        (1, 2, 2, 2),
+    ]
+    ((hour),) = rows["1h"]
+    assert (hour["p_count"], hour["p_min"], hour["p_max"], hour.get("p_mean")) == (4, -1.7e308, 1.7e308, None)
+    assert store.state.rollups_refused == 0
