@@ -56,6 +56,11 @@ def check_health(
         error = stages.store.state.influx_error
         if error:  # /ping can answer while writes fail (e.g. no such database)
             reasons.append(f"InfluxDB writes failing: {error}")
+    if stages.store.state.rollups_refused:
+        reasons.append(
+            f"rollups: InfluxDB refused those of {stages.store.state.rollups_refused} batches (the log says why; "
+            "their readings are stored, and `python -m bridge rollups rebuild --since <day>` redoes them)"
+        )
     return not reasons, {
         "mqtt": "connected" if mqtt.connected else "disconnected",
         "influxdb": influx_version,

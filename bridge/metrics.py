@@ -58,6 +58,11 @@ class BridgeCollector(Collector):
         yield CounterMetricFamily(
             "sensorpipe_influxdb_writes", "successful write requests to InfluxDB", value=store.state.writes
         )
+        yield CounterMetricFamily(
+            "sensorpipe_rollups_refused",
+            "batches whose rollups InfluxDB refused (their readings are stored; the log says why)",
+            value=store.state.rollups_refused,
+        )
         yield GaugeMetricFamily(
             "sensorpipe_ingest_unacknowledged",
             "messages received from the broker and not yet acknowledged",

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from prometheus_client import CollectorRegistry
@@ -381,3 +382,18 @@ def test_values_whose_sum_no_float_holds_keep_an_exact_count_min_and_max(influx:
     ((hour),) = rows["1h"]
     assert (hour["p_count"], hour["p_min"], hour["p_max"], hour.get("p_mean")) == (4, -1.7e308, 1.7e308, None)
     assert store.state.rollups_refused == 0
+
+
+def test_rollups_influxdb_refuses_show_in_healthz_and_metrics_and_the_readings_are_stored(
+    start_bridge: Callable[..., BridgeProcess], mqtt_client: Mqtt, prefix: str, influx: InfluxV1
+) -> None:
+    """Someone wrote a text field where the rollups keep a count: InfluxDB refuses them."""
+    minute = now_us() // MINUTE_US * MINUTE_US
+    influx.write([f'environment_1m,device=cold temperature_count="x" {minute - MINUTE_US}'], rp="rollups")
+    bridge = start_bridge()
+    mqtt_client.publish(f"{prefix}/cold/reading", {"temperature": 4.5})
+    wait_until(lambda: bridge.get("/api/pipeline")["stored"] == 1, what="the reading stored")
+    answer = requests.get(bridge.url + "/healthz", timeout=10)
+    assert answer.status_code == 503
+    assert any(r.startswith("rollups: InfluxDB refused those of 1 batches") for r in answer.json()["reasons"])
+    assert "sensorpipe_rollups_refused_total 1.0" in requests.get(bridge.url + "/metrics", timeout=10).text
