@@ -28,7 +28,6 @@ the readings' tags, fields `<metric>_count` (integer), `<metric>_sum`, `<metric>
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
@@ -73,6 +72,9 @@ class Aggregate:
         parts = list(parts)
         if not parts:
             return None
+        if len(parts) == 1:  # an hour of one minute so far: the common case of a batch
+            (only,) = parts
+            return cls(only.count, only.total, only.low, only.high)
         return cls(
             sum(p.count for p in parts),
             _sum([p.total for p in parts]),
@@ -120,8 +122,18 @@ class Prepared:
         _keep(self._owner._minutes, self._minutes)
 
 
+_series: dict[tuple[str, str | None, str | None], Series] = {}  # bounded like lineprotocol's
+
+
 def series_of(reading: Reading) -> Series:
-    return tuple(sorted(reading.tags.items()))
+    """A reading's tags, sorted: its series (looked up: the same few come with every batch)."""
+    key = (reading.device, reading.sensor, reading.location)
+    series = _series.get(key)
+    if series is None:
+        if len(_series) >= REMEMBER_MAX:
+            _series.clear()
+        series = _series[key] = tuple(sorted(reading.tags.items()))
+    return series
 
 
 class Rollups:
@@ -136,6 +148,7 @@ class Rollups:
         self._buckets: OrderedDict[tuple[Series, int], Bucket] = OrderedDict()
         self._minutes: OrderedDict[tuple[Series, int], Minutes] = OrderedDict()
         self.queries = 0  # read-back requests, for /metrics and the benchmark
+        self._starts: dict[tuple[str, Series], str] = {}
 
     def prepare(self, readings: Sequence[Reading]) -> Prepared:
         """The rollup lines for the buckets these readings fall in. Raises InfluxUnavailable
@@ -215,7 +228,12 @@ class Rollups:
     def line(self, source: str, series: Series, start_us: int, aggregates: dict[str, Aggregate]) -> bytes:
         if not aggregates:
             return b""
-        tags = "".join(f",{escape_key(k)}={escape_key(v)}" for k, v in series)
+        start = self._starts.get((source, series))
+        if start is None:  # "measurement,tags", escaped: the same few for every batch
+            if len(self._starts) >= REMEMBER_MAX:
+                self._starts.clear()
+            tags = "".join(f",{escape_key(k)}={escape_key(v)}" for k, v in series)
+            start = self._starts[(source, series)] = escape_measurement(f"{self.measurement}_{source}") + tags
         fields = []
         for metric, a in sorted(aggregates.items()):
             name = escape_key(metric)
@@ -223,8 +241,7 @@ class Rollups:
             if math.isfinite(a.total):  # else no float holds it (rollups._sum)
                 fields += [f"{name}_sum={a.total!r}", f"{name}_mean={a.mean!r}"]
             fields += [f"{name}_min={a.low!r}", f"{name}_max={a.high!r}"]
-        measurement = escape_measurement(f"{self.measurement}_{source}")
-        return f"{measurement}{tags} {','.join(fields)} {start_us}".encode()
+        return f"{start} {','.join(fields)} {start_us}".encode()
 
 
 def _keep(memory: OrderedDict[tuple[Series, int], V], news: dict[tuple[Series, int], V]) -> None:
@@ -239,7 +256,7 @@ def _keep(memory: OrderedDict[tuple[Series, int], V], news: dict[tuple[Series, i
 def _added(bucket: Bucket, new: Points) -> dict[str, Aggregate]:
     """The bucket's aggregates with these points in (a point at a time it holds replaces its
     values, as in InfluxDB). Incremental: a batch costs its own readings, not the bucket's."""
-    aggregates = {metric: dataclasses.replace(a) for metric, a in bucket.aggregates.items()}
+    aggregates = {metric: Aggregate(a.count, a.total, a.low, a.high) for metric, a in bucket.aggregates.items()}
     again: set[str] = set()  # metrics whose min or max a replaced value may have been
     for ts, values in new.items():
         old = bucket.points.get(ts, {})
