@@ -50,7 +50,7 @@ from bridge.alerts.notify import Notifier  # noqa: E402
 from bridge.alerts.service import AlertService  # noqa: E402
 from common.reading import Reading, encode_reading, now_us  # noqa: E402
 from common.topics import Topics  # noqa: E402
-from devstack.loadgen import percentile, publish_steadily, start_bridge, wait_healthy  # noqa: E402
+from devstack.loadgen import publish_steadily, spread_ms, start_bridge, wait_healthy  # noqa: E402
 from devstack.procstat import proc_cpu_s  # noqa: E402
 from devstack.servers import private_stack  # noqa: E402
 
@@ -225,8 +225,7 @@ def end_to_end(
 def latency_line(what: str, latencies: list[float]) -> str:
     return (
         f"crossing published -> webhook received, {what} ({len(latencies)} crossings, for = 0): "
-        f"p50 {statistics.median(latencies):.0f} ms, p99 {percentile(latencies, 99):.0f} ms, "
-        f"max {max(latencies):.0f} ms"
+        f"{spread_ms(latencies, 0)}"
     )
 
 

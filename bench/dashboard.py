@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from bridge.lineprotocol import to_line  # noqa: E402
 from common.reading import Reading, now_us  # noqa: E402
-from devstack.loadgen import percentile, publish_steadily, start_bridge, wait_healthy  # noqa: E402
+from devstack.loadgen import publish_steadily, spread_ms, start_bridge, wait_healthy  # noqa: E402
 from devstack.servers import private_stack  # noqa: E402
 
 PREFIX = "bench"
@@ -98,8 +98,7 @@ def fan_out(url: str, broker_port: int, clients: int, rate: float, seconds: floa
     publisher.disconnect()
     publisher.loop_stop()
     print(
-        f"fan-out: {clients} Socket.IO clients, {total} readings at {rate:g}/s: latency p50 "
-        f"{percentile(latencies, 50):.1f} ms, p99 {percentile(latencies, 99):.1f} ms, max {max(latencies):.1f} ms; "
+        f"fan-out: {clients} Socket.IO clients, {total} readings at {rate:g}/s: latency {spread_ms(latencies)}; "
         f"missed {missed} of {clients * total}"
     )
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import http.client
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -36,7 +35,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from common.reading import now_us  # noqa: E402
-from devstack.loadgen import percentile, publish_steadily, start_bridge  # noqa: E402
+from devstack.loadgen import publish_steadily, spread_ms, start_bridge  # noqa: E402
 from devstack.procstat import proc_cpu_s, proc_memory_mib  # noqa: E402
 from devstack.servers import private_stack  # noqa: E402
 
@@ -195,10 +194,7 @@ def main() -> None:
     for name, values in (("publish -> stored in InfluxDB", stored_ms), ("publish -> Socket.IO client", browser_ms)):
         if not values:
             continue
-        print(
-            f"{name}: {len(values)}/{total} seen, p50 {statistics.median(values):.1f} ms, "
-            f"p99 {percentile(values, 99):.1f} ms, max {max(values):.1f} ms"
-        )
+        print(f"{name}: {len(values)}/{total} seen, {spread_ms(values)}")
     print(f"bridge CPU: {cpu:.2f} s over the run, {cpu / total * 1e6:.0f} µs per reading")
     print(
         f"InfluxDB CPU: {influx_cpu / total * 1e6:.0f} µs per reading; bridge + InfluxDB "

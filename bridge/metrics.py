@@ -116,23 +116,20 @@ class AlertCollector(Collector):
         for state in STATES:
             by_state.add_metric([state], counts.get(state, 0))
         yield by_state
-        yield CounterMetricFamily(
-            "sensorpipe_alert_readings_judged", "readings the alert rules were applied to", value=self._alerts.evaluated
-        )
         notifier = self._alerts.notifier.state
-        yield CounterMetricFamily(
-            "sensorpipe_alert_notifications_sent", "notifications a target took", value=notifier.sent
+        counters = (
+            ("sensorpipe_alert_readings_judged", "readings the alert rules were applied to", self._alerts.evaluated),
+            ("sensorpipe_alert_notifications_sent", "notifications a target took", notifier.sent),
+            (
+                "sensorpipe_alert_notifications_failed",
+                "delivery attempts that failed (each is retried)",
+                notifier.failures,
+            ),
+            ("sensorpipe_alert_journal_failures", "alert changes that could not be written", self._alerts.failures),
         )
-        yield CounterMetricFamily(
-            "sensorpipe_alert_notifications_failed",
-            "delivery attempts that failed (each is retried)",
-            value=notifier.failures,
-        )
+        for name, text, value in counters:
+            yield CounterMetricFamily(name, text, value=value)
+        waiting = len(self._alerts.undelivered())
         yield GaugeMetricFamily(
-            "sensorpipe_alert_notifications_waiting",
-            "notifications not yet delivered",
-            value=len(self._alerts.undelivered()),
-        )
-        yield CounterMetricFamily(
-            "sensorpipe_alert_journal_failures", "alert changes that could not be written", value=self._alerts.failures
+            "sensorpipe_alert_notifications_waiting", "notifications not yet delivered", value=waiting
         )

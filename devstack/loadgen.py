@@ -4,6 +4,7 @@ and what came back (stored counts, percentiles)."""
 from __future__ import annotations
 
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -42,6 +43,14 @@ def publish_steadily(
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q / 100 * (len(ordered) - 1)))]
+
+
+def spread_ms(values: list[float], digits: int = 1) -> str:
+    """`p50 .. ms, p99 .. ms, max .. ms`: how the benchmarks quote a latency."""
+    return ", ".join(
+        f"{name} {value:.{digits}f} ms"
+        for name, value in (("p50", statistics.median(values)), ("p99", percentile(values, 99)), ("max", max(values)))
+    )
 
 
 def join_session(port: int, client_id: str, topic: str) -> None:

@@ -199,6 +199,23 @@ def start_bridge(
         bridge.stop()
 
 
+def replicas(
+    start_bridge: Callable[..., BridgeProcess], redis_server: Server, prefix: str, **settings: str
+) -> Callable[[str], BridgeProcess]:
+    """Start replica `name` of a share group with Redis (plus `settings`, SENSORPIPE_*)."""
+
+    def start(name: str, wait: bool = True) -> BridgeProcess:
+        return start_bridge(
+            wait=wait,
+            SENSORPIPE_MQTT_CLIENT_ID=f"bridge-{prefix}-{name}",
+            SENSORPIPE_SHARE_GROUP=f"bridges-{prefix}",
+            SENSORPIPE_REDIS_URL=f"redis://127.0.0.1:{redis_server.port}/0",
+            **settings,
+        )
+
+    return start
+
+
 @pytest.fixture
 def run_publisher(broker: Server, influx: InfluxV1, prefix: str, tmp_path: Path) -> Iterator[Callable[..., Program]]:
     """Start `python -m publisher` (simulated sensor) for one device."""

@@ -32,7 +32,7 @@ from bridge.alerts.rules import Rule, RuleError, load_rules_file, parse_duration
 from bridge.alerts.shared import Deposed, Lease, RedisJournal
 from common.reading import Reading, format_ts, now_us
 from devstack.servers import free_port
-from tests.conftest import ROOT, BridgeProcess, Mqtt, Program, points
+from tests.conftest import ROOT, BridgeProcess, Mqtt, Program, points, replicas
 from tests.waiting import wait_until
 
 S = 1_000_000
@@ -376,6 +376,21 @@ def firing(bridge: BridgeProcess, client: Mqtt, prefix: str) -> BridgeProcess:
     return bridge
 
 
+def cross_the_warm_rule(client: Mqtt, prefix: str, webhook: Webhook) -> int:
+    """Readings of `cold` two minutes ago wobbling around 8 (never down to 7.5), once the
+    firing notification came; returns the first reading's time (µs)."""
+    start = now_us() - 120 * S
+    publish(client, prefix, "cold", [7.0, 8.5, 7.9, 8.3, 7.8, 8.1], start)
+    wait_until(lambda: webhook.received, what="the firing notification")
+    return start
+
+
+def assert_warm_fires_from(bridge: BridgeProcess, start: int) -> None:
+    """The one alert: warm on cold, firing since the first reading above 8 (the second)."""
+    firing = bridge.get("/api/alerts")["alerts"]
+    assert [(a["id"], a["state"], a["since"]) for a in firing] == [("warm:cold", "firing", (start + S) / 1000)]
+
+
 def test_a_crossing_fires_once_resolves_once_and_is_told_everywhere(
     alerting: Callable[..., BridgeProcess],
     mqtt_client: Mqtt,
@@ -384,11 +399,8 @@ def test_a_crossing_fires_once_resolves_once_and_is_told_everywhere(
 ) -> None:
     bridge = alerting()
     mqtt_client.subscribe(f"{prefix}/_alerts/#")
-    start = now_us() - 120 * S
-    publish(mqtt_client, prefix, "cold", [7.0, 8.5, 7.9, 8.3, 7.8, 8.1], start)
-    wait_until(lambda: webhook.received, what="the firing notification")
-    firing = bridge.get("/api/alerts")["alerts"]
-    assert [(a["id"], a["state"], a["since"]) for a in firing] == [("warm:cold", "firing", (start + S) / 1000)]
+    start = cross_the_warm_rule(mqtt_client, prefix, webhook)
+    assert_warm_fires_from(bridge, start)
     publish(mqtt_client, prefix, "cold", [7.4], start + 10 * S)
     wait_until(lambda: len(webhook.received) >= 2, what="the resolved notification")
     assert webhook.titles() == ["FIRING: warm on cold", "RESOLVED: warm on cold"]
@@ -821,25 +833,14 @@ def test_two_replicas_show_the_same_alerts_and_notify_each_change_once(
 ) -> None:
     """Two bridges in one share group with Redis: each receives half of a device's readings,
     one leads the alerts. Then the leader is killed with -9 and the other takes over."""
-    redis_url = f"redis://127.0.0.1:{redis_server.port}/0"
-
-    def replica(name: str) -> BridgeProcess:
-        return start_bridge(
-            SENSORPIPE_MQTT_CLIENT_ID=f"bridge-{prefix}-{name}",
-            SENSORPIPE_SHARE_GROUP=f"bridges-{prefix}",
-            SENSORPIPE_REDIS_URL=redis_url,
-            SENSORPIPE_ALERT_RULES=str(rules_file),
-            SENSORPIPE_ALERT_NOTIFY=webhook.url,
-        )
-
+    replica = replicas(
+        start_bridge, redis_server, prefix, SENSORPIPE_ALERT_RULES=str(rules_file), SENSORPIPE_ALERT_NOTIFY=webhook.url
+    )
     a, b = replica("a"), replica("b")
-    both = (a, b)
-    start = now_us() - 120 * S
-    publish(mqtt_client, prefix, "cold", [7.0, 8.5, 7.9, 8.3, 7.8, 8.1], start)
-    wait_until(lambda: webhook.received, what="the firing notification")
-    for bridge in both:  # every replica shows it, whoever judged it
-        (alert,) = wait_until(functools.partial(active, bridge), what="the alert on each replica")
-        assert (alert["id"], alert["state"], alert["since"]) == ("warm:cold", "firing", (start + S) / 1000)
+    start = cross_the_warm_rule(mqtt_client, prefix, webhook)
+    for bridge in (a, b):  # every replica shows it, whoever judged it
+        wait_until(functools.partial(active, bridge), what="the alert on each replica")
+        assert_warm_fires_from(bridge, start)
     leader, other = (a, b) if "leads them now" in a.log() else (b, a)
     assert "leads them now" not in other.log()
 

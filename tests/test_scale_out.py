@@ -19,23 +19,9 @@ import yaml
 from bridge.influx import InfluxV1
 from devstack.servers import Server, free_port, redis, shipped_mosquitto
 from tests.composekit import bridge_env, compose, dockerfile_cmd, in_this_venv, init_project, run_command, service_env
-from tests.conftest import ROOT, BridgeProcess, Mqtt, running_nginx
+from tests.conftest import ROOT, BridgeProcess, Mqtt, replicas, running_nginx
 from tests.faults import DEVICES, PER_DEVICE, SteadyPublisher, assert_exactly_all_stored, stored_count
 from tests.waiting import wait_until
-
-
-def replicas(
-    start_bridge: Callable[..., BridgeProcess], redis_server: Server, prefix: str
-) -> Callable[[str], BridgeProcess]:
-    def start(name: str, wait: bool = True) -> BridgeProcess:
-        return start_bridge(
-            wait=wait,
-            SENSORPIPE_MQTT_CLIENT_ID=f"bridge-{prefix}-{name}",
-            SENSORPIPE_SHARE_GROUP=f"bridges-{prefix}",
-            SENSORPIPE_REDIS_URL=f"redis://127.0.0.1:{redis_server.port}/0",
-        )
-
-    return start
 
 
 def two_replicas_mid_run(
