@@ -11,7 +11,10 @@ an older bridge left them). Then:
 2. `python -m bridge rollups rebuild`, timed, and the disk again with the rollups;
 3. a real bridge, with rollups (SENSORPIPE_ROLLUPS=1) and without (0): seconds from its start
    to /healthz 200 (it reads the newest reading of every device first), and
-   `/api/history?since=365d` and `since=30d` at 1,000 points: median of 5 of each.
+   `/api/history?since=365d` and `since=30d` at 1,000 points: median of 5 of each;
+4. with rollups, headless Chromium (Playwright) on the year device's page: the year range
+   opened, moved half a year earlier and back (the ◀ ▶ buttons), zoomed into a tenth by a
+   drag and out by a double-click; each from the action to both charts drawn, median of 5.
 
 Prints the figures and the command to reproduce.
 """
@@ -26,14 +29,18 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from playwright.sync_api import sync_playwright  # noqa: E402
+
 from bridge.influx import InfluxTarget, InfluxV1  # noqa: E402
 from bridge.rebuild import Rebuild  # noqa: E402
 from common.reading import now_us  # noqa: E402
+from devstack.browser import chromium_executable  # noqa: E402
 from devstack.loadgen import start_bridge  # noqa: E402
 from devstack.servers import influxdb, mosquitto, wait_influx_ready  # noqa: E402
 
@@ -84,8 +91,48 @@ def get_s(url: str) -> float:
     return elapsed
 
 
-def bridge_figures(stack_broker: int, influx_url: str, folder: Path, rollups: str) -> tuple[float, float, float, str]:
-    """(start s, since=365d median s, since=30d median s, 365d source) of one bridge."""
+def browser_figures(url: str) -> dict[str, float]:
+    """Median seconds of each action on the year device's page, from the action to its
+    charts drawn (the page's `data-loaded`, then the next animation frame)."""
+    timings: dict[str, list[float]] = {}
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium_executable(), headless=True)
+        page = browser.new_context(viewport={"width": 1200, "height": 900}).new_page()
+
+        def timed(name: str, action: Callable[[], object]) -> None:
+            before = page.evaluate("Number(document.getElementById('device')?.dataset.loaded || 0)")
+            started = time.perf_counter()
+            action()
+            page.wait_for_function(
+                "(t) => Number(document.getElementById('device').dataset.loaded || 0) > t", arg=before, timeout=120_000
+            )
+            page.evaluate("new Promise((done) => requestAnimationFrame(() => done(0)))")
+            timings.setdefault(name, []).append(time.perf_counter() - started)
+
+        def drag() -> None:
+            box = page.locator('#charts .chart[data-metric="temperature"] .u-over').bounding_box()
+            assert box is not None
+            y = box["y"] + box["height"] / 2
+            page.mouse.move(box["x"] + box["width"] * 0.45, y)
+            page.mouse.down()
+            page.mouse.move(box["x"] + box["width"] * 0.55, y, steps=5)
+            page.mouse.up()
+
+        for _ in range(5):
+            timed("open the year", lambda: page.goto(url + "/device/year?range=365d", wait_until="commit"))
+            timed("half a year earlier", lambda: page.click("#earlier"))
+            timed("half a year later", lambda: page.click("#later"))
+            timed("zoom into a tenth", drag)
+            timed("zoom out", lambda: page.dblclick('#charts .chart[data-metric="temperature"] .u-over'))
+        browser.close()
+    return {name: statistics.median(runs) for name, runs in timings.items()}
+
+
+def bridge_figures(
+    stack_broker: int, influx_url: str, folder: Path, rollups: str
+) -> tuple[float, float, float, str, dict[str, float]]:
+    """(start s, since=365d median s, since=30d median s, 365d source, browser medians) of
+    one bridge (the browser's with rollups only: without, each action takes seconds)."""
     started = time.monotonic()
     bridge, port = start_bridge(
         stack_broker, influx_url, PREFIX, folder / f"bridge-{rollups}.log", {"SENSORPIPE_ROLLUPS": rollups}
@@ -110,10 +157,11 @@ def bridge_figures(stack_broker: int, influx_url: str, folder: Path, rollups: st
         month = [get_s(base + "&since=30d") for _ in range(5)]
         with urllib.request.urlopen(base + "&since=365d", timeout=120) as answer:
             source = json.load(answer).get("source", "raw")
+        browser = browser_figures(f"http://127.0.0.1:{port}") if rollups == "1" else {}
     finally:
         bridge.terminate()
         bridge.wait(30)
-    return start_s, statistics.median(year), statistics.median(month), source
+    return start_s, statistics.median(year), statistics.median(month), source, browser
 
 
 def main() -> None:
@@ -147,12 +195,17 @@ def main() -> None:
         )
         print(f"rollups rebuild of {args.days} days: {rebuild_s:.0f} s")
         for rollups in ("0", "1"):
-            start_s, year_s, month_s, source = bridge_figures(broker.port, influx_url, folder, rollups)
+            start_s, year_s, month_s, source, browser = bridge_figures(broker.port, influx_url, folder, rollups)
             print(
                 f"bridge with SENSORPIPE_ROLLUPS={rollups}: started (healthz 200) in {start_s:.1f} s; "
                 f"/api/history since=365d points=1000: median {year_s * 1000:.0f} ms (source {source}), "
                 f"since=30d: median {month_s * 1000:.0f} ms"
             )
+            if browser:
+                print(
+                    "device page in headless Chromium, action to both charts drawn, median of 5: "
+                    + ", ".join(f"{name} {seconds * 1000:.0f} ms" for name, seconds in browser.items())
+                )
     print(
         f"reproduce: .venv/bin/python bench/history.py --days {args.days} "
         f"--month-devices {args.month_devices} --every-s {args.every_s}"

@@ -70,6 +70,12 @@ def prepare_influx(
                 policy = influx.keep_raw_for(raw_retention or None)
                 kept = f"{raw_retention // 86_400} days" if raw_retention else "for ever"
                 log.info("raw readings are kept %s (retention policy %r); the rollups for ever", kept, policy)
+        elif raw_retention is not None:
+            log.warning(
+                "SENSORPIPE_RAW_RETENTION is for InfluxDB 1.x: on %s set the bucket's own retention "
+                "(influx bucket update --retention); no rollups are kept there",
+                version,
+            )
         devices.saw_readings(history.latest_per_device())
     except InfluxError as exc:
         log.error("could not read the known devices from InfluxDB: %s", exc)

@@ -69,30 +69,30 @@ class HistoryReader:
         mean is weighted by each rollup's count, their min and max exact.
         Raises InfluxUnavailable or InfluxRejected.
         """
-        interval_us = (end_us - start_us) / max(1, points)
-        if self._rollups:
-            for source, bucket_us in (("1h", HOUR_US), ("1m", MINUTE_US)):
-                if interval_us >= bucket_us:
-                    found = self._rolled_up(source, bucket_us, device, metric, start_us, end_us, points)
-                    if found is not None:
-                        return found
         where = (
             f'FROM {self._measurement} WHERE "device" = {quote_string(device)} '
             f"AND time >= {start_us * 1000} AND time <= {end_us * 1000}"
         )
         field = quote_ident(metric)
-        counted = self._influx.query(f"SELECT count({field}) {where}")
-        count = counted[0]["values"][0][1] if counted else 0
-        if count == 0 and self._rollups:  # no raw points (past their retention?): the rollups may
-            found = self._rolled_up("1m", MINUTE_US, device, metric, start_us, end_us, points)
-            if found is not None:
-                return found
-        if count <= points:
-            # Microseconds, as the browser gets live readings (ms with a fraction): the same
-            # reading from history and live must carry the same time to be drawn once.
-            raw = self._influx.query(f"SELECT {field} {where}", epoch="u")
-            rows: list[list[float | None]] = [[row[0] / 1000, row[1]] for serie in raw for row in serie["values"]]
-            return Series(device, metric, start_us / 1000, end_us / 1000, 0, [r for r in rows if r[1] is not None])
+        # At most `points` readings: as stored, whatever the range. LIMIT, not a count: InfluxDB
+        # stops reading after it, where a count reads a device-year.
+        # Microseconds, as the browser gets live readings (ms with a fraction): the same
+        # reading from history and live must carry the same time to be drawn once.
+        raw = self._influx.query(f"SELECT {field} {where} LIMIT {points + 1}", epoch="u")
+        rows: list[list[float | None]] = [[row[0] / 1000, row[1]] for serie in raw for row in serie["values"]]
+        rows = [row for row in rows if row[1] is not None]
+        if len(rows) <= points and (rows or not self._rollups):
+            return Series(device, metric, start_us / 1000, end_us / 1000, 0, rows)
+        if self._rollups:
+            interval_us = (end_us - start_us) / max(1, points)
+            for source, bucket_us in (("1h", HOUR_US), ("1m", MINUTE_US)):
+                # No raw points (past their retention?): the minute rollups may hold them.
+                if interval_us >= bucket_us or (not rows and source == "1m"):
+                    found = self._rolled_up(source, bucket_us, device, metric, start_us, end_us, points)
+                    if found is not None:
+                        return found
+            if not rows:
+                return Series(device, metric, start_us / 1000, end_us / 1000, 0, rows)
         interval_ms = max(1, math.ceil((end_us - start_us) / 1000 / points))
         grouped = self._influx.query(
             f"SELECT mean({field}), min({field}), max({field}) {where} GROUP BY time({interval_ms}ms) fill(null)"

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from bridge.influx import ROLLUP_RP, InfluxError, InfluxTarget, InfluxV1, quote_ident
-from bridge.rollups import HOUR_US, Aggregate, Rollups, Series
+from bridge.rollups import HOUR_US, Aggregate, Rollups, Series, combine_minutes
 from bridge.settings import load_settings
 from common.reading import now_us
 from common.settings import SettingsError, state_folder
@@ -135,12 +135,7 @@ class Rebuild:
             hours.setdefault((series, minute - minute % HOUR_US), []).append(aggregates)
         lines = [self._lines.line("1m", series, minute, a) for (series, minute), a in minutes.items()]
         for (series, hour), parts in hours.items():
-            combined = {}
-            for metric in {m for part in parts for m in part}:
-                found = Aggregate.combine(part[metric] for part in parts if metric in part)
-                if found is not None:
-                    combined[metric] = found
-            lines.append(self._lines.line("1h", series, hour, combined))
+            lines.append(self._lines.line("1h", series, hour, combine_minutes(parts)))
         for first in range(0, len(lines), WRITE_LINES):
             self._influx.write(lines[first : first + WRITE_LINES], rp=ROLLUP_RP)
 

@@ -100,12 +100,24 @@ class Bucket:
 
 
 @dataclass
+class Hour:
+    """One series' hour: the aggregates of its minutes, and of the whole hour."""
+
+    minutes: Minutes
+    combined: dict[str, Aggregate]
+
+    @classmethod
+    def of(cls, minutes: Minutes) -> Hour:
+        return cls(minutes, combine_minutes(minutes.values()))
+
+
+@dataclass
 class Prepared:
     """The rollup lines of one batch, and what to remember once they are written."""
 
     lines: list[bytes]
     _buckets: dict[tuple[Series, int], tuple[Bucket, Points, dict[str, Aggregate]]] = field(default_factory=dict)
-    _minutes: dict[tuple[Series, int], Minutes] = field(default_factory=dict)
+    _hours: dict[tuple[Series, int], tuple[Hour, Minutes, dict[str, Aggregate]]] = field(default_factory=dict)
     _owner: Rollups | None = None
 
     def commit(self) -> None:
@@ -114,12 +126,19 @@ class Prepared:
             return
         buckets = {}
         for key, (bucket, new, aggregates) in self._buckets.items():
+            points = bucket.points
             for ts, values in new.items():
-                bucket.points.setdefault(ts, {}).update(values)
+                before = points.get(ts)
+                points[ts] = values if before is None else {**before, **values}
             bucket.aggregates = aggregates
             buckets[key] = bucket
+        hours = {}
+        for key, (hour, minutes, combined) in self._hours.items():
+            hour.minutes.update(minutes)
+            hour.combined = combined
+            hours[key] = hour
         _keep(self._owner._buckets, buckets)
-        _keep(self._owner._minutes, self._minutes)
+        _keep(self._owner._hours, hours)
 
 
 _series: dict[tuple[str, str | None, str | None], Series] = {}  # bounded like lineprotocol's
@@ -146,41 +165,46 @@ class Rollups:
         self.measurement = measurement
         self.exclusive = exclusive
         self._buckets: OrderedDict[tuple[Series, int], Bucket] = OrderedDict()
-        self._minutes: OrderedDict[tuple[Series, int], Minutes] = OrderedDict()
+        self._hours: OrderedDict[tuple[Series, int], Hour] = OrderedDict()
         self.queries = 0  # read-back requests, for /metrics and the benchmark
         self._starts: dict[tuple[str, Series], str] = {}
+        self._names: dict[str, str] = {}  # metric -> its escaped field name
 
     def prepare(self, readings: Sequence[Reading]) -> Prepared:
         """The rollup lines for the buckets these readings fall in. Raises InfluxUnavailable
         or InfluxRejected (reading back failed: the store retries the batch)."""
         batch: dict[tuple[Series, int], Points] = {}
         for reading in readings:
-            key = (series_of(reading), reading.ts_us - reading.ts_us % MINUTE_US)
-            point = batch.setdefault(key, {}).setdefault(reading.ts_us, {})
-            point.update(reading.metrics)  # fields of one series and time merge; the later wins
+            ts = reading.ts_us
+            key = (series_of(reading), ts - ts % MINUTE_US)
+            points = batch.get(key)
+            if points is None:
+                points = batch[key] = {}
+            before = points.get(ts)  # fields of one series and time merge; the later wins
+            points[ts] = reading.metrics if before is None else {**before, **reading.metrics}
         stored = self._stored_points([key for key in batch if not self._knows(self._buckets, key)])
         buckets: dict[tuple[Series, int], tuple[Bucket, Points, dict[str, Aggregate]]] = {}
-        minutes: dict[tuple[Series, int], dict[str, Aggregate]] = {}
+        by_hour: dict[tuple[Series, int], tuple[Minutes, bool]] = {}  # changed minutes; all grown?
         for key, new in batch.items():
             bucket = self._buckets[key] if key not in stored else Bucket(stored[key], _aggregates(stored[key]))
-            minutes[key] = _added(bucket, new)
-            buckets[key] = (bucket, new, minutes[key])
-        hour_keys = {(s, m - m % HOUR_US) for s, m in minutes}
-        stored_hours = self._stored_minutes([key for key in hour_keys if not self._knows(self._minutes, key)])
-        hours: dict[tuple[Series, int], Minutes] = {}
-        for series, hour in hour_keys:
-            known = stored_hours[(series, hour)] if (series, hour) in stored_hours else self._minutes[(series, hour)]
-            hours[(series, hour)] = dict(known)
-        for (series, minute), aggregates in minutes.items():
-            hours[(series, minute - minute % HOUR_US)][minute] = aggregates
-        lines = [self.line("1m", s, m, a) for (s, m), a in minutes.items()]
-        for (series, hour), by_minute in hours.items():
-            combined: dict[str, Aggregate] = {}
-            for metric in {metric for aggregates in by_minute.values() for metric in aggregates}:
-                found = Aggregate.combine(a[metric] for a in by_minute.values() if metric in a)
-                if found is not None:
-                    combined[metric] = found
-            lines.append(self.line("1h", series, hour, combined))
+            aggregates, grown = _added(bucket, new)
+            buckets[key] = (bucket, new, aggregates)
+            series, minute = key
+            changed = by_hour.get((series, minute - minute % HOUR_US))
+            if changed is None:
+                by_hour[(series, minute - minute % HOUR_US)] = ({minute: aggregates}, grown)
+            else:
+                changed[0][minute] = aggregates
+                if not grown:
+                    by_hour[(series, minute - minute % HOUR_US)] = (changed[0], False)
+        stored_hours = self._stored_minutes([key for key in by_hour if not self._knows(self._hours, key)])
+        hours: dict[tuple[Series, int], tuple[Hour, Minutes, dict[str, Aggregate]]] = {}
+        lines = [self.line("1m", s, m, a) for (s, m), (_, _, a) in buckets.items()]
+        for key, (minutes, grown) in by_hour.items():
+            hour = Hour.of(stored_hours[key]) if key in stored_hours else self._hours[key]
+            combined = _grown(hour, minutes) if grown else combine_minutes({**hour.minutes, **minutes}.values())
+            hours[key] = (hour, minutes, combined)
+            lines.append(self.line("1h", key[0], key[1], combined))
         return Prepared([line for line in lines if line], buckets, hours, self)
 
     def _knows(self, memory: OrderedDict[tuple[Series, int], Any], key: tuple[Series, int]) -> bool:
@@ -235,12 +259,19 @@ class Rollups:
             tags = "".join(f",{escape_key(k)}={escape_key(v)}" for k, v in series)
             start = self._starts[(source, series)] = escape_measurement(f"{self.measurement}_{source}") + tags
         fields = []
-        for metric, a in sorted(aggregates.items()):
-            name = escape_key(metric)
-            fields.append(f"{name}_count={a.count}i")
-            if math.isfinite(a.total):  # else no float holds it (rollups._sum)
-                fields += [f"{name}_sum={a.total!r}", f"{name}_mean={a.mean!r}"]
-            fields += [f"{name}_min={a.low!r}", f"{name}_max={a.high!r}"]
+        for metric in sorted(aggregates):
+            a, name = aggregates[metric], self._names.get(metric)
+            if name is None:
+                if len(self._names) >= REMEMBER_MAX:
+                    self._names.clear()
+                name = self._names[metric] = escape_key(metric)
+            if math.isfinite(a.total):
+                fields.append(
+                    f"{name}_count={a.count}i,{name}_sum={a.total!r},{name}_mean={a.total / a.count!r},"
+                    f"{name}_min={a.low!r},{name}_max={a.high!r}"
+                )
+            else:  # no float holds the sum (rollups._sum)
+                fields.append(f"{name}_count={a.count}i,{name}_min={a.low!r},{name}_max={a.high!r}")
         return f"{start} {','.join(fields)} {start_us}".encode()
 
 
@@ -253,15 +284,29 @@ def _keep(memory: OrderedDict[tuple[Series, int], V], news: dict[tuple[Series, i
         memory.popitem(last=False)
 
 
-def _added(bucket: Bucket, new: Points) -> dict[str, Aggregate]:
+def _added(bucket: Bucket, new: Points) -> tuple[dict[str, Aggregate], bool]:
     """The bucket's aggregates with these points in (a point at a time it holds replaces its
-    values, as in InfluxDB). Incremental: a batch costs its own readings, not the bucket's."""
-    aggregates = {metric: Aggregate(a.count, a.total, a.low, a.high) for metric, a in bucket.aggregates.items()}
+    values, as in InfluxDB), and whether they only grew (no min or max can have moved inward,
+    so the hour's can be updated from them: `_grown`). Incremental: a batch costs its own
+    readings, not the bucket's."""
+    aggregates = dict(bucket.aggregates)  # the stored ones stay as they are until commit
+    if bucket.points.keys().isdisjoint(new):  # all new points: the common case, in C loops
+        rows = list(new.values())
+        for metric in set().union(*rows) if len(rows) > 1 else rows[0]:
+            column = [row[metric] for row in rows if metric in row]
+            a = aggregates.get(metric)
+            low, high, total = min(column), max(column), sum(column)
+            if a is not None:
+                low, high, total = min(a.low, low), max(a.high, high), a.total + total
+            count = len(column) + (a.count if a is not None else 0)
+            aggregates[metric] = Aggregate(count, total if math.isfinite(total) else math.nan, low, high)
+        return aggregates, True
     again: set[str] = set()  # metrics whose min or max a replaced value may have been
+    changed = {metric: Aggregate(a.count, a.total, a.low, a.high) for metric, a in aggregates.items()}
     for ts, values in new.items():
         old = bucket.points.get(ts, {})
         for metric, value in values.items():
-            a = aggregates.get(metric)
+            a = changed.get(metric)
             if metric in old:
                 if old[metric] == value:
                     continue  # a redelivery
@@ -271,18 +316,49 @@ def _added(bucket: Bucket, new: Points) -> dict[str, Aggregate]:
                 if a is not None:
                     a.count, a.total = a.count - 1, a.total - old[metric]
             if a is None:
-                aggregates[metric] = Aggregate(1, value, value, value)
+                changed[metric] = Aggregate(1, value, value, value)
             else:
                 a.count, a.total, a.low, a.high = a.count + 1, a.total + value, min(a.low, value), max(a.high, value)
-    for a in aggregates.values():
+    for a in changed.values():
         if not math.isfinite(a.total):  # past what a float holds, or NaN already
             a.total = math.nan
     if again:  # from all the points, as they will be
         merged = {ts: {**bucket.points.get(ts, {}), **new.get(ts, {})} for ts in bucket.points.keys() | new.keys()}
         for metric, a in _aggregates(merged).items():
             if metric in again:
-                aggregates[metric] = a
-    return aggregates
+                changed[metric] = a
+    return changed, not again
+
+
+def _grown(hour: Hour, minutes: Minutes) -> dict[str, Aggregate]:
+    """The hour's aggregates with these minutes in, each of which only grew (`_added`): its
+    count and sum change by theirs, its min and max can only move outward. A batch costs
+    the minutes it touched, not the hour's sixty."""
+    combined = dict(hour.combined)
+    for minute, aggregates in minutes.items():
+        before = hour.minutes.get(minute, {})
+        for metric, a in aggregates.items():
+            c, b = combined.get(metric), before.get(metric)
+            if c is None:
+                combined[metric] = a
+                continue
+            count, total = c.count + a.count, c.total + a.total
+            if b is not None:
+                count, total = count - b.count, total - b.total
+            combined[metric] = Aggregate(count, total, min(c.low, a.low), max(c.high, a.high))
+    return combined
+
+
+def combine_minutes(minutes: Iterable[dict[str, Aggregate]]) -> dict[str, Aggregate]:
+    """An hour's aggregates from all its minutes' (exact: counts and sums add up, min and
+    max are the minutes')."""
+    parts = list(minutes)
+    combined = {}
+    for metric in {metric for aggregates in parts for metric in aggregates}:
+        found = Aggregate.combine(a[metric] for a in parts if metric in a)
+        if found is not None:
+            combined[metric] = found
+    return combined
 
 
 def _aggregates(points: Points) -> dict[str, Aggregate]:

@@ -103,6 +103,7 @@ def test_a_2x_server_is_written_through_influxdb_client_and_the_lines_are_right(
         SENSORPIPE_INFLUX_DB="sensors",
         SENSORPIPE_INFLUX_TOKEN="s3cret-token",
         SENSORPIPE_INFLUX_ORG="lab",
+        SENSORPIPE_RAW_RETENTION="400d",  # 1.x only: said in the log, and no rollups written
     )
     readings = [
         {"ts": "2026-11-25T10:00:00.000001Z", "seq": 1, "location": "Cold room, shelf=2", "temperature": 4.5},
@@ -122,6 +123,7 @@ def test_a_2x_server_is_written_through_influxdb_client_and_the_lines_are_right(
         "environment,device=cold-1 humidity=81.0,temperature=4.25,seq=2i 1795600802500000",
     ]
     assert "writing with influxdb-client" in bridge.log()
+    assert "SENSORPIPE_RAW_RETENTION is for InfluxDB 1.x" in bridge.log()
     assert "s3cret-token" not in bridge.log()
 
     # The very same bytes, written to the real InfluxDB 1.6.7, come back as published.

@@ -231,13 +231,28 @@ def test_history_from_each_source_gives_what_the_raw_points_give(influx: InfluxV
             assert math.isclose(mine[1], theirs[1], rel_tol=1e-12)
 
 
-def test_the_device_page_draws_a_year_and_a_month_from_the_rollups(
+def test_a_long_range_of_few_readings_comes_as_stored_not_from_the_rollups(influx: InfluxV1) -> None:
+    """A reading every 6 h for 10 days, asked for in 50 points: the 40 readings as stored
+    (buckets of 4.8 h would come from the hourly rollups, and hide each reading's time)."""
+    store = store_with_rollups(influx, "environment")
+    readings = [Reading("hut", T0 + k * 6 * HOUR_US + 17, {"temperature": 3.0 + k}) for k in range(40)]
+    write(store, "environment", readings)
+    got = HistoryReader(influx, "environment", rollups=True).series("hut", "temperature", T0, T0 + 240 * HOUR_US, 50)
+    assert (got.source, got.interval_ms) == ("raw", 0)
+    assert got.points == [[r.ts_ms, r.metrics["temperature"]] for r in readings]
+
+
+def test_the_device_page_draws_a_year_and_a_month_from_the_rollups_and_zooms_into_detail(
     start_bridge: Callable[..., BridgeProcess], influx: InfluxV1, page: Any
 ) -> None:
-    """Headless Chromium: the 1-year and 30-day ranges of a device with a reading every 6 h."""
+    """Headless Chromium: a device with a reading every 6 h for a year and every 20 minutes
+    for the last 30 days (more readings than the chart's pixels in both ranges). A drag
+    across a tenth of the year's chart shows that tenth's every reading (about 146), not the
+    hundred year buckets it covered; a double-click goes back to the year."""
     store = store_with_rollups(influx, "environment")
     now = now_us()
     readings = [Reading("barn", now - k * 6 * HOUR_US, {"temperature": 10 + math.sin(k / 50) * 8}) for k in range(1460)]
+    readings += [Reading("barn", now - k * 20 * 60_000_000 - 1, {"temperature": 12.5}) for k in range(3 * 24 * 30)]
     for first in range(0, len(readings), 500):
         write(store, "environment", readings[first : first + 500])
     bridge = start_bridge()
@@ -245,6 +260,22 @@ def test_the_device_page_draws_a_year_and_a_month_from_the_rollups(
     page.goto(bridge.url + "/device/barn?range=365d")
     wait_until(lambda: "hourly rollups" in (page.text_content("#range-note") or ""), 30, "the year, from 1 h rollups")
     assert 800 < chart_points(page, temperature) <= 1200  # about a point per pixel
+
+    box = page.locator(f"{temperature} .u-over").bounding_box()
+    y = box["y"] + box["height"] / 2
+    page.mouse.move(box["x"] + box["width"] * 0.45, y)
+    page.mouse.down()
+    page.mouse.move(box["x"] + box["width"] * 0.55, y, steps=5)
+    page.mouse.up()
+    wait_until(lambda: (page.text_content("#range-note") or "") == "Every reading as stored.", 30, "the span, raw")
+    start, end = (int(ms) for ms in (page.get_attribute(temperature, "data-window") or "0 0").split())
+    assert 0.08 * 365 * 86_400_000 < end - start < 0.12 * 365 * 86_400_000
+    shown = [r for r in readings if start * 1000 <= r.ts_us <= end * 1000]
+    assert chart_points(page, temperature) == len(shown) and 100 < len(shown) < 200
+    page.dblclick(f"{temperature} .u-over")
+    wait_until(lambda: "hourly rollups" in (page.text_content("#range-note") or ""), 30, "back to the year")
+    assert 800 < chart_points(page, temperature) <= 1200
+
     page.click('button[data-range="30d"]')
     wait_until(lambda: "minute rollups" in (page.text_content("#range-note") or ""), 30, "30 days, from 1 m rollups")
     assert 800 < chart_points(page, temperature) <= 1200

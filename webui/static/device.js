@@ -46,14 +46,14 @@ import { connectLive } from "./live.js";
     chartsEl.appendChild(el);
     const series = new Series();
     const stroke = color(metric);
-    const chart = { el, series, zoomed: false, metric };
+    const chart = { el, series, metric };
     chart.plot = new uPlot(
       {
         width: Math.max(280, chartsEl.clientWidth),
         height: 240,
-        cursor: { drag: { x: true, y: false } },
+        cursor: { drag: { x: true, y: false, setScale: false } }, // a drag loads its span: zoomTo
         scales: {
-          x: { time: true, range: (u, min, max) => (chart.zoomed ? [min, max] : windowOf()) },
+          x: { time: true, range: () => windowOf() },
           // Wide enough to show the rules' thresholds too.
           y: { range: (u, min, max) => yRange(metric, min, max) },
         },
@@ -65,23 +65,45 @@ import { connectLive } from "./live.js";
         ],
         bands: [{ series: [3, 2], fill: `${stroke}22` }],
         axes: [{ stroke: "currentColor" }, { stroke: "currentColor", size: 56 }],
-        hooks: { setSelect: [() => (chart.zoomed = true)], draw: [(u) => drawAlerts(u, metric)] },
+        hooks: { setSelect: [(u) => zoomTo(u)], draw: [(u) => drawAlerts(u, metric)] },
       },
       [[], [], [], []],
       el,
     );
-    chart.plot.over.addEventListener("dblclick", () => {
-      chart.zoomed = false;
-      chart.draw();
-    });
+    chart.plot.over.addEventListener("dblclick", zoomOut);
     chart.draw = () => {
-      if (live() && !chart.zoomed) series.trim(windowOf()[0]);
-      chart.plot.setData(series.data(), !chart.zoomed);
+      if (live()) series.trim(windowOf()[0]);
+      chart.plot.setData(series.data(), true);
       el.dataset.points = String(series.xs.length);
+      el.dataset.window = windowOf().map((seconds) => Math.round(seconds * 1000)).join(" ");
       el.dataset.thresholds = (thresholds.get(metric) || []).join(" ");
       el.dataset.excursions = String((excursions.get(metric) || []).length);
     };
     return chart;
+  }
+
+  // Zoom: the span dragged across becomes the range, loaded again at about a point per pixel
+  // (a year's chart zoomed to a day shows that day's readings, not three of the year's
+  // buckets); double-click goes back to the range before.
+  /** @type {Range[]} */
+  const zoomedFrom = [];
+  function zoomTo(u) {
+    if (u.select.width < 2) return;
+    const from = Math.round(u.posToVal(u.select.left, "x") * 1000);
+    const to = Math.round(Math.min(Date.now(), u.posToVal(u.select.left + u.select.width, "x") * 1000));
+    u.setSelect({ left: 0, top: 0, width: 0, height: 0 }, false);
+    if (!(from < to)) return;
+    zoomedFrom.push(range);
+    range = { from, to };
+    history.replaceState(null, "", window.location.pathname);
+    loadRange(false).catch((error) => console.error("loading history failed", error));
+  }
+  function zoomOut() {
+    const previous = zoomedFrom.pop();
+    if (!previous) return;
+    range = previous;
+    if (range.preset) history.replaceState(null, "", `?range=${range.preset}`);
+    loadRange(false).catch((error) => console.error("loading history failed", error));
   }
 
   /** @returns {[number, number]} */
@@ -238,6 +260,7 @@ import { connectLive } from "./live.js";
   document.querySelectorAll("[data-range]").forEach((button) =>
     button.addEventListener("click", () => {
       range = { preset: /** @type {HTMLElement} */ (button).dataset.range };
+      zoomedFrom.length = 0;
       history.replaceState(null, "", `?range=${range.preset}`);
       loadRange(true);
     }));
@@ -248,6 +271,7 @@ import { connectLive } from "./live.js";
     const to = new Date(String(form.get("to"))).getTime();
     if (!(from < to)) return;
     range = { from, to };
+    zoomedFrom.length = 0;
     loadRange(true);
   });
   document.getElementById("csv").addEventListener("click", downloadCsv);
