@@ -13,6 +13,7 @@ from common.settings import MqttUrl
 
 RECONNECT_MIN_S = 1
 RECONNECT_MAX_S = 10
+MAX_INFLIGHT = 100  # QoS 1 messages a client has sent and not had acknowledged (paho's default: 20)
 
 log = logging.getLogger("paho")
 
@@ -61,7 +62,7 @@ def make_client(
     client.suppress_exceptions = True
     client.enable_logger(log)
     # paho keeps outgoing QoS 1 messages in memory and by default allows 20 in flight.
-    client.max_inflight_messages_set(100)
+    client.max_inflight_messages_set(MAX_INFLIGHT)
     return client
 
 

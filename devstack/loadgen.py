@@ -145,6 +145,22 @@ def write_requests(influx_url: str) -> int:
     )
 
 
+def points_written(influx_url: str, database: str, retention_policy: str = "autogen") -> int:
+    """How many points InfluxDB has written into `database`'s shards of that retention
+    policy since it started (its /debug/vars): a point written again over itself counts
+    again, so this tells a bridge that writes each reading once from one that writes it
+    twice, which a query cannot (InfluxDB keeps one point per series and time)."""
+    response = requests.get(influx_url + "/debug/vars", timeout=60)
+    return sum(
+        int(entry["values"].get("writePointsOk", 0))
+        for entry in response.json().values()
+        if isinstance(entry, dict)
+        and entry.get("name") == "shard"
+        and entry.get("tags", {}).get("database") == database
+        and entry.get("tags", {}).get("retentionPolicy") == retention_policy
+    )
+
+
 def stored_count(influx_url: str, database: str = "sensors") -> int:
     """How many readings InfluxDB holds (0 while the database does not exist yet)."""
     response = requests.get(
