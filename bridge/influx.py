@@ -183,7 +183,7 @@ class InfluxV1:
         if answer.status != 200:
             raise InfluxRejected(f"/query answered {answer.status}: {answer.error()}")
         found: list[list[Any]] = [[] for _ in statements]
-        for result in json.loads(answer.body).get("results", []):
+        for result in json.loads(answer.body, parse_int=_json_int).get("results", []):
             if "error" in result:
                 raise InfluxRejected(result["error"])
             index = result.get("statement_id", 0)
@@ -213,3 +213,8 @@ class Answer:
             return str(json.loads(self.body).get("error", self.body))[:300]
         except (ValueError, AttributeError):
             return self.body.decode("utf-8", errors="replace")[:300]
+
+
+def _json_int(text: str) -> int | float:
+    """InfluxDB's JSON writes a stored -0.0 as `-0`, which as an integer loses its sign."""
+    return -0.0 if text == "-0" else int(text)

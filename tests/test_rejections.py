@@ -59,8 +59,9 @@ def test_bad_messages_are_listed_with_their_reason_and_nothing_is_stored(
         expected_counts[reason] = expected_counts.get(reason, 0) + 1
     assert listed["counts"] == expected_counts
     # Newest first, each with its topic, reason and the start of its payload.
-    by_topic_reason = {(r["topic"], r["reason"]) for r in listed["latest"]}
-    assert {(f"{prefix}/{t}", reason) for t, _, reason in BAD_MESSAGES} == by_topic_reason
+    assert [(r["topic"], r["reason"]) for r in listed["latest"]] == [
+        (f"{prefix}/{t}", reason) for t, _, reason in reversed(BAD_MESSAGES)
+    ]
     garbage = next(r for r in listed["latest"] if r["reason"] == "not_json")
     assert garbage["payload_start"] == "garbage" and garbage["detail"]
     assert len(next(r for r in listed["latest"] if r["reason"] == "too_large")["payload_start"]) <= 200

@@ -75,4 +75,7 @@ def test_accepted_readings_round_trip_through_influxdb(influx: InfluxV1, sent: R
     assert row.pop("location", None) == sent.location
     assert row.pop("seq", None) == sent.seq
     # What is left are the metrics, and nothing else.
-    assert {name: float(value) for name, value in row.items() if value is not None} == sent.metrics
+    # Bit for bit: compared as their hex form, so -0.0 is not taken for 0.0.
+    assert {name: float(value).hex() for name, value in row.items() if value is not None} == {
+        name: value.hex() for name, value in sent.metrics.items()
+    }
