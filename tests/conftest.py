@@ -112,6 +112,11 @@ class Program:
     env: dict[str, str]
     log_path: Path
     process: subprocess.Popen[bytes] = field(init=False)
+    # What the end of the test accepts (`finish`): exit statuses when it exits by itself,
+    # and whether its log may hold a traceback (a test that makes it log one on purpose).
+    expected_exits: frozenset[int] = frozenset({0})
+    tracebacks_expected: bool = False
+    stopped: bool = field(default=False, init=False)
 
     def start(self) -> Self:
         with self.log_path.open("ab") as log:
@@ -122,6 +127,7 @@ class Program:
 
     def stop(self, sig: int = signal.SIGTERM) -> int:
         if self.process.poll() is None:
+            self.stopped = True
             self.process.send_signal(sig)
             try:
                 self.process.wait(20)
@@ -132,6 +138,28 @@ class Program:
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+    def finish(self) -> list[str]:
+        """At the end of a test: stop it if it still runs; what was wrong with its end (a
+        crash after the test's last assert, an unclean exit on SIGTERM, a traceback)."""
+        running = self.process.poll() is None
+        code = self.stop()
+        problems = []
+        if running and code != 0:
+            problems.append(f"{self.module} exited with {code} on SIGTERM at the end of the test")
+        elif not running and not self.stopped and code not in self.expected_exits:
+            problems.append(f"{self.module} exited by itself with {code} during the test")
+        if not self.tracebacks_expected and "Traceback (most recent call last)" in self.log():
+            problems.append(f"{self.module} logged a traceback")
+        return [f"{problem} ({self.log_path}):\n{self.log()[-3000:]}" for problem in problems]
+
+
+def finish_all(programs: list[Program]) -> None:
+    """Stop every program a fixture started; fail the test if any ended badly (all stopped
+    first, so none is left running)."""
+    problems = [problem for program in programs for problem in program.finish()]
+    if problems:
+        pytest.fail("\n\n".join(problems), pytrace=False)
 
 
 @dataclass
@@ -195,8 +223,7 @@ def start_bridge(
         return bridge.wait_ready() if wait else bridge
 
     yield start
-    for bridge in started:
-        bridge.stop()
+    finish_all(list(started))
 
 
 def replicas(
@@ -235,8 +262,7 @@ def run_publisher(broker: Server, influx: InfluxV1, prefix: str, tmp_path: Path)
 
     started: list[Program] = []
     yield start
-    for program in started:
-        program.stop()
+    finish_all(started)
 
 
 class Mqtt:

@@ -167,3 +167,6 @@ def test_the_stack_runs_its_commands_for_real(
     finally:
         process.terminate()
         process.wait(30)
+    output = (tmp_path / "bridge.log").read_text(errors="replace")
+    assert process.returncode == 0, f"the bridge exited with {process.returncode} on SIGTERM:\n{output[-3000:]}"
+    assert "Traceback (most recent call last)" not in output, output[-3000:]
