@@ -35,6 +35,8 @@ def test_history_then_live_points_and_a_new_device_appears(
 
     requested: list[str] = []
     page.on("request", lambda request: requested.append(request.url))
+    frames: list[str] = []
+    page.on("websocket", lambda ws: ws.on("framereceived", lambda payload: frames.append(str(payload))))
     page.goto(bridge.url + "/")
     page.wait_for_selector('#connection[data-state="connected"]')
     wait_until(lambda: chart_points(page, "desk", "temperature") == 30, what="30 history points on the chart")
@@ -58,6 +60,8 @@ def test_history_then_live_points_and_a_new_device_appears(
     finally:
         publisher.stop()
     page.wait_for_selector('article[data-device="sim-live"] .online[data-state="offline"]')
+    # Told by the push, the publisher's own `offline` (not found later by a refetch).
+    assert '42["status",{"device":"sim-live","online":false}]' in frames
 
     assert requested, "the page made no requests"
     assert all(url.startswith(bridge.url) for url in requested), [u for u in requested if bridge.url not in u]

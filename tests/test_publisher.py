@@ -26,7 +26,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from bridge.influx import InfluxV1
 from common.mqtt import MAX_INFLIGHT
 from devstack.servers import Server
-from tests.conftest import ROOT, BridgeProcess, Program, base_env
+from tests.conftest import ROOT, BridgeProcess, Mqtt, Program, base_env
 from tests.waiting import wait_until
 
 
@@ -39,11 +39,15 @@ class OrderWatcher:
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2, client_id=f"watch-{uuid.uuid4().hex[:8]}", clean_session=False
         )
+        subscribed = threading.Event()
         self.client.on_connect = lambda c, *_: c.subscribe(topic, qos=1)
+        self.client.on_subscribe = lambda *_: subscribed.set()
         self.client.on_message = self._on_message
         self.client.reconnect_delay_set(1, 2)
         self.client.connect("127.0.0.1", server.port)
         self.client.loop_start()
+        # Only once the SUBACK is in does every reading published from now on reach it.
+        assert subscribed.wait(10), f"no SUBACK for {topic}"
 
     def _on_message(self, client: mqtt.Client, userdata: Any, message: mqtt.MQTTMessage) -> None:
         device = message.topic.split("/")[-2]
@@ -146,6 +150,7 @@ def test_glitches_are_counted_in_health_and_never_stored(
     influx: InfluxV1,
     mqtt_client: Any,
     prefix: str,
+    broker: Server,
 ) -> None:
     bridge = start_bridge()
     mqtt_client.subscribe(f"{prefix}/glitchy/health")
@@ -159,8 +164,17 @@ def test_glitches_are_counted_in_health_and_never_stored(
     )
     assert publisher.process.wait(60) == 0, publisher.log()
     wait_all_stored(influx, "glitchy", 200)
-    healths = [json.loads(m.payload) for m in mqtt_client.received]
-    last = healths[-1]  # the publisher's final word, retained
+    assert mqtt_client.received  # health came while it ran
+    # The publisher's final word is the retained one: what a client subscribing now gets
+    # (the last message the running subscription got may still be on its way).
+    late = Mqtt(broker)
+    try:
+        late.subscribe(f"{prefix}/glitchy/health")
+        wait_until(lambda: late.received, 10, "the retained health")
+        assert late.received[0].retain
+        last = json.loads(late.received[0].payload)
+    finally:
+        late.close()
     assert last["reads_failed"] > 0 and last["last_error"]
     assert last["rejected"].get("jump", 0) > 0
     assert last["reads_ok"] == 200 + sum(last["rejected"].values())

@@ -73,8 +73,10 @@ import { connectLive } from "./live.js";
     chart.plot.over.addEventListener("dblclick", zoomOut);
     chart.draw = () => {
       if (live()) series.trim(windowOf()[0]);
-      chart.plot.setData(series.data(), true);
+      const data = series.data();
+      chart.plot.setData(data, true);
       el.dataset.points = String(series.xs.length);
+      el.dataset.gaps = String(data[1].filter((value) => value === null).length); // breaks in the line
       el.dataset.window = windowOf().map((seconds) => Math.round(seconds * 1000)).join(" ");
       el.dataset.thresholds = (thresholds.get(metric) || []).join(" ");
       el.dataset.excursions = String((excursions.get(metric) || []).length);
