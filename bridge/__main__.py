@@ -40,7 +40,7 @@ from bridge.shared import RedisDeviceRegistry, RedisEndedSessions, RedisRejectio
 from bridge.shared import connect as connect_redis
 from bridge.store import InfluxStore, StoreMetrics
 from bridge.totals import Totals
-from bridge.writers import make_writer
+from bridge.writers import PointWriter, make_writer
 from common.mqtt import make_client
 from common.settings import SettingsError, exit_bad_setting
 from common.topics import Topics
@@ -111,6 +111,7 @@ def build_stages(
     settings: BridgeSettings,
     topics: Topics,
     influx: InfluxV1,
+    writer: PointWriter,
     devices: DeviceRegistry,
     sinks: list[object],
     registry: CollectorRegistry,
@@ -119,7 +120,6 @@ def build_stages(
     v5 = settings.mqtt_version == "5"
     client = make_client(settings.mqtt_url, settings.mqtt_client_id, manual_ack=True, persistent=not v5, v5=v5)
     inbox = MqttInbox(client, settings.mqtt_url, topics, settings.share_group, settings.mqtt_window, v5)
-    writer = make_writer(settings.influx_api, influx, settings.influx_org)
     # The only writer of its series (no share group): it may remember the buckets it wrote.
     rollups = Rollups(influx, settings.influx_measurement, exclusive=not settings.share_group)
     interval_s = settings.write_interval_ms / 1000
@@ -153,7 +153,11 @@ def serve(settings: BridgeSettings) -> int:
     else:
         devices = DeviceRegistry(settings.max_devices)
     rejections = RedisRejectionLog(shared, namespace) if shared else RejectionLog()
-    history = HistoryReader(influx, settings.influx_measurement, rollups=settings.rollups)
+    writer = make_writer(settings.influx_api, influx, settings.influx_org)
+    # Rollups are read where they are kept: on 1.x (which the writer learns from the server).
+    history = HistoryReader(
+        influx, settings.influx_measurement, rollups=lambda: settings.rollups and writer.reads_back()
+    )
     ended = RedisEndedSessions(shared, namespace, SESSION_LIFETIME_S) if shared else None
     web_access = WebAccess(settings.web_password.reveal(), settings.web_secret.reveal(), ended)
     # Readings reach the browsers before InfluxDB: a page keeps what its history lacks from
@@ -167,7 +171,7 @@ def serve(settings: BridgeSettings) -> int:
         print(f"bridge: alerts ({settings.alert_db}): {exc}", file=sys.stderr)
         return 2
     alerts.on_change(live.alert)
-    stages = build_stages(settings, topics, influx, devices, [live, rejections, alerts], registry)
+    stages = build_stages(settings, topics, influx, writer, devices, [live, rejections, alerts], registry)
     registry.register(BridgeCollector(stages, rejections, devices, lambda: live.clients))
     registry.register(AlertCollector(alerts))
     totals: Callable[[], dict[str, int]] = functools.partial(ingest_totals, stages)

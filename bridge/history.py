@@ -52,12 +52,17 @@ class Sparklines:
 class HistoryReader:
     """InfluxQL queries over the readings measurement."""
 
-    def __init__(self, influx: InfluxV1, measurement: str, rollups: bool = False) -> None:
-        """`rollups`: long ranges are read from the rollups the bridge keeps."""
+    def __init__(self, influx: InfluxV1, measurement: str, rollups: bool | Callable[[], bool] = False) -> None:
+        """`rollups`: long ranges are read from the rollups the bridge keeps (a callable: asked
+        at each read, as the bridge learns from the server whether it keeps them)."""
         self._influx = influx
         self._name = measurement
         self._measurement = quote_ident(measurement)
-        self._rollups = rollups
+        self._rollups_on = rollups
+
+    @property
+    def _rollups(self) -> bool:
+        return self._rollups_on() if callable(self._rollups_on) else self._rollups_on
 
     def series(self, device: str, metric: str, start_us: int, end_us: int, points: int) -> Series:
         """One metric between two times (Unix µs), as at most about `points` points.

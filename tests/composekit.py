@@ -15,7 +15,6 @@ from typing import Any
 
 import yaml
 
-from bridge.influx import InfluxV1
 from devstack.servers import SHIPPED_CONFIG_DIR
 from tests.conftest import ROOT, fresh_clone_only
 
@@ -79,14 +78,12 @@ def service_env(service: dict[str, Any], broker_port: int) -> dict[str, str]:
     return env
 
 
-def bridge_env(service: dict[str, Any], broker_port: int, influx: InfluxV1, web_port: int) -> dict[str, str]:
-    """A bridge service's environment here: InfluxDB 1.6.7 through the v1 API (2.7 cannot run
-    on this machine), the web server on `web_port` of 127.0.0.1."""
+def bridge_env(service: dict[str, Any], broker_port: int, influx_url: str, web_port: int) -> dict[str, str]:
+    """A bridge service's environment here, its InfluxDB settings (v2 API, bucket, org, the
+    token compose-init made) as they are but for the server's address, and the web server
+    on `web_port` of 127.0.0.1."""
     return service_env(service, broker_port) | {
-        "SENSORPIPE_INFLUX_URL": influx.target.url,
-        "SENSORPIPE_INFLUX_API": "v1",
-        "SENSORPIPE_INFLUX_DB": influx.target.database,
-        "SENSORPIPE_INFLUX_TOKEN": "",
+        "SENSORPIPE_INFLUX_URL": influx_url,
         "SENSORPIPE_WEB_HOST": "127.0.0.1",
         "SENSORPIPE_WEB_PORT": str(web_port),
     }

@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ from tests.composekit import (
     service_env,
 )
 from tests.conftest import ROOT
+from tests.test_influx_v2 import FakeInflux2
 from tests.waiting import wait_until
 
 
@@ -126,6 +128,8 @@ def stack_broker(project: Path) -> Iterator[Server]:
 def test_the_stack_runs_its_commands_for_real(
     project: Path, config: dict[str, Any], stack_broker: Server, influx: InfluxV1, tmp_path: Path
 ) -> None:
+    """The services' commands with their compose environment; the stack's InfluxDB 2.7 is
+    the 2.x recorder (tests/test_influx_v2.py) in front of the real 1.6.7."""
     services = config["services"]
     # The broker's health check, as compose runs it inside the container.
     check = (
@@ -134,8 +138,13 @@ def test_the_stack_runs_its_commands_for_real(
     health_env = {**os.environ, **services["mosquitto"]["environment"]}
     assert subprocess.run(["sh", "-c", check], env=health_env, capture_output=True, check=False).returncode == 0
 
+    # The stack's InfluxDB is 2.7, which cannot run here: the 2.x recorder stands in for it
+    # and passes writes and queries on to the real 1.6.7, so the bridge service's own 2.x
+    # settings (API, bucket, org, the token compose-init made) are what is tested.
+    recorder = FakeInflux2(forward_to=influx.target.url, database=influx.target.database)
+    threading.Thread(target=recorder.serve_forever, daemon=True).start()
     web_port = free_port()
-    bridge = bridge_env(services["bridge"], stack_broker.port, influx, web_port)
+    bridge = bridge_env(services["bridge"], stack_broker.port, recorder.url, web_port)
     sim = services["sim-greenhouse"]
     sim_env = service_env(sim, stack_broker.port) | {
         "SENSORPIPE_OUTBOX": str(tmp_path / "data" / "outbox.sqlite"),
@@ -164,9 +173,18 @@ def test_the_stack_runs_its_commands_for_real(
         assert requests.get(f"http://127.0.0.1:{web_port}/api/devices", timeout=10).status_code == 401
         devices = requests.get(f"http://127.0.0.1:{web_port}/api/devices", headers=bearer, timeout=10).json()
         assert [d["device"] for d in devices] == ["sim-greenhouse"]
+        env_file = dict(line.split("=", 1) for line in (project / ".env").read_text().splitlines() if "=" in line)
+        for write in recorder.writes():
+            assert write.params["bucket"] == ["sensors"] and write.params["org"] == [
+                env_file.get("INFLUX_ORG", "sensorpipe")
+            ]
+            assert write.headers["Authorization"] == f"Token {env_file['INFLUX_TOKEN']}"
+        assert recorder.writes()
     finally:
         process.terminate()
         process.wait(30)
+        recorder.shutdown()
+        recorder.server_close()
     output = (tmp_path / "bridge.log").read_text(errors="replace")
     assert process.returncode == 0, f"the bridge exited with {process.returncode} on SIGTERM:\n{output[-3000:]}"
     assert "Traceback (most recent call last)" not in output, output[-3000:]

@@ -3,7 +3,10 @@
 No InfluxDB 2.x or 3.x server can run on these machines, so these tests point the real
 bridge at a local HTTP server that answers like one (`/ping` with a 2.x version, 204 to
 writes) and records exactly what influxdb-client sends. The same line protocol is then
-written to the real InfluxDB 1.6.7 and read back, so the body is known to be right.
+written to the real InfluxDB 1.6.7 and read back, so the body is known to be right. With
+`forward_to`, the recorder passes writes (bucket as database) and the v1-compatible
+`/query` (which 2.x answers for a bucket with a DBRP mapping) on to the real 1.6.7, so the
+dashboard's reads on "2.x" answer what was written.
 """
 
 from __future__ import annotations
@@ -16,8 +19,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
+import requests
 
 from bridge.influx import InfluxV1
+from common.reading import format_ts, now_us
 from tests.conftest import BridgeProcess, Mqtt, points
 from tests.waiting import wait_until
 
@@ -34,9 +39,13 @@ class Recorded:
 class FakeInflux2(ThreadingHTTPServer):
     """Answers like InfluxDB 2.7: `/ping` 204 with its version, writes 204 (or `write_status`)."""
 
-    def __init__(self) -> None:
+    def __init__(self, forward_to: str | None = None, database: str | None = None) -> None:
+        """`forward_to`: a real InfluxDB 1.x that writes and queries go on to, into
+        `database` (default: the bucket's name) whatever the bucket asked for."""
         self.requests: list[Recorded] = []
         self.write_status = 204
+        self.forward_to = forward_to
+        self.database = database
         super().__init__(("127.0.0.1", 0), FakeHandler)
 
     @property
@@ -64,9 +73,26 @@ class FakeHandler(BaseHTTPRequestHandler):
             self._send(204, b"", {"X-Influxdb-Version": "v2.7.10"})
         elif parts.path == "/api/v2/write":
             status = self.server.write_status
+            if status == 204 and self.server.forward_to:
+                params = parse_qs(parts.query)
+                precision = {"ns": "n", "us": "u", "ms": "ms", "s": "s"}[params.get("precision", ["ns"])[0]]
+                forwarded = requests.post(
+                    f"{self.server.forward_to}/write",
+                    params={"db": self.server.database or params["bucket"][0], "precision": precision},
+                    data=body,
+                    timeout=30,
+                )
+                status = forwarded.status_code
             error = json.dumps({"code": "invalid", "message": "partial write: field type conflict"}).encode()
             self._send(status, b"" if status == 204 else error, {"Content-Type": "application/json"})
-        elif parts.path == "/query":  # InfluxQL through the v1 compatibility API: nothing stored here
+        elif parts.path == "/query" and self.server.forward_to:  # the v1 compatibility API
+            query = {name: values[0] for name, values in parse_qs(parts.query).items()}
+            if self.server.database:
+                query["db"] = self.server.database
+            url = f"{self.server.forward_to}/query"
+            answer = requests.request(self.command, url, params=query, data=body, timeout=30)
+            self._send(answer.status_code, answer.content, {"Content-Type": "application/json"})
+        elif parts.path == "/query":  # nothing stored here
             self._send(200, b'{"results":[{"statement_id":0}]}', {"Content-Type": "application/json"})
         else:
             self._send(404, b"", {})
@@ -151,3 +177,35 @@ def test_a_write_the_2x_server_refuses_is_listed_and_a_5xx_is_retried(
     fake_influx2.write_status = 204
     wait_until(lambda: bridge.get("/api/devices") and bridge.get("/api/devices")[0]["latest"], what="stored")
     assert bridge.get("/api/devices")[0]["latest"] == {"temperature": 2.0}
+
+
+def test_history_on_2x_is_read_through_the_v1_compatible_query_with_the_token(
+    start_bridge: Callable[..., BridgeProcess], mqtt_client: Mqtt, influx: InfluxV1, prefix: str
+) -> None:
+    """The dashboard's reads on "2.x": InfluxQL through `/query` with the token, answered
+    (through the recorder) by the real InfluxDB 1.6.7 the writes went to."""
+    recorder = FakeInflux2(forward_to=influx.target.url)
+    threading.Thread(target=recorder.serve_forever, daemon=True).start()
+    try:
+        bridge = start_bridge(
+            SENSORPIPE_INFLUX_URL=recorder.url,
+            SENSORPIPE_INFLUX_API="v2",
+            SENSORPIPE_INFLUX_DB=influx.target.database,
+            SENSORPIPE_INFLUX_TOKEN="tok-2x",
+            SENSORPIPE_INFLUX_ORG="lab",
+        )
+        start = now_us() - 60_000_000
+        for k in range(3):
+            mqtt_client.publish(
+                f"{prefix}/cold-2/reading", {"ts": format_ts(start + k * 1_000_017), "temperature": 4.0 + k}
+            )
+        wait_until(lambda: len(points(influx)) == 3, what="three readings in the real InfluxDB, through the recorder")
+        history = bridge.get("/api/history?device=cold-2&metric=temperature&since=1h")
+        assert history["points"] == [[(start + k * 1_000_017) / 1000, 4.0 + k] for k in range(3)]
+        assert history["source"] == "raw"  # no rollups on 2.x
+        queries = [r for r in recorder.requests if r.path == "/query"]
+        assert queries and all(r.headers.get("Authorization") == "Token tok-2x" for r in queries)
+        assert not [r for r in recorder.requests if "rollups" in r.path + str(r.params)]
+    finally:
+        recorder.shutdown()
+        recorder.server_close()

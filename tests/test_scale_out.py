@@ -162,8 +162,12 @@ def test_the_compose_scale_profile_runs_for_real(tmp_path: Path, redis_server: S
         ports = {}
         for name in ("bridge", "bridge-b"):
             ports[name] = free_port()
-            env = bridge_env(services[name], broker.port, influx, ports[name]) | {
+            env = bridge_env(services[name], broker.port, influx.target.url, ports[name]) | {
                 "SENSORPIPE_REDIS_URL": f"redis://127.0.0.1:{redis_server.port}/1",
+                # InfluxDB 1.6.7 itself here (the stack's 2.x settings are tested in test_compose.py).
+                "SENSORPIPE_INFLUX_API": "v1",
+                "SENSORPIPE_INFLUX_DB": influx.target.database,
+                "SENSORPIPE_INFLUX_TOKEN": "",
             }
             with (tmp_path / f"{name}.log").open("wb") as log:
                 processes.append(
