@@ -11,6 +11,7 @@ deletes), behind one lock: SQLite serialises writers anyway, and the work per ca
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable
@@ -18,6 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from common.reading import Reading, encode_reading
+
+log = logging.getLogger(__name__)
+DROP_LOG_EVERY = 1000  # while it is full, a warning per this many dropped readings
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (seq INTEGER PRIMARY KEY, payload BLOB NOT NULL);
@@ -43,6 +47,7 @@ class Outbox:
     def __init__(self, path: Path, device: str, max_entries: int) -> None:
         self.path = path
         self.max_entries = max_entries
+        self._dropping = False  # full at the last add: its warning is said (once per 1,000 more)
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
@@ -79,7 +84,17 @@ class Outbox:
                     "DELETE FROM outbox WHERE seq IN (SELECT seq FROM outbox ORDER BY seq LIMIT ?)", (overflow,)
                 )
                 self._depth -= cursor.rowcount
-                self._set("dropped", str(self._dropped() + cursor.rowcount))
+                dropped = self._dropped() + cursor.rowcount
+                self._set("dropped", str(dropped))
+                if (dropped - cursor.rowcount) // DROP_LOG_EVERY != dropped // DROP_LOG_EVERY or not self._dropping:
+                    log.warning(
+                        "the outbox is full (%d readings): the oldest go to make room, %d dropped so far",
+                        self.max_entries,
+                        dropped,
+                    )
+                self._dropping = True
+            else:
+                self._dropping = False
         return reading
 
     # --- sending ------------------------------------------------------------------------

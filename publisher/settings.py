@@ -117,7 +117,11 @@ class PublisherSettings(BrokerSettings):
     sim_fail_rate: float = setting("0", "simulated sensor: share of reads that fail (0 to 1)", parse_fraction)
     sim_spike_rate: float = setting("0", "simulated sensor: share of reads with a glitch (0 to 1)", parse_fraction)
     sim_stuck_after: int = setting("0", "simulated sensor: values freeze after this many reads (0: off)", parse_count)
-    count: int = setting("0", "stop after this many readings are acknowledged (0: never stop)", parse_count)
+    count: int = setting(
+        "0",
+        "take this many readings, then stop once the broker acknowledged all still in the outbox (0: never stop)",
+        parse_count,
+    )
 
     @property
     def sim_faults(self) -> SimFaults:

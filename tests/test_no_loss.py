@@ -82,6 +82,8 @@ def test_influxdb_down_then_back_loses_nothing_and_health_says_why(
 
         health = wait_until(unhealthy, what="/healthz to say 503")
         assert any("InfluxDB" in reason for reason in health["reasons"])
+        history = requests.get(bridge.url + "/api/history?device=dev-0&metric=temperature&since=1h", timeout=30)
+        assert history.status_code == 503 and history.json()["error"]  # said, not an empty chart
 
         server.start()
         wait_influx_ready(server.port)

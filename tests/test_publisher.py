@@ -243,3 +243,88 @@ def test_a_publisher_whose_clock_is_ahead_learns_its_readings_are_refused(
     # Its last health message says so too, for the dashboard.
     health = wait_until(lambda: (d := bridge.get("/api/devices?device=fast")) and d[0]["health"], 20, "health")
     assert health["refused"]["reason"] == "ts_in_future" and health["refused_count"] >= 1
+
+
+def retained_health(server: Server, prefix: str, device: str) -> dict[str, Any]:
+    """The health a client subscribing now gets: the publisher's last word, retained."""
+    late = Mqtt(server)
+    try:
+        late.subscribe(f"{prefix}/{device}/health")
+        wait_until(lambda: late.received, 10, f"the retained health of {device}")
+        assert late.received[0].retain
+        return dict(json.loads(late.received[0].payload))
+    finally:
+        late.close()
+
+
+def test_a_full_outbox_drops_the_oldest_and_health_counts_them(
+    start_bridge: Callable[..., BridgeProcess],
+    run_publisher: Callable[..., Program],
+    private_broker: Server,
+    influx: InfluxV1,
+    prefix: str,
+) -> None:
+    """The broker away longer than the outbox holds (50 readings here): the oldest go to make
+    room, the publisher says so in its log, the newest are stored once the broker is back,
+    and its health counts what went (`outbox_dropped`): the one hole in the seqs is exactly
+    that many readings long."""
+    start_bridge(on=private_broker)
+    publisher = run_publisher(
+        "tiny",
+        on=private_broker,
+        SENSORPIPE_INTERVAL="0.02",
+        SENSORPIPE_OUTBOX_MAX="50",
+        SENSORPIPE_COUNT="300",
+        SENSORPIPE_HEALTH_INTERVAL="0.2",
+    )
+    wait_until(lambda: len(seqs_stored(influx, "tiny")) >= 20, 30, "readings stored")
+    private_broker.stop(signal.SIGTERM)
+    wait_until(lambda: "the outbox is full (50 readings)" in publisher.log(), 30, "the outbox full")
+    private_broker.start()
+    assert publisher.process.wait(90) == 0, publisher.log()
+    dropped = retained_health(private_broker, prefix, "tiny")["outbox_dropped"]
+    stored = seqs_stored(influx, "tiny")
+    taken = range(300)  # SENSORPIPE_COUNT readings taken; each stored, or dropped and counted
+    missing = sorted(set(taken) - set(stored))
+    assert dropped > 0 and stored == sorted(set(stored)) and set(stored) <= set(taken)
+    assert missing == list(range(missing[0], missing[0] + dropped))  # one hole, the oldest of the outage
+
+
+def test_a_stuck_sensor_shows_in_health_and_the_log(
+    start_bridge: Callable[..., BridgeProcess], run_publisher: Callable[..., Program], broker: Server, prefix: str
+) -> None:
+    """A simulated sensor whose values freeze after 5 reads: 165 identical reads in a row
+    are counted (`unchanged_reads`) and the log asks whether it is stuck (at 150)."""
+    bridge = start_bridge()
+    publisher = run_publisher(
+        "frozen", SENSORPIPE_INTERVAL="0.01", SENSORPIPE_COUNT="170", SENSORPIPE_SIM_STUCK_AFTER="5"
+    )
+    assert publisher.process.wait(60) == 0, publisher.log()
+    assert "the last 150 reads gave identical values: is the sensor stuck?" in publisher.log()
+    health = retained_health(broker, prefix, "frozen")
+    assert health["unchanged_reads"] >= 150
+
+    def bridge_copy() -> Any:
+        known = {d["device"]: d for d in bridge.get("/api/devices")}
+        return (known.get("frozen") or {}).get("health") or {}
+
+    wait_until(lambda: bridge_copy().get("unchanged_reads") == health["unchanged_reads"], 10, "the bridge's copy")
+
+
+def test_an_unclean_exit_leaves_the_last_will_offline(
+    start_bridge: Callable[..., BridgeProcess], run_publisher: Callable[..., Program], broker: Server, prefix: str
+) -> None:
+    """A publisher killed with SIGKILL says nothing; the broker publishes its last will, the
+    retained `offline`, and the bridge marks the device offline."""
+    bridge = start_bridge()
+    publisher = run_publisher("doomed", SENSORPIPE_INTERVAL="0.2")
+    wait_until(lambda: any(d["device"] == "doomed" and d["online"] for d in bridge.get("/api/devices")), 20, "online")
+    publisher.stop(signal.SIGKILL)
+    watcher = Mqtt(broker)
+    try:
+        watcher.subscribe(f"{prefix}/doomed/status")
+        wait_until(lambda: [m for m in watcher.received if m.payload == b"offline"], 30, "the will, retained")
+        assert all(m.retain for m in watcher.received)
+    finally:
+        watcher.close()
+    wait_until(lambda: not {d["device"]: d for d in bridge.get("/api/devices")}["doomed"]["online"], 20, "offline")
