@@ -112,7 +112,9 @@ class MqttInbox:
         self._acked_at = 0.0  # when acknowledgements were last sent
         self._stopping = False
         self.state = InboxState()
+        self._connect_failing = False  # said once per outage, not on every retry
         client.on_connect = self._on_connect
+        client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
         client.on_message = self._on_message
 
@@ -226,9 +228,18 @@ class MqttInbox:
             self._generation += 1
             self._delivered = self._acked = 0  # what was unacknowledged comes again, counted anew
         self.state.connected, self.state.error = True, None
+        self._connect_failing = False
         log.info("connected to the broker (session present: %s)", flags.session_present)
         # Subscribe on every connect: also after a broker lost its state.
         client.subscribe(self._subscriptions)
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        """No connection at all (refused, unreachable, or the TLS handshake failed: paho does
+        not say which); paho tries again."""
+        self.state.error = f"cannot connect to the broker at {self._url}"
+        if not self._connect_failing:
+            log.error("%s (refused, unreachable, or its TLS certificate not trusted); retrying", self.state.error)
+        self._connect_failing = True
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         with self._ack_lock:

@@ -18,6 +18,7 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
+import requests
 from paho.mqtt.enums import CallbackAPIVersion
 
 from bridge.influx import InfluxV1
@@ -189,3 +190,71 @@ def test_optional_websockets_and_tls_listeners_start_with_the_same_users(
         ws.loop_stop()
         assert not reasons[0].is_failure
         assert clients(server.port, user, password).accepted  # the plain listener still there
+
+
+def test_the_bridge_and_a_publisher_speak_mqtts(
+    broker_config: Path,
+    start_bridge: Callable[..., BridgeProcess],
+    run_publisher: Callable[..., Program],
+    influx: InfluxV1,
+) -> None:
+    """`mqtts://` for both programs, to the shipped broker's optional TLS listener with a
+    self-signed certificate that the programs trust through SSL_CERT_FILE, as they would a
+    CA in the system's bundle: the readings are stored. They are given the TLS listener
+    only."""
+    conf_d = broker_config / "conf.d"
+    shutil.copy(conf_d / "tls.conf.example", conf_d / "tls.conf")
+    self_signed_certificate(conf_d / "fullchain.pem", conf_d / "privkey.pem")
+    shutil.copy(conf_d / "fullchain.pem", conf_d / "ca.pem")
+    bridge_url, device_url = add(broker_config, "add-bridge"), add(broker_config, "add", "greenhouse")
+    trust = {"SSL_CERT_FILE": str(conf_d / "ca.pem")}
+    with shipped_mosquitto(broker_config).serving() as server:
+        # The listener's port as the broker got it (every listener moves to a free one here).
+        port = next(
+            int(line.split()[1])
+            for line in (conf_d / "tls.conf").read_text().splitlines()
+            if line.startswith("listener ")
+        )
+
+        def over_tls(url: str) -> str:
+            assert url.startswith("mqtt://") and url.endswith(":1883"), url
+            return "mqtts://" + url.removeprefix("mqtt://").removesuffix(":1883") + f":{port}"
+
+        # Without the certificate trusted the handshake fails: said in the log and /healthz.
+        untrusting = start_bridge(
+            on=server,
+            wait=False,
+            SENSORPIPE_MQTT_URL=over_tls(bridge_url),
+            SENSORPIPE_TOPIC_PREFIX="sensors",
+            SENSORPIPE_MQTT_CLIENT_ID="untrusting",
+        )
+        wait_until(lambda: "cannot connect to the broker at mqtts://" in untrusting.log(), 30, "the failure said")
+        assert bridge_url.split(":")[2].split("@")[0] not in untrusting.log()  # the password is not shown
+
+        def health() -> tuple[int, str] | None:
+            try:
+                answer = requests.get(untrusting.url + "/healthz", timeout=5)
+            except requests.ConnectionError:
+                return None  # its web server is not up yet
+            return answer.status_code, answer.text
+
+        status, text = wait_until(health, 30, "/healthz to answer")
+        assert status == 503 and "cannot connect to the broker" in text
+        untrusting.stop()
+        start_bridge(on=server, SENSORPIPE_MQTT_URL=over_tls(bridge_url), SENSORPIPE_TOPIC_PREFIX="sensors", **trust)
+        publisher = run_publisher(
+            "greenhouse",
+            on=server,
+            SENSORPIPE_MQTT_URL=over_tls(device_url),
+            SENSORPIPE_TOPIC_PREFIX="sensors",
+            SENSORPIPE_COUNT="5",
+            SENSORPIPE_INTERVAL="0.1",
+            **trust,
+        )
+        assert publisher.process.wait(60) == 0, publisher.log()
+
+        def stored() -> int:
+            series = influx.query("SELECT count(temperature) FROM environment")
+            return int(series[0]["values"][0][1]) if series else 0
+
+        wait_until(lambda: stored() == 5, 30, "the five readings stored")
