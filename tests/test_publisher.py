@@ -328,3 +328,46 @@ def test_an_unclean_exit_leaves_the_last_will_offline(
     finally:
         watcher.close()
     wait_until(lambda: not {d["device"]: d for d in bridge.get("/api/devices")}["doomed"]["online"], 20, "offline")
+
+
+def test_a_publisher_whose_clock_is_unset_takes_no_readings_and_says_so(
+    start_bridge: Callable[..., BridgeProcess], broker: Server, influx: InfluxV1, prefix: str, tmp_path: Path
+) -> None:
+    """A Pi that booted without network and without a real-time clock believes it is 1970
+    (libfaketime sets the publisher's wall clock so): it takes no readings, the log says why,
+    and its health (`clock_ok` false) reaches the bridge, so the dashboard shows it."""
+    bridge = start_bridge()
+    # libfaketime preloaded into the publisher itself (not the `faketime` wrapper, which
+    # would take the SIGTERM), 20,000 days back (1972): an offset, as in the test above; an
+    # absolute time makes libfaketime's own sleep fail with EINVAL in paho's thread.
+    (library,) = Path("/usr/lib").glob("*/faketime/libfaketime.so.1")
+    env = base_env(broker, influx, prefix) | {
+        "SENSORPIPE_DEVICE": "unset",
+        "SENSORPIPE_OUTBOX": str(tmp_path / "outbox-unset.sqlite"),
+        "SENSORPIPE_INTERVAL": "0.1",
+        "SENSORPIPE_HEALTH_INTERVAL": "0.2",
+        "LD_PRELOAD": str(library),
+        "FAKETIME": "-20000d",
+        "FAKETIME_DONT_FAKE_MONOTONIC": "1",
+    }
+    log_path = tmp_path / "publisher-unset.log"
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "publisher"],
+            env=env,
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_until(lambda: "not taking readings until it is set" in log_path.read_text(), 30, "the log to say why")
+        health = wait_until(
+            lambda: ((d := bridge.get("/api/devices?device=unset")) and d[0].get("health")) or None, 30, "its health"
+        )
+        assert health["clock_ok"] is False and health["reads_ok"] == 0
+        assert influx.query("SELECT * FROM environment WHERE device = 'unset'") == []
+    finally:
+        process.send_signal(signal.SIGTERM)
+        code = process.wait(30)
+    assert code == 0, log_path.read_text()[-3000:]
+    assert "Traceback" not in log_path.read_text()

@@ -4,7 +4,9 @@ InfluxDB; the browser is headless Chromium."""
 
 from __future__ import annotations
 
+import email.utils
 from collections.abc import Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -237,3 +239,23 @@ def test_a_page_whose_session_ended_goes_to_the_login_form_on_reconnect(
 
 def bridge_devices(page: Any) -> bool:
     return bool(page.evaluate("fetch('/api/devices').then((r) => r.json())"))
+
+
+@pytest.mark.parametrize("secure", ["0", "1"])
+def test_the_login_cookie_is_http_only_same_site_lasts_31_days_and_is_secure_when_asked(
+    start_bridge: Callable[..., BridgeProcess], secure: str
+) -> None:
+    """`SENSORPIPE_WEB_SECURE_COOKIE=1` (behind a TLS proxy) marks the cookie Secure, so a
+    browser never sends it over plain HTTP; either way script cannot read it (HttpOnly),
+    other sites' requests do not carry it (SameSite=Lax), and it lasts 31 days."""
+    bridge = start_bridge(SENSORPIPE_WEB_PASSWORD=PASSWORD, SENSORPIPE_WEB_SECURE_COOKIE=secure)
+    answer = requests.post(bridge.url + "/login", data={"password": PASSWORD}, allow_redirects=False, timeout=10)
+    assert answer.status_code in (302, 303)
+    cookie = answer.headers["Set-Cookie"]
+    attributes = {part.strip().split("=", 1)[0].lower(): part.strip() for part in cookie.split(";")}
+    assert cookie.startswith("sensorpipe_session=") and "httponly" in attributes
+    assert attributes["samesite"] == "SameSite=Lax"
+    assert ("secure" in attributes) is (secure == "1")
+    expires = email.utils.parsedate_to_datetime(attributes["expires"].split("=", 1)[1])
+    days = (expires - datetime.now(UTC)).total_seconds() / 86400
+    assert 30.9 < days <= 31.0
