@@ -177,12 +177,17 @@ def shipped_mosquitto(config_dir: Path, port: int | None = None) -> Server:
 
 
 def influxdb(
-    folder: Path, port: int | None = None, snapshot_cold_s: int | None = None, retention_check_s: int | None = None
+    folder: Path,
+    port: int | None = None,
+    snapshot_cold_s: int | None = None,
+    retention_check_s: int | None = None,
+    auth: bool = False,
 ) -> Server:
     """An InfluxDB 1.x (not yet started) on 127.0.0.1 with all its state in `folder`.
     `snapshot_cold_s`: write the in-memory cache to TSM files once no write came for that
     long (InfluxDB's default is 10 minutes), to measure what the data takes on disk.
-    `retention_check_s`: drop what is past its retention that often (default 30 minutes)."""
+    `retention_check_s`: drop what is past its retention that often (default 30 minutes).
+    `auth`: authentication on (the first user is created without it, as an admin must be)."""
     folder.mkdir(parents=True, exist_ok=True)
     port = port or free_port()
     rpc_port = free_port()
@@ -196,7 +201,8 @@ def influxdb(
         '  query-log-enabled = false\n  index-version = "inmem"\n'
         f"{snapshot}"
         f'[http]\n  bind-address = "127.0.0.1:{port}"\n  log-enabled = false\n'
-        "[monitor]\n  store-enabled = false\n"
+        + ("  auth-enabled = true\n" if auth else "")
+        + "[monitor]\n  store-enabled = false\n"
         "[continuous_queries]\n  enabled = false\n"
         + (f'[retention]\n  check-interval = "{retention_check_s}s"\n' if retention_check_s else "")
     )
