@@ -53,11 +53,11 @@ def test_kill_9_of_the_bridge_loses_and_doubles_nothing(
     second = start_bridge(SENSORPIPE_MQTT_VERSION=version)
     wait_until(lambda: all_stored(influx, 800), 60, "all 4,000 readings")
     assert stored_seqs(influx) == {device: list(range(800)) for device in DEVICES}
-    # What the killed bridge had received but not acknowledged came again (DUP), and only
-    # that was written twice: InfluxDB's own count of points written, which a bridge writing
-    # every reading twice would double (a query cannot tell: one point per series and time).
+    # Only what the killed bridge had received but not acknowledged came again (DUP, counted
+    # in `redelivered`; none when it had caught up before the kill), and only that may have
+    # been written twice: InfluxDB's own count of points written, which a bridge writing every
+    # reading twice would double (a query cannot tell: one point per series and time).
     redelivered = bridge_metrics(second)["sensorpipe_readings_redelivered_total"]
-    assert redelivered > 0
     assert 4000 <= points_written(influx.target.url, influx.target.database) <= 4000 + redelivered
 
 
