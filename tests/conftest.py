@@ -154,6 +154,13 @@ class Program:
         return [f"{problem} ({self.log_path}):\n{self.log()[-3000:]}" for problem in problems]
 
 
+def assert_stopped_cleanly(process: subprocess.Popen[bytes], log_path: Path, what: str) -> None:
+    """For a program a test started itself and stopped with SIGTERM: exit 0, no traceback."""
+    log = log_path.read_text(errors="replace")
+    assert process.returncode == 0, f"{what} exited with {process.returncode} on SIGTERM:\n{log[-3000:]}"
+    assert "Traceback (most recent call last)" not in log, f"{what} logged a traceback:\n{log[-3000:]}"
+
+
 def finish_all(programs: list[Program]) -> None:
     """Stop every program a fixture started; fail the test if any ended badly (all stopped
     first, so none is left running)."""

@@ -35,7 +35,7 @@ from tests.composekit import (
     run_command,
     service_env,
 )
-from tests.conftest import ROOT
+from tests.conftest import ROOT, assert_stopped_cleanly
 from tests.test_influx_v2 import FakeInflux2
 from tests.waiting import wait_until
 
@@ -185,6 +185,4 @@ def test_the_stack_runs_its_commands_for_real(
         process.wait(30)
         recorder.shutdown()
         recorder.server_close()
-    output = (tmp_path / "bridge.log").read_text(errors="replace")
-    assert process.returncode == 0, f"the bridge exited with {process.returncode} on SIGTERM:\n{output[-3000:]}"
-    assert "Traceback (most recent call last)" not in output, output[-3000:]
+    assert_stopped_cleanly(process, tmp_path / "bridge.log", "the bridge")

@@ -63,6 +63,8 @@ def test_demo_runs_the_whole_pipeline_and_stops_cleanly(tmp_path: Path) -> None:
     # In that order: the broker outlived the publishers (it did not get the Ctrl-C itself).
     for log in (tmp_path / "state" / "logs").glob("sim-*.log"):
         assert "lost the broker" not in log.read_text(), log.read_text()
+    for log in (tmp_path / "state" / "logs").glob("*.log"):
+        assert "Traceback (most recent call last)" not in log.read_text(), log.read_text()[-3000:]
     for port in (broker_port.group(1), influx_port.group(1)):
         with socket.socket() as sock:
             assert sock.connect_ex(("127.0.0.1", int(port))) != 0, f"something still listens on {port}"

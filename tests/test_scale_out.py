@@ -19,7 +19,7 @@ import yaml
 from bridge.influx import InfluxV1
 from devstack.servers import Server, free_port, redis, shipped_mosquitto
 from tests.composekit import bridge_env, compose, dockerfile_cmd, in_this_venv, init_project, run_command, service_env
-from tests.conftest import ROOT, BridgeProcess, Mqtt, replicas, running_nginx
+from tests.conftest import ROOT, BridgeProcess, Mqtt, assert_stopped_cleanly, replicas, running_nginx
 from tests.faults import DEVICES, PER_DEVICE, SteadyPublisher, assert_exactly_all_stored, stored_count
 from tests.waiting import wait_until
 
@@ -212,6 +212,8 @@ def test_the_compose_scale_profile_runs_for_real(tmp_path: Path, redis_server: S
             process.terminate()
             process.wait(30)
         broker.stop()
+    for name, process in zip(("bridge", "bridge-b"), processes, strict=True):
+        assert_stopped_cleanly(process, tmp_path / f"{name}.log", name)
 
 
 def _healthy(port: int) -> bool:
