@@ -6,8 +6,9 @@ Writes .env from .env.example (mode 0600) with a random InfluxDB admin password 
 creates the broker accounts the stack uses (the bridge, the health check, the two
 simulated devices, a second bridge) with scripts/broker-user, and puts their URLs into .env.
 With --scale, also the settings for two bridges (docker compose --profile scale). An existing
-.env is left alone unless --force is given (its InfluxDB secrets only apply to a new
-InfluxDB volume anyway). Standard library only.
+.env is left alone unless --force is given; then everything is made anew but the InfluxDB
+admin password and token, which InfluxDB took into its volume on its first start and keeps
+(new ones in .env would lock the bridge out with 401 for good). Standard library only.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from broker_user import BRIDGE_USER, HEALTH_USER, ROOT, SECOND_BRIDGE_USER, account_url, add_account
 
 HOST = "mosquitto"  # the broker's name inside the compose network
+KEPT_ON_FORCE = ("INFLUX_ADMIN_PASSWORD", "INFLUX_TOKEN")  # InfluxDB's volume holds them
 
 
 def main(argv: list[str]) -> int:
@@ -36,6 +38,12 @@ def main(argv: list[str]) -> int:
     if env_path.exists() and not args.force:
         print(f"compose-init: {env_path} exists; keep it, or run with --force to replace it", file=sys.stderr)
         return 2
+    before = {}
+    if env_path.exists():
+        for line in env_path.read_text().splitlines():
+            name, _, value = line.partition("=")
+            if name in KEPT_ON_FORCE and value:
+                before[name] = value
     config = args.dir / "mosquitto"
 
     def url(name: str) -> str:
@@ -54,6 +62,7 @@ def main(argv: list[str]) -> int:
     }
     if args.scale:
         values |= {"SHARE_GROUP": "bridges", "REDIS_URL": "redis://redis:6379/0"}
+    values |= before
     text = (args.dir / ".env.example").read_text()
     lines = text.splitlines()
     for name, value in values.items():
@@ -63,6 +72,11 @@ def main(argv: list[str]) -> int:
     env_path.write_text(text)
     env_path.chmod(0o600)
     print(f"compose-init: wrote {env_path} and the broker accounts (mosquitto/passwd, mosquitto/acl)")
+    if before:
+        print(
+            f"kept {' and '.join(sorted(before))} from the old .env: InfluxDB's volume holds them "
+            "(to change them: docker compose down -v, which deletes the stored readings)"
+        )
     print(f"the dashboard's password: {values['WEB_PASSWORD']} (WEB_PASSWORD in .env)")
     print("next: docker compose up -d            (add --profile sim for two simulated devices)")
     if args.scale:

@@ -60,6 +60,30 @@ def test_without_env_compose_refuses_and_says_what_to_run(tmp_path: Path) -> Non
     assert "run scripts/compose-init" in result.stderr
 
 
+def test_a_hand_filled_env_with_the_base_secrets_only_is_enough_for_compose(tmp_path: Path) -> None:
+    """.env.example filled in by hand with what the base services need (no simulated devices,
+    no second bridge): compose takes it, and a profile service left without its account says
+    so itself when started (one line naming the setting)."""
+    lines = (ROOT / ".env.example").read_text().splitlines()
+    filled = {
+        "MQTT_HEALTH_PASSWORD": "health-pass",
+        "INFLUX_ADMIN_PASSWORD": "admin-pass-123",
+        "INFLUX_TOKEN": "a-long-token",
+        "BRIDGE_MQTT_URL": "mqtt://sensorpipe-bridge:pass@mosquitto:1883",
+    }
+    (tmp_path / ".env").write_text(
+        "\n".join(
+            f"{line}{filled[line[:-1]]}" if line[:-1] in filled and line.endswith("=") else line for line in lines
+        )
+        + "\n"
+    )
+    result = compose(tmp_path, "config")
+    assert result.returncode == 0, result.stderr
+    sim = yaml.safe_load(result.stdout)["services"]["sim-greenhouse"]
+    started = run_command(sim, service_env(sim, 1883) | {"SENSORPIPE_OUTBOX": str(tmp_path / "outbox.sqlite")})
+    assert started.returncode == 2 and "SENSORPIPE_MQTT_URL" in started.stderr.strip().splitlines()[-1]
+
+
 def test_compose_init_keeps_an_existing_env_and_secrets_stay_out_of_the_file(project: Path) -> None:
     before = (project / ".env").read_text()
     again = subprocess.run(
@@ -72,6 +96,33 @@ def test_compose_init_keeps_an_existing_env_and_secrets_stay_out_of_the_file(pro
         name, _, value = line.partition("=")
         if name in {"INFLUX_TOKEN", "INFLUX_ADMIN_PASSWORD", "MQTT_HEALTH_PASSWORD", "WEB_PASSWORD", "WEB_SECRET"}:
             assert value and value not in compose_text
+
+
+def env_values(path: Path) -> dict[str, str]:
+    return dict(
+        line.split("=", 1) for line in path.read_text().splitlines() if "=" in line and not line.startswith("#")
+    )
+
+
+def test_compose_init_force_keeps_the_secrets_influxdb_already_holds(project: Path) -> None:
+    """`--force` (as `--scale` on an existing .env needs) makes everything anew but the
+    InfluxDB admin password and token: InfluxDB took those into its volume on its first start
+    and ignores new ones, so new ones in .env would lock the bridge out with 401 for good."""
+    before = env_values(project / ".env")
+    forced = subprocess.run(
+        [str(ROOT / "scripts" / "compose-init"), "--dir", str(project), "--force", "--scale"],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert forced.returncode == 0, forced.stderr
+    after = env_values(project / ".env")
+    assert (after["INFLUX_TOKEN"], after["INFLUX_ADMIN_PASSWORD"]) == (
+        before["INFLUX_TOKEN"],
+        before["INFLUX_ADMIN_PASSWORD"],
+    )
+    assert after["WEB_PASSWORD"] != before["WEB_PASSWORD"] and after["SHARE_GROUP"] == "bridges"
+    assert "kept INFLUX_ADMIN_PASSWORD and INFLUX_TOKEN" in forced.stdout
 
 
 def test_the_services_are_wired_as_documented(config: dict[str, Any]) -> None:
@@ -97,6 +148,8 @@ def test_the_services_are_wired_as_documented(config: dict[str, Any]) -> None:
         "influxdb": {"condition": "service_healthy"},
     }
     assert services["influxdb"]["environment"]["DOCKER_INFLUXDB_INIT_BUCKET"] == "sensors"
+    # Published for the side doors (its UI, Grafana, InfluxQL), on this machine only by default.
+    assert services["influxdb"]["ports"] == ["127.0.0.1:8086:8086/tcp"]
     assert (
         services["bridge"]["environment"]["SENSORPIPE_INFLUX_TOKEN"]
         == (services["influxdb"]["environment"]["DOCKER_INFLUXDB_INIT_ADMIN_TOKEN"])
