@@ -56,7 +56,9 @@ class ReadingLink:
         self._client = make_client(url, client_id=f"sensorpipe-pub-{device}", persistent=False)
         self._client.will_set(topics.status(device), STATUS_OFFLINE, qos=1, retain=True)
         self._client.on_connect = self._on_connect
+        self._client.on_connect_fail = self._on_connect_fail
         self._client.on_disconnect = self._on_disconnect
+        self._connect_failing = False  # said once per outage, not on every retry
         self._client.on_publish = self._on_publish
         self._client.on_message = self._on_message
         # Filled by paho's thread, emptied by the sender thread: a deque needs no lock, and a
@@ -147,11 +149,23 @@ class ReadingLink:
         if reason.is_failure:
             log.error("broker %s refused the connection: %s", self._url, reason)
             return
+        self._connect_failing = False
         log.info("connected to %s as device %s; %d readings in the outbox", self._url, self._device, self._outbox.depth)
         client.publish(self._topics.status(self._device), STATUS_ONLINE, qos=1, retain=True)
         client.subscribe(self._topics.rejections(self._device), qos=1)
         self.connected = True
         self._wake.set()
+
+    def _on_connect_fail(self, client: mqtt.Client, userdata: Any) -> None:
+        """No connection at all (refused, unreachable, or the TLS handshake failed: paho does
+        not say which); paho tries again."""
+        if not self._connect_failing:
+            log.warning(
+                "cannot connect to %s (refused, unreachable, or its TLS certificate not trusted); "
+                "retrying, readings wait in the outbox",
+                self._url,
+            )
+        self._connect_failing = True
 
     def _on_disconnect(self, client: mqtt.Client, userdata: Any, flags: Any, reason: Any, props: Any) -> None:
         self.connected = False

@@ -88,7 +88,8 @@ mkdir -p /etc/sensorpipe
 env_file=/etc/sensorpipe/publisher.env
 if [ ! -e "$env_file" ] || [ "${#settings[@]}" -gt 0 ]; then
   [ -e "$env_file" ] && cp -p "$env_file" "$env_file.bak"
-  /opt/sensorpipe/venv/bin/python -m publisher.envfile "${settings[@]}" > "$env_file.new"
+  # Made unreadable to others from the start: it may hold the broker password.
+  (umask 077; /opt/sensorpipe/venv/bin/python -m publisher.envfile "${settings[@]}" > "$env_file.new")
   mv "$env_file.new" "$env_file"
 fi
 chown root:sensorpipe "$env_file"

@@ -241,6 +241,15 @@ def test_the_bridge_and_a_publisher_speak_mqtts(
         status, text = wait_until(health, 30, "/healthz to answer")
         assert status == 503 and "cannot connect to the broker" in text
         untrusting.stop()
+        doubting = run_publisher(
+            "greenhouse",
+            on=server,
+            SENSORPIPE_MQTT_URL=over_tls(device_url),
+            SENSORPIPE_TOPIC_PREFIX="sensors",
+            SENSORPIPE_OUTBOX=str(broker_config / "doubting-outbox.sqlite"),  # its readings stay its own
+        )
+        wait_until(lambda: "cannot connect to mqtts://" in doubting.log(), 30, "the publisher's failure said")
+        doubting.stop()
         start_bridge(on=server, SENSORPIPE_MQTT_URL=over_tls(bridge_url), SENSORPIPE_TOPIC_PREFIX="sensors", **trust)
         publisher = run_publisher(
             "greenhouse",

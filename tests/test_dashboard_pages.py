@@ -131,9 +131,14 @@ def test_reconnect_leaves_no_hole_and_only_the_shown_device_is_streamed(
         page.wait_for_selector('#connection[data-state="connected"]')
         wait_until(lambda: chart_points(page, '#charts .chart[data-metric="temperature"]') >= 4, 20, "live points")
         proxy.cut()  # readings go on being stored; none reaches the page
+        cut_at = time.monotonic()
         page.wait_for_selector('#connection[data-state="disconnected"]')
         during = stored(influx, "shown", "15m") + 3
         wait_until(lambda: stored(influx, "shown", "15m") >= during, 20, "three readings stored during the cut")
+        # Longer than the bridge's replay to a reconnecting page (5 s + 3 write intervals, 8 s
+        # here: webui/live.py), which alone would fill a short hole: the first seconds of the
+        # cut only the page's refetch of its range can bring back.
+        wait_until(lambda: time.monotonic() > cut_at + 11, 20, "the cut outlasting the replay")
         proxy.restore()
         page.wait_for_selector('#connection[data-state="connected"]', timeout=30_000)
         shown.stop(signal.SIGTERM)
