@@ -18,6 +18,7 @@ from common.health import encode_health
 from common.settings import SettingsError, exit_bad_setting
 from common.topics import Topics
 from publisher.discovery import discovery_messages
+from publisher.heartbeat import Heartbeat, heartbeat_path
 from publisher.link import ReadingLink
 from publisher.outbox import Outbox, OutboxError
 from publisher.plausibility import Plausibility
@@ -108,12 +109,18 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _announcer(settings: PublisherSettings, topics: Topics, link: ReadingLink, sampler: Sampler) -> Callable[[], None]:
-    """After each slot: health every `health_interval`, discovery after each (re)connect."""
+    """After each slot: the heartbeat (publisher/heartbeat.py), health every
+    `health_interval`, discovery after each (re)connect."""
     last_health = float("-inf")
     announced = False
+    heartbeat = Heartbeat(heartbeat_path(settings.outbox), settings.interval)
 
     def announce() -> None:
         nonlocal last_health, announced
+        try:
+            heartbeat.beat(link.connected, lambda: sampler.health().outbox_depth)
+        except OSError as exc:  # a full disk: the outbox says so louder; sampling goes on
+            log.warning("cannot write the heartbeat %s: %s", heartbeat.path, exc)
         if not link.connected:
             announced = False
             return

@@ -141,7 +141,7 @@ def test_the_services_are_wired_as_documented(config: dict[str, Any]) -> None:
     for name, service in services.items():
         assert service["restart"] == "unless-stopped", name
         assert service.get("user") != "root", name
-    for name in ("mosquitto", "influxdb", "bridge"):
+    for name in ("mosquitto", "influxdb", "bridge", "sim-greenhouse", "sim-coldroom"):
         assert services[name]["healthcheck"]["test"], name
     assert services["bridge"]["depends_on"] == {
         "mosquitto": {"condition": "service_healthy"},
@@ -216,6 +216,16 @@ def test_the_stack_runs_its_commands_for_real(
         )
         publisher = run_command(sim, sim_env)
         assert publisher.returncode == 0, publisher.stderr
+        # Its health check, as compose runs it, finds the heartbeat the run just left.
+        sim_check = subprocess.run(
+            in_this_venv(sim["healthcheck"]["test"][1:]),
+            cwd=ROOT,
+            env=sim_env,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        assert sim_check.returncode == 0 and "alive: sampled" in sim_check.stdout, sim_check.stderr
 
         def stored() -> int:
             series = influx.query("SELECT count(temperature) FROM environment WHERE device = 'sim-greenhouse'")

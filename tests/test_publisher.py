@@ -371,3 +371,32 @@ def test_a_publisher_whose_clock_is_unset_takes_no_readings_and_says_so(
         code = process.wait(30)
     assert code == 0, log_path.read_text()[-3000:]
     assert "Traceback" not in log_path.read_text()
+
+
+def test_the_health_check_says_whether_the_publisher_samples(
+    run_publisher: Callable[..., Program], broker: Server, influx: InfluxV1, prefix: str, tmp_path: Path
+) -> None:
+    """`python -m publisher.check` (the simulated devices' health check in compose) with the
+    publisher's own settings: 1 before it ever sampled, 0 while it samples, 1 once it stalls
+    (SIGSTOP: no slot passes) for longer than 10 s, 0 again when it goes on."""
+    env = base_env(broker, influx, prefix) | {
+        "SENSORPIPE_DEVICE": "beat",
+        "SENSORPIPE_OUTBOX": str(tmp_path / "outbox-beat.sqlite"),
+    }
+
+    def check() -> subprocess.CompletedProcess[str]:
+        command = [sys.executable, "-m", "publisher.check"]
+        return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=30, check=False)
+
+    before = check()
+    assert before.returncode == 1 and "no heartbeat yet" in before.stderr
+    publisher = run_publisher("beat", SENSORPIPE_INTERVAL="0.2")
+    alive = wait_until(lambda: (c := check()).returncode == 0 and c, 20, "the check to pass")
+    assert "alive: sampled" in alive.stdout and "connected to the broker" in alive.stdout
+    publisher.process.send_signal(signal.SIGSTOP)
+    try:
+        stalled = wait_until(lambda: (c := check()).returncode == 1 and c, 30, "the check to fail")
+        assert "the publisher is stalled or gone" in stalled.stderr
+    finally:
+        publisher.process.send_signal(signal.SIGCONT)
+    wait_until(lambda: check().returncode == 0, 20, "the check to pass again")
