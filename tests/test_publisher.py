@@ -167,14 +167,7 @@ def test_glitches_are_counted_in_health_and_never_stored(
     assert mqtt_client.received  # health came while it ran
     # The publisher's final word is the retained one: what a client subscribing now gets
     # (the last message the running subscription got may still be on its way).
-    late = Mqtt(broker)
-    try:
-        late.subscribe(f"{prefix}/glitchy/health")
-        wait_until(lambda: late.received, 10, "the retained health")
-        assert late.received[0].retain
-        last = json.loads(late.received[0].payload)
-    finally:
-        late.close()
+    last = retained_health(broker, prefix, "glitchy")
     assert last["reads_failed"] > 0 and last["last_error"]
     assert last["rejected"].get("jump", 0) > 0
     assert last["reads_ok"] == 200 + sum(last["rejected"].values())
