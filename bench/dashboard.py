@@ -1,13 +1,15 @@
 """The dashboard's budget: many browsers live, a week of history, the first page load.
 
-    .venv/bin/python bench/dashboard.py [--clients 200] [--rate 50] [--seconds 30]
+    .venv/bin/python bench/dashboard.py [--clients 200] [--rate 50] [--seconds 30] [--web-threads 300]
 
 Starts a private Mosquitto and InfluxDB 1.6.7 and a real `python -m bridge`, then:
 1. fan-out: `--clients` Socket.IO clients (websocket transport, spread over 4 processes so
    the clients' own Python does not become the bottleneck) each receive every reading while
    readings are published at `--rate` a second, each stamped with its publish time; prints
    delivery latency p50/p99 over all clients and readings (target p99 < 250 ms) and how
-   many readings any client missed (target 0);
+   many readings any client missed (target 0). Each live client holds one of the bridge's
+   web threads, and live clients may hold four fifths of them: `--web-threads`
+   (SENSORPIPE_WEB_THREADS) must leave room for `--clients`;
 2. history: 7 days of one device at one reading every 2 s (302,400 points) are written to
    InfluxDB; `/api/history?since=7d&points=1000` is timed 7 times (target: median < 300 ms,
    at most 1,000 points);
@@ -152,10 +154,12 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=200)
     parser.add_argument("--rate", type=float, default=50)
     parser.add_argument("--seconds", type=float, default=30)
+    parser.add_argument("--web-threads", type=int, default=300)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder, private_stack(Path(folder)) as stack:
         broker, influx_url = stack.broker, stack.influx_url
-        bridge, web_port = start_bridge(broker.port, influx_url, PREFIX, Path(folder) / "bridge.log")
+        settings = {"SENSORPIPE_WEB_THREADS": str(args.web_threads)}
+        bridge, web_port = start_bridge(broker.port, influx_url, PREFIX, Path(folder) / "bridge.log", settings)
         url = f"http://127.0.0.1:{web_port}"
         try:
             wait_healthy(url, bridge, 30)
@@ -167,7 +171,7 @@ def main() -> None:
             bridge.wait(30)
     print(
         f"reproduce: .venv/bin/python bench/dashboard.py --clients {args.clients} --rate {args.rate:g} "
-        f"--seconds {args.seconds:g}"
+        f"--seconds {args.seconds:g} --web-threads {args.web_threads}"
     )
 
 

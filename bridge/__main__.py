@@ -17,7 +17,7 @@ from flask import Flask
 from flask_socketio import SocketIO
 from prometheus_client import CollectorRegistry
 
-from bridge import rebuild
+from bridge import rebuild, webserver
 from bridge.alerts.journal import AlertJournal, Journal
 from bridge.alerts.notify import Notifier, parse_targets
 from bridge.alerts.rules import RuleError
@@ -46,6 +46,9 @@ from common.settings import SettingsError, exit_bad_setting
 from common.topics import Topics
 from webui import AssetsMissing, WebAccess, WebContext, create_app, make_socketio
 from webui.access import SESSION_LIFETIME_S
+
+# Seconds a connection may take to send a request's head, or stay idle between requests.
+WEB_IDLE_TIMEOUT_S = 10
 
 log = logging.getLogger("bridge")
 
@@ -210,7 +213,6 @@ def run(
     app: Flask, socketio: SocketIO, settings: BridgeSettings, stages: Stages, alerts: AlertService, influx: InfluxV1
 ) -> int:
     """Start the stages and serve the web UI until SIGTERM or SIGINT; then stop in order."""
-    signal.signal(signal.SIGHUP, lambda signum, frame: alerts.reload())
     stages.pipeline.start()
     stages.inbox.start()
     alerts.start()
@@ -222,12 +224,21 @@ def run(
         settings.web_port,
     )
     try:
-        socketio.run(app, host=settings.web_host, port=settings.web_port, allow_unsafe_werkzeug=True, log_output=False)
+        webserver.serve(
+            app,
+            settings.web_host,
+            settings.web_port,
+            threads=settings.web_threads,
+            idle_timeout=WEB_IDLE_TIMEOUT_S,
+            # The browsers first: each open websocket holds a web thread until it closes.
+            on_stop=socketio.server.eio.disconnect,
+            on_hup=alerts.reload,
+        )
+    except KeyboardInterrupt:
+        pass  # SIGTERM before the web server took over the signals
     except OSError as exc:
         print(f"bridge: cannot serve on {settings.web_host}:{settings.web_port}: {exc.strerror}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
-        pass
     finally:
         # A second Ctrl-C or SIGTERM must not cut the clean stop short.
         signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -249,7 +260,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args[:2] == ["rollups", "rebuild"]:  # a one-time job, not the bridge
         return rebuild.main(args[2:], os.environ)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # no line per HTTP request
     try:
         settings = load_settings(args, os.environ)
     except SettingsError as exc:

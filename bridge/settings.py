@@ -23,6 +23,7 @@ from common.settings import (
     parse_optional_path,
     parse_port,
     parse_positive_float,
+    parse_retention,
     parse_secret,
     parse_switch,
     setting,
@@ -72,23 +73,6 @@ def _mqtt_version(raw: str) -> str:
     return raw
 
 
-RETENTION = re.compile(r"(?P<n>[1-9][0-9]{0,4})(?P<unit>[dw])|inf")
-
-
-def _retention(raw: str) -> int | None:
-    """`400d`, `52w` (at least a day), `inf` (for ever: 0 here), or empty (None: left as
-    the database's admin set it)."""
-    text = raw.strip().lower()
-    if not text:
-        return None
-    match = RETENTION.fullmatch(text)
-    if match is None:
-        raise ValueError("a number of days or weeks (400d, 52w), or inf")
-    if text == "inf":
-        return 0
-    return int(match["n"]) * (7 if match["unit"] == "w" else 1) * 86_400
-
-
 def _share_group(raw: str) -> str | None:
     if raw == "":
         return None
@@ -136,6 +120,13 @@ def _public_url(raw: str) -> str:
 
 def _host(raw: str) -> str:
     return parse_nonempty(raw).strip()
+
+
+def _threads(raw: str) -> int:
+    count = parse_count(raw)
+    if not 4 <= count <= 10_000:
+        raise ValueError("must be 4 to 10000")
+    return count
 
 
 def _max_devices(raw: str) -> int:
@@ -190,7 +181,7 @@ class BridgeSettings(BrokerSettings):
         "default retention policy at start (older readings are dropped, and refused when they "
         "arrive); the rollups are kept for ever in the retention policy `rollups`. Empty: the "
         "policy is left as it is (Debian's: for ever)",
-        _retention,
+        parse_retention,
     )
     write_interval_ms: float = setting(
         "1000",
@@ -256,6 +247,13 @@ class BridgeSettings(BrokerSettings):
     )
     web_host: str = setting("127.0.0.1", "address the web UI listens on", _host)
     web_port: int = setting("5000", "port the web UI listens on", parse_port)
+    web_threads: int = setting(
+        "400",
+        "threads serving the web UI and API: how many requests are answered at once; an open "
+        "dashboard holds one while it is live, and live dashboards may take four fifths of them "
+        "(320 of 400), the rest stay for pages and the API; a dashboard over that waits and retries",
+        _threads,
+    )
     web_password: Secret = setting(
         "",
         "password for the dashboard, API and Socket.IO (empty: open to whoever reaches the port)",

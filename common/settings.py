@@ -220,6 +220,23 @@ def parse_fraction(raw: str) -> float:
     return value
 
 
+RETENTION = re.compile(r"(?P<n>[1-9][0-9]{0,4})(?P<unit>[dw])|inf")
+
+
+def parse_retention(raw: str) -> int | None:
+    """Seconds from `400d`, `52w` (at least a day), `inf` (for ever: 0 here), or empty (None:
+    left as the database's admin set it). In common/: the Pi installer checks it too."""
+    text = raw.strip().lower()
+    if not text:
+        return None
+    match = RETENTION.fullmatch(text)
+    if match is None:
+        raise ValueError("a number of days or weeks (400d, 52w), or inf")
+    if text == "inf":
+        return 0
+    return int(match["n"]) * (7 if match["unit"] == "w" else 1) * 86_400
+
+
 def parse_switch(raw: str) -> bool:
     """On or off: 1/0, true/false, yes/no, on/off."""
     lowered = raw.strip().lower()

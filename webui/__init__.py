@@ -79,5 +79,7 @@ def make_socketio(
     """
     # threading mode, explicitly: auto-detection would pick eventlet if it were installed.
     # No cors_allowed_origins: Socket.IO accepts the dashboard's own origin only.
-    socketio = SocketIO(async_mode="threading")
+    # A ping every 10 s (Socket.IO's default is 25): the web server closes a connection silent
+    # for 20 s (bridge/webserver.py), and a live browser answers each ping.
+    socketio = SocketIO(async_mode="threading", ping_interval=10)
     return socketio, LiveBroadcaster(socketio, web_access, shared=shared, replay_s=replay_s)

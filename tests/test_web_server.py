@@ -1,0 +1,141 @@
+"""The dashboard's web server (bridge/webserver.py) in a real bridge: gunicorn's threaded worker,
+a thread per request only once its head has arrived, a limit on Socket.IO's share of the
+threads, and a bound on every read and write.
+
+The stalled clients are raw sockets that send a request's first bytes, or nothing, and
+never read; whether the bridge has closed one is read from the kernel's TCP state, so no
+test waits a fixed time.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import socket
+from collections.abc import Callable, Iterator
+
+import pytest
+import requests
+import socketio
+
+from tests.conftest import BridgeProcess
+from tests.waiting import wait_until
+
+TCP_ESTABLISHED = 1
+
+
+def _connect(port: int, opening: bytes) -> socket.socket:
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10)
+    sock.sendall(opening)
+    return sock
+
+
+def _open_by_server(sock: socket.socket) -> bool:
+    """The server has not closed this connection (no FIN or RST has arrived)."""
+    return sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_INFO, 1)[0] == TCP_ESTABLISHED
+
+
+def _answered(sock: socket.socket) -> bytes:
+    """What the server has sent on this connection so far, left unread."""
+    try:
+        return sock.recv(65536, socket.MSG_PEEK | socket.MSG_DONTWAIT)
+    except BlockingIOError:
+        return b""
+
+
+def _websocket(port: int) -> socket.socket:
+    """A Socket.IO websocket, handshake completed, that will never send or read again."""
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock = _connect(
+        port,
+        (
+            f"GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            f"Origin: http://127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ).encode(),
+    )
+    answer = b""
+    while b"\r\n\r\n" not in answer:
+        chunk = sock.recv(4096)
+        assert chunk, f"the bridge closed the websocket handshake: {answer!r}"
+        answer += chunk
+    assert answer.startswith(b"HTTP/1.1 101"), answer
+    return sock
+
+
+@pytest.fixture
+def sockets() -> Iterator[list[socket.socket]]:
+    held: list[socket.socket] = []
+    yield held
+    for sock in held:
+        sock.close()
+
+
+def test_a_production_server_answers(start_bridge: Callable[..., BridgeProcess]) -> None:
+    bridge = start_bridge()
+    page = requests.get(bridge.url + "/", timeout=10)
+    assert page.status_code == 200
+    assert page.headers["Server"].startswith("gunicorn"), page.headers
+    assert "development server" not in bridge.log().lower()
+    # The websocket transport works (the dashboards' tests use it through Chromium too).
+    client = socketio.Client()
+    client.connect(bridge.url, transports=["websocket"], wait_timeout=10)
+    assert client.transport() == "websocket"
+    client.disconnect()
+
+
+def test_connections_still_sending_their_request_hold_no_thread(
+    start_bridge: Callable[..., BridgeProcess], sockets: list[socket.socket]
+) -> None:
+    """With 4 threads, 16 connections that sent nothing or half a request head: a request
+    behind them is answered while all 16 are still open (each waiting in a thread would
+    have held all four until it gave up), and the bridge closes them after its idle timeout."""
+    bridge = start_bridge(SENSORPIPE_WEB_THREADS="4")
+    sockets += [_connect(bridge.port, b"") for _ in range(8)]
+    sockets += [_connect(bridge.port, b"GET /api/devices HTTP/1.1\r\nHost: 127.0.0.1\r\n") for _ in range(8)]
+    answer = requests.get(bridge.url + "/api/devices", timeout=60)
+    assert answer.status_code == 200
+    assert all(_open_by_server(sock) for sock in sockets), "the answer waited for stalled connections to be closed"
+    wait_until(lambda: not any(_open_by_server(sock) for sock in sockets), 60, "the bridge to close them")
+
+
+def test_a_stalled_request_body_gives_its_thread_back(
+    start_bridge: Callable[..., BridgeProcess], sockets: list[socket.socket]
+) -> None:
+    """Four logins whose bodies never come hold all 4 threads; each read gives up (20 s) with
+    408, the request waiting behind them is answered then, and the bridge closes them."""
+    bridge = start_bridge(SENSORPIPE_WEB_THREADS="4", SENSORPIPE_WEB_PASSWORD="a-password")
+    head = (
+        b"POST /login HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-www-form-urlencoded\r\n"
+        b"Content-Length: 100\r\n\r\npassword="
+    )
+    sockets += [_connect(bridge.port, head) for _ in range(4)]
+    answer = requests.get(bridge.url + "/healthz", timeout=120)
+    assert answer.status_code == 200
+    assert any(_answered(sock).startswith(b"HTTP/1.1 408") for sock in sockets), "answered before a thread was free?"
+    wait_until(lambda: not any(_open_by_server(sock) for sock in sockets), 60, "the bridge to close them")
+    assert all(_answered(sock).startswith(b"HTTP/1.1 408") for sock in sockets)
+    assert "Traceback" not in bridge.log()
+
+
+def test_live_dashboards_cannot_take_every_thread(
+    start_bridge: Callable[..., BridgeProcess], sockets: list[socket.socket]
+) -> None:
+    """With 5 threads, Socket.IO may hold 3: three silent websockets, then the next Socket.IO
+    request is refused with 503 while pages and the API are still served; one closed, a
+    browser gets in again."""
+    bridge = start_bridge(SENSORPIPE_WEB_THREADS="5")
+    sockets += [_websocket(bridge.port) for _ in range(3)]
+    poll = requests.get(bridge.url + "/socket.io/", params={"EIO": "4", "transport": "polling"}, timeout=30)
+    assert poll.status_code == 503, poll.text
+    assert "SENSORPIPE_WEB_THREADS" in poll.json()["error"]
+    assert poll.headers["Retry-After"] == "5"
+    assert requests.get(bridge.url + "/", timeout=30).status_code == 200
+    assert requests.get(bridge.url + "/api/devices", timeout=30).status_code == 200
+    sockets.pop().close()
+
+    def polls() -> bool:
+        params = {"EIO": "4", "transport": "polling"}
+        return requests.get(bridge.url + "/socket.io/", params=params, timeout=30).status_code == 200
+
+    wait_until(polls, 60, "a Socket.IO request to be served once a websocket closed")
