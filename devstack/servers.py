@@ -33,15 +33,15 @@ class ServerError(RuntimeError):
     """A private server did not start."""
 
 
-def free_port(preferred: int | None = None) -> int:
-    """`preferred` if nothing listens there on 127.0.0.1, otherwise a free port the OS picks."""
+def free_port(preferred: int | None = None, host: str = "127.0.0.1") -> int:
+    """`preferred` if nothing listens there on `host`, otherwise a free port the OS picks."""
     candidates = ([preferred] if preferred else []) + [0]
     for port in candidates:
         with socket.socket() as sock:
             # As the servers do: a port with only closed connections lingering is free.
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
-                sock.bind(("127.0.0.1", port))
+                sock.bind((host, port))
             except OSError:
                 continue
             return int(sock.getsockname()[1])

@@ -1,9 +1,7 @@
 """`python -m publisher.envfile KEY=VALUE ...`: the publisher's settings file, every setting explained.
 
-scripts/install-pi.sh writes /etc/sensorpipe/publisher.env with it. Each setting appears
-with its meaning and default; those given on the command line are set, the rest stay
-commented out so the default applies. The format is systemd's EnvironmentFile (double
-quotes, backslash escapes), which a shell's `set -a; . FILE` reads the same way.
+scripts/install-pi.sh writes /etc/sensorpipe/publisher.env with it (common/envfile.py has
+the format).
 """
 
 from __future__ import annotations
@@ -11,31 +9,20 @@ from __future__ import annotations
 import sys
 from collections.abc import Mapping, Sequence
 
+from common import envfile
 from publisher.settings import OPTIONS
-
-
-def quote(value: str) -> str:
-    escaped = value.replace("\\", "\\\\").replace('"', '\\"').replace("$", "\\$").replace("`", "\\`")
-    return f'"{escaped}"'
 
 
 def render(values: Mapping[str, str]) -> str:
     """The file's text; raises ValueError for a name that is no publisher setting."""
-    known = {option.env for option in OPTIONS}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ValueError(f"not a publisher setting: {', '.join(unknown)}")
-    lines = ["# sensorpipe publisher settings. After a change: sudo systemctl restart sensorpipe-publisher", ""]
-    for option in OPTIONS:
-        if option.env.startswith("SENSORPIPE_SIM_") or option.env == "SENSORPIPE_COUNT":
-            continue  # for the simulation and tests, not for a Pi
-        lines.append(f"# {option.help} (default: {option.default or 'empty'})")
-        if option.env in values:
-            lines.append(f"{option.env}={quote(values[option.env])}")
-        else:
-            lines.append(f"#{option.env}={quote(option.default)}")
-        lines.append("")
-    return "\n".join(lines)
+    return envfile.render(
+        values,
+        OPTIONS,
+        "# sensorpipe publisher settings. After a change: sudo systemctl restart sensorpipe-publisher",
+        "publisher",
+        # The simulation's and the tests' settings are not for a Pi.
+        listed=lambda option: not option.env.startswith("SENSORPIPE_SIM_") and option.env != "SENSORPIPE_COUNT",
+    )
 
 
 def main(argv: Sequence[str]) -> int:

@@ -2,10 +2,12 @@
 # Installs what sensorpipe needs and is missing, and nothing else; safe to run again.
 #   scripts/setup.sh demo   Debian packages for the demo, the Python venv, the npm packages
 #   scripts/setup.sh test   the same, plus Chromium and the test tools
+#   scripts/setup.sh demo pi   the demo's, plus the Pi extras (a real DHT sensor: scripts/demo --sensor)
 # Runs as root, or as a user who may sudo (only apt-get is run through sudo).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 purpose=${1:-demo}
+extras=${2:-}
 
 as_root() {
   if [ "$(id -u)" -eq 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
@@ -17,6 +19,8 @@ packages=(mosquitto mosquitto-clients influxdb influxdb-client python3-venv)
 # systemd for systemd-analyze (checks the service unit), openssl for the TLS listener test,
 # redis-server for the tests with several bridges, faketime for a publisher whose clock is ahead.
 [ "$purpose" = test ] && packages+=(chromium docker-compose systemd openssl redis-server faketime)
+# gpiod and sysv_ipc build from source where PyPI has no wheel for this machine.
+[ "$extras" = pi ] && packages+=(python3-dev gcc)
 # Raspberry Pi OS may already have its own build under the older name: use that one.
 if dpkg-query -W -f='${Status}' chromium-browser 2>/dev/null | grep -q "install ok installed"; then
   packages=("${packages[@]/chromium}")
@@ -59,6 +63,16 @@ if [ ! -e "$stamp" ]; then
   .venv/bin/python -m pip install -q --disable-pip-version-check -r "$lock"
   rm -f .venv/.installed-*
   touch "$stamp"
+fi
+
+if [ "$extras" = pi ]; then
+  pi_stamp=.venv/.installed-pi-$(sha256sum requirements-pi.lock | cut -c1-16)
+  if [ ! -e "$pi_stamp" ]; then
+    echo "setup: the Pi extras from requirements-pi.lock into .venv"
+    .venv/bin/python -m pip install -q --disable-pip-version-check -c requirements.lock -r requirements-pi.lock
+    rm -f .venv/.installed-pi-*
+    touch "$pi_stamp"
+  fi
 fi
 
 npm_stamp=webui/node_modules/.installed-$(sha256sum webui/package-lock.json | cut -c1-16)
