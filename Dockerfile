@@ -20,6 +20,8 @@ COPY common/ common/
 COPY publisher/ publisher/
 COPY bridge/ bridge/
 COPY webui/ webui/
+# The compose stack's init service (docker-compose.yml): its secrets and broker accounts.
+COPY scripts/stack_init.py scripts/broker_user.py scripts/
 COPY --from=assets /build/webui/node_modules/ webui/node_modules/
 # The publisher's outbox; a named volume mounted here starts with this owner.
 RUN mkdir /data && chown sensorpipe:sensorpipe /data

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
 
-from common.settings import Option
+from common.settings import Option, read_env_file
 
 
 def quote(value: str) -> str:
@@ -46,16 +46,4 @@ def render(
 
 def read(text: str) -> dict[str, str]:
     """The settings a file written by `render` sets (its commented-out lines are not)."""
-    values = {}
-    for line in text.splitlines():
-        name, sep, quoted = line.partition("=")
-        if not sep or line.startswith("#") or not (quoted.startswith('"') and quoted.endswith('"')):
-            continue
-        body, out, i = quoted[1:-1], [], 0
-        while i < len(body):
-            if body[i] == "\\" and i + 1 < len(body):
-                i += 1
-            out.append(body[i])
-            i += 1
-        values[name.strip()] = "".join(out)
-    return values
+    return read_env_file(text)

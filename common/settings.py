@@ -108,10 +108,46 @@ class _OneLineParser(argparse.ArgumentParser):
         raise SettingsError(message)
 
 
+# A file of settings (KEY="value" lines, systemd's EnvironmentFile format), read under the
+# environment: docker compose hands the services their secrets this way (scripts/stack_init.py).
+SETTINGS_FILE = "SENSORPIPE_SETTINGS_FILE"
+
+
+def read_env_file(text: str) -> dict[str, str]:
+    """The settings a KEY="value" file sets (double quotes, backslash escapes; # comments)."""
+    values = {}
+    for line in text.splitlines():
+        name, sep, quoted = line.partition("=")
+        if not sep or line.lstrip().startswith("#") or not (len(quoted) >= 2 and quoted[0] == quoted[-1] == '"'):
+            continue
+        body, out, i = quoted[1:-1], [], 0
+        while i < len(body):
+            if body[i] == "\\" and i + 1 < len(body):
+                i += 1
+            out.append(body[i])
+            i += 1
+        values[name.strip()] = "".join(out)
+    return values
+
+
+def with_settings_file(environ: Mapping[str, str]) -> Mapping[str, str]:
+    """`environ` over the settings of the file SENSORPIPE_SETTINGS_FILE names, if it names one."""
+    path = environ.get(SETTINGS_FILE, "")
+    if not path:
+        return environ
+    try:
+        text = Path(path).read_text()
+    except OSError as exc:
+        raise SettingsError(f"{SETTINGS_FILE} = {path!r}: {exc.strerror}") from None
+    return {**read_env_file(text), **environ}
+
+
 def load(
     prog: str, description: str, options: Sequence[Option], argv: Sequence[str], environ: Mapping[str, str]
 ) -> dict[str, Any]:
-    """Parse `options` from flags, then environment, then defaults; raise SettingsError."""
+    """Parse `options` from flags, then environment (then SENSORPIPE_SETTINGS_FILE), then
+    defaults; raise SettingsError."""
+    environ = with_settings_file(environ)
     # No abbreviations: `--web-pass` must not quietly become --web-password.
     parser = _OneLineParser(prog=prog, description=description, allow_abbrev=False)
     for option in options:

@@ -54,6 +54,14 @@ def hash_password(password: str, salt: bytes | None = None) -> str:
     return f"$7${ITERATIONS}${base64.b64encode(salt).decode()}${base64.b64encode(digest).decode()}"
 
 
+def verifies(hashed: str | None, password: str | None) -> bool:
+    """Whether a `$7$` hash (as hash_password writes) is of this password."""
+    if not hashed or not password or not hashed.startswith("$7$"):
+        return False
+    _, _, _iterations, salt, _digest = hashed.split("$")
+    return hash_password(password, base64.b64decode(salt)) == hashed
+
+
 def new_password() -> str:
     alphabet = string.ascii_letters + string.digits
     return "".join(secrets.choice(alphabet) for _ in range(24))

@@ -1,4 +1,6 @@
-"""Prepare `docker compose up`: .env with fresh secrets, and the broker's accounts.
+"""Choose the stack's secrets before `docker compose up`: .env with fresh secrets, and the
+broker's accounts. Optional: without .env, the compose file's init service makes them on the
+first start (scripts/stack_init.py); with it, init takes these.
 
     scripts/compose-init [--force]
 

@@ -18,7 +18,6 @@ and read back from the settings files on later ones. `remove` undoes `apply`.
 from __future__ import annotations
 
 import argparse
-import base64
 import grp
 import ipaddress
 import os
@@ -232,14 +231,6 @@ def url_password(url: str) -> str | None:
     return unquote(password) if password else None
 
 
-def verifies(hashed: str | None, password: str | None) -> bool:
-    """Whether Mosquitto's `$7$` hash is of this password (the salt is read from the hash)."""
-    if not hashed or not password or not hashed.startswith("$7$"):
-        return False
-    _, _, _iterations, salt, _digest = hashed.split("$")
-    return broker_user.hash_password(password, base64.b64decode(salt)) == hashed
-
-
 def broker_conf(plan: Plan) -> str:
     """conf.d/sensorpipe.conf: the shipped mosquitto.conf, less what Debian's main file sets."""
     lines = [MARK, "# From mosquitto/mosquitto.conf; Debian's mosquitto.conf sets persistence and the log.", ""]
@@ -265,7 +256,7 @@ def accounts(changes: Changes, wanted: dict[str, str]) -> bool:
     )
     users = broker_user.read_users(ACCOUNTS / "passwd")
     readers = broker_user.read_readers(ACCOUNTS / "acl")
-    stale = [name for name, password in wanted.items() if not verifies(users.get(name), password)]
+    stale = [name for name, password in wanted.items() if not broker_user.verifies(users.get(name), password)]
     for name in stale:
         users[name] = broker_user.hash_password(wanted[name])
     if stale or base_changed or not (ACCOUNTS / "acl").exists():

@@ -15,6 +15,7 @@ from typing import Any
 
 import yaml
 
+from common.settings import read_env_file
 from devstack.servers import SHIPPED_CONFIG_DIR
 from tests.conftest import ROOT, fresh_clone_only
 
@@ -69,20 +70,55 @@ def local(url: str, port: int) -> str:
     return url.replace("@mosquitto:1883", f"@127.0.0.1:{port}")
 
 
-def service_env(service: dict[str, Any], broker_port: int) -> dict[str, str]:
-    """A service's environment as compose gives it (with the image's ENV), the broker moved
-    to this machine."""
+def run_init(project: Path, services: dict[str, Any]) -> tuple[Path, str]:
+    """The init service's command with its compose environment: the stack's secrets into
+    `project`/secrets (the stack-secrets volume), its accounts into `project`/mosquitto.
+    Returns that folder and what the command printed."""
+    secrets = project / "secrets"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SENSORPIPE_")}
+    env |= {k: str(v) for k, v in services["init"]["environment"].items()}
+    command = in_this_venv(services["init"]["command"])
+    result = subprocess.run(
+        [*command, "--secrets", str(secrets), "--broker-dir", str(project / "mosquitto")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    return secrets, result.stdout
+
+
+def settings_file(env: dict[str, str]) -> dict[str, str]:
+    """What the service's SENSORPIPE_SETTINGS_FILE sets."""
+    return read_env_file(Path(env["SENSORPIPE_SETTINGS_FILE"]).read_text())
+
+
+def dashboard_password(secrets: Path) -> str:
+    """The dashboard's password the init service made (or took from .env)."""
+    return read_env_file((secrets / "bridge.env").read_text())["SENSORPIPE_WEB_PASSWORD"]
+
+
+def service_env(service: dict[str, Any], broker_port: int, secrets: Path) -> dict[str, str]:
+    """A service's environment as compose gives it (with the image's ENV), its settings file
+    taken from `secrets` (as run_init made it) with the broker moved to this machine."""
     base = {k: v for k, v in os.environ.items() if not k.startswith("SENSORPIPE_")} | {"PYTHONUNBUFFERED": "1"}
     env = base | dockerfile_env() | {k: str(v) for k, v in service["environment"].items()}
-    env["SENSORPIPE_MQTT_URL"] = local(env["SENSORPIPE_MQTT_URL"], broker_port)
+    given = Path(env["SENSORPIPE_SETTINGS_FILE"].replace("/secrets/", f"{secrets}/", 1))
+    moved = given.with_name(given.name + ".here")
+    moved.write_text(local(given.read_text(), broker_port))
+    env["SENSORPIPE_SETTINGS_FILE"] = str(moved)
     return env
 
 
-def bridge_env(service: dict[str, Any], broker_port: int, influx_url: str, web_port: int) -> dict[str, str]:
+def bridge_env(
+    service: dict[str, Any], broker_port: int, influx_url: str, web_port: int, secrets: Path
+) -> dict[str, str]:
     """A bridge service's environment here, its InfluxDB settings (v2 API, bucket, org, the
-    token compose-init made) as they are but for the server's address, and the web server
-    on `web_port` of 127.0.0.1."""
-    return service_env(service, broker_port) | {
+    token init made) as they are but for the server's address, and the web server on
+    `web_port` of 127.0.0.1."""
+    return service_env(service, broker_port, secrets) | {
         "SENSORPIPE_INFLUX_URL": influx_url,
         "SENSORPIPE_WEB_HOST": "127.0.0.1",
         "SENSORPIPE_WEB_PORT": str(web_port),

@@ -12,11 +12,10 @@ test_influx_v2.py).
 
 from __future__ import annotations
 
-import os
 import re
+import shutil
 import subprocess
 import threading
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -29,13 +28,16 @@ from devstack.servers import Server, free_port, shipped_mosquitto
 from tests.composekit import (
     bridge_env,
     compose,
+    dashboard_password,
     dockerfile_cmd,
     in_this_venv,
     init_project,
     run_command,
+    run_init,
     service_env,
+    settings_file,
 )
-from tests.conftest import ROOT, assert_stopped_cleanly
+from tests.conftest import ROOT, assert_stopped_cleanly, fresh_clone_only
 from tests.test_influx_v2 import FakeInflux2
 from tests.waiting import wait_until
 
@@ -54,34 +56,70 @@ def config(project: Path) -> dict[str, Any]:
     return loaded
 
 
-def test_without_env_compose_refuses_and_says_what_to_run(tmp_path: Path) -> None:
-    result = compose(tmp_path, "config")
-    assert result.returncode != 0
-    assert "run scripts/compose-init" in result.stderr
+def fresh_project(folder: Path) -> Path:
+    """A fresh clone as `docker compose up` sees it: no .env, the shipped mosquitto/ folder."""
+    folder.mkdir()
+    shutil.copytree(ROOT / "mosquitto", folder / "mosquitto", ignore=fresh_clone_only)
+    return folder
 
 
-def test_a_hand_filled_env_with_the_base_secrets_only_is_enough_for_compose(tmp_path: Path) -> None:
-    """.env.example filled in by hand with what the base services need (no simulated devices,
-    no second bridge): compose takes it, and a profile service left without its account says
-    so itself when started (one line naming the setting)."""
+def test_a_fresh_clone_needs_nothing_before_compose_up(tmp_path: Path) -> None:
+    """No .env: compose takes the file, and the init service's command (run here for real,
+    twice) makes the secrets and the broker's accounts once, prints the dashboard's password
+    once, and keeps them on the second start; no secret is in compose's own configuration."""
+    fresh_project(tmp_path / "project")
+    result = compose(tmp_path / "project", "--profile", "sim", "config")
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    assert all(not value for value in services["init"]["environment"].values())
+    _, first_run = run_init(tmp_path / "project", services)
+    secrets = tmp_path / "project" / "secrets"
+    first = {path.name: path.read_text() for path in secrets.iterdir()}
+    password = dashboard_password(secrets)
+    assert f"the dashboard's password: {password}" in first_run
+    passwd = (tmp_path / "project" / "mosquitto" / "passwd").read_text()
+    assert {"sensorpipe-bridge", "sensorpipe-health", "sim-greenhouse"} <= {
+        line.split(":")[0] for line in passwd.splitlines()
+    }
+    for name in ("bridge.env", "influxdb-token", "health-password"):
+        assert oct((secrets / name).stat().st_mode & 0o777) == "0o400", name  # its service's user only
+    _, second_run = run_init(tmp_path / "project", services)
+    assert {path.name: path.read_text() for path in secrets.iterdir()} == first
+    assert (tmp_path / "project" / "mosquitto" / "passwd").read_text() == passwd
+    assert "the secrets of the first start are kept" in second_run and password not in second_run
+    shown = subprocess.run(
+        [*in_this_venv(services["init"]["command"]), "password", "--secrets", str(secrets)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert shown.stdout.strip() == password
+
+
+def test_a_hand_filled_env_is_taken_by_the_init_service(tmp_path: Path) -> None:
+    """.env.example filled in by hand (some secrets only): the init service takes what is
+    there and makes the rest."""
+    project = fresh_project(tmp_path / "project")
     lines = (ROOT / ".env.example").read_text().splitlines()
     filled = {
-        "MQTT_HEALTH_PASSWORD": "health-pass",
-        "INFLUX_ADMIN_PASSWORD": "admin-pass-123",
         "INFLUX_TOKEN": "a-long-token",
         "BRIDGE_MQTT_URL": "mqtt://sensorpipe-bridge:pass@mosquitto:1883",
     }
-    (tmp_path / ".env").write_text(
+    (project / ".env").write_text(
         "\n".join(
             f"{line}{filled[line[:-1]]}" if line[:-1] in filled and line.endswith("=") else line for line in lines
         )
         + "\n"
     )
-    result = compose(tmp_path, "config")
+    result = compose(project, "config")
     assert result.returncode == 0, result.stderr
-    sim = yaml.safe_load(result.stdout)["services"]["sim-greenhouse"]
-    started = run_command(sim, service_env(sim, 1883) | {"SENSORPIPE_OUTBOX": str(tmp_path / "outbox.sqlite")})
-    assert started.returncode == 2 and "SENSORPIPE_MQTT_URL" in started.stderr.strip().splitlines()[-1]
+    secrets, _ = run_init(project, yaml.safe_load(result.stdout)["services"])
+    bridge = settings_file({"SENSORPIPE_SETTINGS_FILE": str(secrets / "bridge.env")})
+    assert bridge["SENSORPIPE_INFLUX_TOKEN"] == "a-long-token"
+    assert bridge["SENSORPIPE_MQTT_URL"] == "mqtt://sensorpipe-bridge:pass@mosquitto:1883"
+    assert (secrets / "influxdb-token").read_text() == "a-long-token"
+    assert len(bridge["SENSORPIPE_WEB_PASSWORD"]) >= 16  # made, as .env had none
 
 
 def test_compose_init_keeps_an_existing_env_and_secrets_stay_out_of_the_file(project: Path) -> None:
@@ -129,6 +167,7 @@ def test_the_services_are_wired_as_documented(config: dict[str, Any]) -> None:
     services = config["services"]
     # docker-compose 1.29 lists every profile's services; the profiles say which start when.
     assert {name: service.get("profiles", []) for name, service in services.items()} == {
+        "init": [],
         "mosquitto": [],
         "influxdb": [],
         "bridge": [],
@@ -139,6 +178,9 @@ def test_the_services_are_wired_as_documented(config: dict[str, Any]) -> None:
         "nginx": ["scale"],
     }
     for name, service in services.items():
+        if name == "init":  # a one-shot, root in its container to give each secret to its user
+            assert service["restart"] == "no" and service["user"] == "0:0"
+            continue
         assert service["restart"] == "unless-stopped", name
         assert service.get("user") != "root", name
     for name in ("mosquitto", "influxdb", "bridge", "sim-greenhouse", "sim-coldroom"):
@@ -147,16 +189,18 @@ def test_the_services_are_wired_as_documented(config: dict[str, Any]) -> None:
         "mosquitto": {"condition": "service_healthy"},
         "influxdb": {"condition": "service_healthy"},
     }
+    for name in ("mosquitto", "influxdb"):  # and so everything after them
+        assert services[name]["depends_on"] == {"init": {"condition": "service_completed_successfully"}}
     assert services["influxdb"]["environment"]["DOCKER_INFLUXDB_INIT_BUCKET"] == "sensors"
     # Published for the side doors (its UI, Grafana, InfluxQL), on this machine only by default.
     assert services["influxdb"]["ports"] == ["127.0.0.1:8086:8086/tcp"]
-    assert (
-        services["bridge"]["environment"]["SENSORPIPE_INFLUX_TOKEN"]
-        == (services["influxdb"]["environment"]["DOCKER_INFLUXDB_INIT_ADMIN_TOKEN"])
-    )
-    assert {"mosquitto-data", "influxdb-data", "sim-greenhouse-outbox"} <= set(config["volumes"])
-    assert services["bridge"]["environment"]["SENSORPIPE_WEB_PASSWORD"]  # compose-init sets one
-    assert services["bridge"]["environment"]["SENSORPIPE_WEB_SECRET"]  # and a cookie secret
+    # The secrets come from the files of the init service, none from compose's environment.
+    assert services["influxdb"]["environment"]["DOCKER_INFLUXDB_INIT_ADMIN_TOKEN_FILE"] == "/secrets/influxdb-token"
+    assert services["bridge"]["environment"]["SENSORPIPE_SETTINGS_FILE"] == "/secrets/bridge.env"
+    for name in ("bridge", "bridge-b", "sim-greenhouse", "sim-coldroom"):
+        environment = services[name]["environment"]
+        assert not {"SENSORPIPE_MQTT_URL", "SENSORPIPE_INFLUX_TOKEN", "SENSORPIPE_WEB_PASSWORD"} & set(environment)
+    assert {"mosquitto-data", "influxdb-data", "sim-greenhouse-outbox", "stack-secrets"} <= set(config["volumes"])
 
 
 def test_the_dockerfile_builds_assets_then_runs_unprivileged() -> None:
@@ -172,24 +216,28 @@ def test_the_dockerfile_builds_assets_then_runs_unprivileged() -> None:
     assert text.index("USER ") < text.index("CMD ")
 
 
-@pytest.fixture
-def stack_broker(project: Path) -> Iterator[Server]:
-    with shipped_mosquitto(project / "mosquitto").serving() as server:
-        yield server
+def test_the_stack_runs_its_commands_for_real(influx: InfluxV1, tmp_path: Path) -> None:
+    """`docker compose up` on a fresh clone, the services' commands run here in its order: the
+    init service first (the secrets, the broker's accounts), then the broker with the shipped
+    config and its health check, the bridge's container command, a simulated publisher, each
+    with its compose environment and the file init wrote it. The stack's InfluxDB 2.7 is the
+    2.x recorder (tests/test_influx_v2.py) in front of the real 1.6.7."""
+    project = fresh_project(tmp_path / "project")
+    result = compose(project, "--profile", "sim", "config")
+    assert result.returncode == 0, result.stderr
+    services = yaml.safe_load(result.stdout)["services"]
+    secrets, _ = run_init(project, services)
+    with shipped_mosquitto(project / "mosquitto").serving() as stack_broker:
+        run_services(services, stack_broker, secrets, influx, tmp_path)
 
 
-def test_the_stack_runs_its_commands_for_real(
-    project: Path, config: dict[str, Any], stack_broker: Server, influx: InfluxV1, tmp_path: Path
+def run_services(
+    services: dict[str, Any], stack_broker: Server, secrets: Path, influx: InfluxV1, tmp_path: Path
 ) -> None:
-    """The services' commands with their compose environment; the stack's InfluxDB 2.7 is
-    the 2.x recorder (tests/test_influx_v2.py) in front of the real 1.6.7."""
-    services = config["services"]
     # The broker's health check, as compose runs it inside the container.
-    check = (
-        services["mosquitto"]["healthcheck"]["test"][1].replace("$$", "$").replace("-p 1883", f"-p {stack_broker.port}")
-    )
-    health_env = {**os.environ, **services["mosquitto"]["environment"]}
-    assert subprocess.run(["sh", "-c", check], env=health_env, capture_output=True, check=False).returncode == 0
+    check = services["mosquitto"]["healthcheck"]["test"][1].replace("$$", "$")
+    check = check.replace("-p 1883", f"-p {stack_broker.port}").replace("/secrets/", f"{secrets}/")
+    assert subprocess.run(["sh", "-c", check], capture_output=True, check=False).returncode == 0
 
     # The stack's InfluxDB is 2.7, which cannot run here: the 2.x recorder stands in for it
     # and passes writes and queries on to the real 1.6.7, so the bridge service's own 2.x
@@ -197,9 +245,9 @@ def test_the_stack_runs_its_commands_for_real(
     recorder = FakeInflux2(forward_to=influx.target.url, database=influx.target.database)
     threading.Thread(target=recorder.serve_forever, daemon=True).start()
     web_port = free_port()
-    bridge = bridge_env(services["bridge"], stack_broker.port, recorder.url, web_port)
+    bridge = bridge_env(services["bridge"], stack_broker.port, recorder.url, web_port, secrets)
     sim = services["sim-greenhouse"]
-    sim_env = service_env(sim, stack_broker.port) | {
+    sim_env = service_env(sim, stack_broker.port, secrets) | {
         "SENSORPIPE_OUTBOX": str(tmp_path / "data" / "outbox.sqlite"),
         "SENSORPIPE_INTERVAL": "0.2",
         "SENSORPIPE_COUNT": "10",
@@ -232,16 +280,14 @@ def test_the_stack_runs_its_commands_for_real(
             return int(series[0]["values"][0][1]) if series else 0
 
         wait_until(lambda: stored() == 10, 30, "the simulated device's 10 readings")
-        bearer = {"Authorization": f"Bearer {bridge['SENSORPIPE_WEB_PASSWORD']}"}  # compose-init made one
+        bearer = {"Authorization": f"Bearer {dashboard_password(secrets)}"}  # init made one
         assert requests.get(f"http://127.0.0.1:{web_port}/api/devices", timeout=10).status_code == 401
         devices = requests.get(f"http://127.0.0.1:{web_port}/api/devices", headers=bearer, timeout=10).json()
         assert [d["device"] for d in devices] == ["sim-greenhouse"]
-        env_file = dict(line.split("=", 1) for line in (project / ".env").read_text().splitlines() if "=" in line)
+        token = (secrets / "influxdb-token").read_text()  # the one InfluxDB was set up with
         for write in recorder.writes():
-            assert write.params["bucket"] == ["sensors"] and write.params["org"] == [
-                env_file.get("INFLUX_ORG", "sensorpipe")
-            ]
-            assert write.headers["Authorization"] == f"Token {env_file['INFLUX_TOKEN']}"
+            assert write.params["bucket"] == ["sensors"] and write.params["org"] == ["sensorpipe"]
+            assert write.headers["Authorization"] == f"Token {token}"
         assert recorder.writes()
     finally:
         process.terminate()

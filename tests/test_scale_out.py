@@ -18,7 +18,17 @@ import yaml
 
 from bridge.influx import InfluxV1
 from devstack.servers import Server, free_port, redis, shipped_mosquitto
-from tests.composekit import bridge_env, compose, dockerfile_cmd, in_this_venv, init_project, run_command, service_env
+from tests.composekit import (
+    bridge_env,
+    compose,
+    dashboard_password,
+    dockerfile_cmd,
+    in_this_venv,
+    init_project,
+    run_command,
+    run_init,
+    service_env,
+)
 from tests.conftest import ROOT, BridgeProcess, Mqtt, assert_stopped_cleanly, replicas, running_nginx
 from tests.faults import DEVICES, PER_DEVICE, SteadyPublisher, assert_exactly_all_stored, stored_count
 from tests.waiting import wait_until
@@ -155,6 +165,7 @@ def test_the_compose_scale_profile_runs_for_real(tmp_path: Path, redis_server: S
     result = compose(project, "--profile", "scale", "config")
     assert result.returncode == 0, result.stderr
     services = yaml.safe_load(result.stdout)["services"]
+    secrets, _ = run_init(project, services)  # takes what compose-init put in .env
     broker = shipped_mosquitto(project / "mosquitto")
     broker.start()
     processes: list[subprocess.Popen[bytes]] = []
@@ -162,7 +173,7 @@ def test_the_compose_scale_profile_runs_for_real(tmp_path: Path, redis_server: S
         ports = {}
         for name in ("bridge", "bridge-b"):
             ports[name] = free_port()
-            env = bridge_env(services[name], broker.port, influx.target.url, ports[name]) | {
+            env = bridge_env(services[name], broker.port, influx.target.url, ports[name], secrets) | {
                 "SENSORPIPE_REDIS_URL": f"redis://127.0.0.1:{redis_server.port}/1",
                 # InfluxDB 1.6.7 itself here (the stack's 2.x settings are tested in test_compose.py).
                 "SENSORPIPE_INFLUX_API": "v1",
@@ -180,7 +191,7 @@ def test_the_compose_scale_profile_runs_for_real(tmp_path: Path, redis_server: S
         site = site.replace("server bridge-b:5000", f"server 127.0.0.1:{ports['bridge-b']}")
         (tmp_path / "nginx").mkdir()
         with running_nginx(tmp_path / "nginx", site, lambda: _healthy(web)):
-            password = services["bridge"]["environment"]["SENSORPIPE_WEB_PASSWORD"]
+            password = dashboard_password(secrets)
             browser = socketio.Client()
             seen: Counter[int] = Counter()
             browser.on("readings", lambda batch: seen.update(r["seq"] for r in batch))
@@ -191,7 +202,7 @@ def test_the_compose_scale_profile_runs_for_real(tmp_path: Path, redis_server: S
                 headers={"Authorization": f"Bearer {password}"},
             )
             sim = services["sim-greenhouse"]
-            sim_env = service_env(sim, broker.port) | {
+            sim_env = service_env(sim, broker.port, secrets) | {
                 "SENSORPIPE_OUTBOX": str(tmp_path / "outbox.sqlite"),
                 "SENSORPIPE_INTERVAL": "0.05",
                 "SENSORPIPE_COUNT": "40",
