@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -157,3 +158,22 @@ def test_no_secret_in_a_failing_start_its_help_or_the_settings_repr() -> None:
     assert settings.web_password.reveal() == "web-s3cret"  # kept, only never shown
     for text in (failing.stdout, failing.stderr, shown.stdout, repr(settings), str(settings.mqtt_url)):
         assert "s3cret" not in text, text
+
+
+def test_a_settings_file_is_read_under_the_environment_and_flags(tmp_path: Path) -> None:
+    """SENSORPIPE_SETTINGS_FILE: its values apply where neither a flag nor the environment sets
+    one; quotes and backslash escapes as systemd reads them; an unreadable file is one line."""
+    path = tmp_path / "bridge.env"
+    path.write_text(
+        '# a comment\nSENSORPIPE_WEB_PASSWORD="pa\\"ss"\nSENSORPIPE_WEB_PORT="5001"\nSENSORPIPE_INFLUX_DB="from_file"\n'
+    )
+    environ = {"SENSORPIPE_SETTINGS_FILE": str(path), "SENSORPIPE_INFLUX_DB": "from_env"}
+    settings = bridge_settings(["--web-port", "5002"], environ)
+    assert settings.web_password.reveal() == 'pa"ss'
+    assert settings.influx_db == "from_env" and settings.web_port == 5002
+    assert bridge_settings([], environ).web_port == 5001
+    missing = run("publisher", SENSORPIPE_SETTINGS_FILE=str(tmp_path / "absent.env"))
+    assert missing.returncode == 2
+    assert missing.stderr.strip() == (
+        f"publisher: bad setting: SENSORPIPE_SETTINGS_FILE = '{tmp_path / 'absent.env'}': No such file or directory"
+    )
