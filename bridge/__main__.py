@@ -200,6 +200,7 @@ def serve(settings: BridgeSettings) -> int:
             message_queue=redis_url,
             channel=f"{namespace}:socketio",
             proxies=settings.web_proxies,
+            proxy_from=settings.web_proxy_from,
         )
     except AssetsMissing as exc:
         print(f"bridge: {exc}", file=sys.stderr)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
@@ -120,6 +121,20 @@ def _public_url(raw: str) -> str:
 
 def _host(raw: str) -> str:
     return parse_nonempty(raw).strip()
+
+
+HOST_NAME = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*")
+
+
+def _proxy_from(raw: str) -> tuple[str, ...]:
+    entries = tuple(entry.strip() for entry in raw.split(",") if entry.strip())
+    for entry in entries:
+        try:
+            ipaddress.ip_network(entry, strict=False)
+        except ValueError:
+            if not HOST_NAME.fullmatch(entry):
+                raise ValueError(f"{entry!r} is no address, network or host name") from None
+    return entries
 
 
 def _threads(raw: str) -> int:
@@ -278,6 +293,13 @@ class BridgeSettings(BrokerSettings):
         "passwords are throttled per client, not per proxy. Leave 0 when browsers connect "
         "directly: anyone could send those headers",
         parse_count,
+    )
+    web_proxy_from: tuple[str, ...] = setting(
+        "",
+        "with SENSORPIPE_WEB_PROXIES: the proxies' addresses, networks or host names, comma-"
+        "separated (nginx, 10.0.0.0/8); only their X-Forwarded-* headers are believed, so a "
+        "browser reaching the bridge directly as well cannot pick an address (empty: anyone's)",
+        _proxy_from,
     )
 
 

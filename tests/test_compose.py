@@ -201,6 +201,11 @@ def test_the_services_are_wired_as_documented(config: dict[str, Any]) -> None:
         environment = services[name]["environment"]
         assert not {"SENSORPIPE_MQTT_URL", "SENSORPIPE_INFLUX_TOKEN", "SENSORPIPE_WEB_PASSWORD"} & set(environment)
     assert {"mosquitto-data", "influxdb-data", "sim-greenhouse-outbox", "stack-secrets"} <= set(config["volumes"])
+    # Behind the scale profile's nginx each client has its own login throttle, and the
+    # bridge's own port cannot forge one (webui/proxies.py).
+    for name in ("bridge", "bridge-b"):
+        environment = services[name]["environment"]
+        assert (environment["SENSORPIPE_WEB_PROXIES"], environment["SENSORPIPE_WEB_PROXY_FROM"]) == ("1", "nginx")
 
 
 def test_the_dockerfile_builds_assets_then_runs_unprivileged() -> None:

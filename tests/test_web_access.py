@@ -5,10 +5,12 @@ InfluxDB; the browser is headless Chromium."""
 from __future__ import annotations
 
 import email.utils
+import http.client
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlencode
 
 import pytest
 import requests
@@ -265,3 +267,37 @@ def test_the_login_cookie_is_http_only_same_site_lasts_31_days_and_is_secure_whe
     expires = email.utils.parsedate_to_datetime(attributes["expires"].split("=", 1)[1])
     days = (expires - datetime.now(UTC)).total_seconds() / 86400
     assert 30.9 < days <= 31.0
+
+
+def _login_from(source: str, bridge: BridgeProcess, password: str, forwarded_for: str) -> int:
+    """A login sent from the loopback address `source` (127.0.0.2: another host, here)."""
+    body = urlencode({"password": password})
+    connection = http.client.HTTPConnection("127.0.0.1", bridge.port, timeout=10, source_address=(source, 0))
+    try:
+        connection.request(
+            "POST",
+            "/login",
+            body,
+            {"Content-Type": "application/x-www-form-urlencoded", "X-Forwarded-For": forwarded_for},
+        )
+        return connection.getresponse().status
+    finally:
+        connection.close()
+
+
+def test_the_forwarded_address_is_believed_from_the_named_proxy_only(
+    start_bridge: Callable[..., BridgeProcess],
+) -> None:
+    """SENSORPIPE_WEB_PROXY_FROM=localhost (a host name, looked up): a client reaching the
+    bridge directly (from 127.0.0.2) cannot dodge the throttle with a new X-Forwarded-For for
+    every guess, while behind the proxy (127.0.0.1) the clients are still told apart."""
+    bridge = start_bridge(
+        SENSORPIPE_WEB_PASSWORD=PASSWORD, SENSORPIPE_WEB_PROXIES="1", SENSORPIPE_WEB_PROXY_FROM="localhost"
+    )
+    for n in range(10):
+        assert _login_from("127.0.0.2", bridge, "guess", forwarded_for=f"198.51.100.{n}") == 401
+    assert _login_from("127.0.0.2", bridge, PASSWORD, forwarded_for="198.51.100.77") == 429
+    for _ in range(10):
+        assert _login_from("127.0.0.1", bridge, "guess", forwarded_for="203.0.113.7") == 401
+    assert _login_from("127.0.0.1", bridge, PASSWORD, forwarded_for="203.0.113.7") == 429
+    assert _login_from("127.0.0.1", bridge, PASSWORD, forwarded_for="203.0.113.8") == 302

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 from flask import Flask
 from flask.json.provider import DefaultJSONProvider
 from flask_socketio import SocketIO
-from werkzeug.middleware.proxy_fix import ProxyFix
 
 from webui.access import WebAccess, install
 from webui.alerts import alerts_api
@@ -15,6 +15,7 @@ from webui.api import api
 from webui.context import WebContext
 from webui.live import LiveBroadcaster
 from webui.pages import AssetsMissing, check_vendor_files, pages
+from webui.proxies import ForwardedFrom
 
 __all__ = ["AssetsMissing", "WebAccess", "WebContext", "create_app", "make_socketio"]
 
@@ -39,12 +40,14 @@ def create_app(
     message_queue: str | None = None,
     channel: str = "sensorpipe",
     proxies: int = 0,
+    proxy_from: Sequence[str] = (),
 ) -> Flask:
     """Build the app and bind `socketio` to it; raises AssetsMissing without the npm packages.
 
     `socketio` is made by the caller (with `make_socketio`) so that the live broadcaster
     can be handed to the ingest loop before the app exists. `proxies`: how many reverse
-    proxies to believe the X-Forwarded-* headers of.
+    proxies to believe the X-Forwarded-* headers of; `proxy_from`: from which addresses
+    (webui/proxies.py; empty: any).
     """
     check_vendor_files()
     app = Flask(__name__)
@@ -61,10 +64,7 @@ def create_app(
     socketio.init_app(app, **queue)
     if proxies:
         # Outside Socket.IO's middleware, so its handshakes see the client's address too.
-        # Only the last `proxies` entries of each header count: a client can prepend its own.
-        app.wsgi_app = ProxyFix(  # type: ignore[method-assign]
-            app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies
-        )
+        app.wsgi_app = ForwardedFrom(app.wsgi_app, proxies, proxy_from)  # type: ignore[method-assign]
     return app
 
 
