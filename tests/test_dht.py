@@ -12,6 +12,7 @@ which returns at once and records how long it was asked to wait).
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,7 +21,7 @@ from publisher.outbox import Outbox
 from publisher.plausibility import Plausibility
 from publisher.sampling import Sampler, SamplerConfig, clock_plausible
 from publisher.sensors import SensorReadError
-from publisher.sensors.dht import DhtSensor
+from publisher.sensors.dht import DhtSensor, check_gpio
 
 NOT_FOUND = "DHT sensor not found, check wiring"
 SHORT = "A full buffer was not returned. Try again."
@@ -145,3 +146,15 @@ def test_a_clock_before_the_release_is_not_trusted() -> None:
     assert not clock_plausible(0)  # 1970: a Pi that booted without network
     assert not clock_plausible(1_600_000_000)  # 2020: the last shutdown's time, say
     assert clock_plausible(1_900_000_000)
+
+
+def test_without_a_gpio_chip_the_sensor_does_not_open(tmp_path: Path) -> None:
+    """The GPIO check at the hardware boundary, on a fake /dev: no chip at all (a PC, an
+    emulated Pi), a chip this user may not open, and one it may."""
+    with pytest.raises(SensorReadError, match=r"no GPIO chip \(.*/gpiochip\*\): not a Raspberry Pi"):
+        check_gpio(tmp_path)
+    chip = tmp_path / "gpiochip0"
+    chip.write_bytes(b"")
+    with pytest.raises(SensorReadError, match=r"gpiochip0: this user may not open it \(put the user in group gpio\)"):
+        check_gpio(tmp_path, access=lambda path, mode: False)  # as for a user not in group gpio
+    check_gpio(tmp_path, access=lambda path, mode: path == chip)  # no error

@@ -3,7 +3,8 @@
 No systemd runs here as PID 1, so the installer runs with --no-systemctl (everything but
 talking to systemd), and the test then starts each unit the way systemd would: the unit
 file's ExecStartPre and ExecStart, with its EnvironmentFile, Environment, User and
-StateDirectory, in a clean environment with / as working directory. Debian's own units
+StateDirectory (made as systemd makes it, owned by the unit's user), in a clean
+environment with / as working directory. Debian's own units
 (mosquitto.service, influxdb.service) are started the same way from their unit files. The
 broker and InfluxDB the installer configured are Debian's packages (installed by
 scripts/setup.sh test), on free loopback ports (--listen 127.0.0.1).
@@ -19,6 +20,7 @@ import hashlib
 import os
 import re
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -32,7 +34,7 @@ import requests
 from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
-from devstack.servers import free_port
+from devstack.servers import Server, free_port, mosquitto
 from tests.conftest import ROOT
 from tests.waiting import wait_until
 
@@ -89,6 +91,7 @@ class Unit:
         self.log_path = log
         entries = service_section(unit_file(name))
         self.env = {"PATH": SYSTEMD_PATH, "LANG": "C.UTF-8"}
+        self.state_mode = 0o755  # systemd's default StateDirectoryMode
         user = group = None
         for key, value in entries:
             if key == "EnvironmentFile":
@@ -104,6 +107,9 @@ class Unit:
                 group = value
             elif key == "StateDirectory":
                 self.env["STATE_DIRECTORY"] = f"/var/lib/{value}"
+            elif key == "StateDirectoryMode":
+                self.state_mode = int(value, 8)
+        self.user = user
         self.prefix = []
         if user:
             self.env.update(USER=user, LOGNAME=user, HOME="/", SHELL="/usr/sbin/nologin")
@@ -124,6 +130,12 @@ class Unit:
         return words
 
     def run(self) -> Unit:
+        if "STATE_DIRECTORY" in self.env:  # systemd makes it, owned by the unit's user
+            state = Path(self.env["STATE_DIRECTORY"])
+            state.mkdir(mode=self.state_mode, exist_ok=True)
+            if self.user:
+                shutil.chown(state, self.user, self.user)
+            state.chmod(self.state_mode)
         for command in self.pre:  # no User= on Debian's mosquitto.service: as root, like systemd
             subprocess.run(self.prefix + command, env=self.env, cwd="/", check=True)
         with self.log_path.open("wb") as log:
@@ -235,6 +247,54 @@ def test_the_pi_server_installs_runs_and_removes(clean_machine: None, tmp_path: 
         assert codes[unit.name] == 0, f"{unit.name} exited with {codes[unit.name]}:\n{unit.log()[-3000:]}"
         assert "Traceback" not in unit.log(), unit.log()
     removed_then_purged()
+    a_publisher_alone(tmp_path)
+
+
+def a_publisher_alone(tmp_path: Path) -> None:
+    """The other way: this Pi a publisher to a broker elsewhere. Installed, its unit's command
+    run as the unit says (a few readings to a private broker), removed, purged."""
+    broker = anonymous_broker(tmp_path)
+    try:
+        url = f"mqtt://pi-two:secret@127.0.0.1:{broker.port}"
+        options = ["--device", "pi-two", "--sensor", "simulated", "--interval", "0.5", "--broker", url]
+        installed = install(*options, "--no-systemctl")
+        assert installed.returncode == 0, installed.stdout + installed.stderr
+        env_file = Path("/etc/sensorpipe/publisher.env")
+        assert oct(env_file.stat().st_mode & 0o777) == "0o640" and env_file.group() == "sensorpipe"
+        unit_path = UNITS / "sensorpipe-publisher.service"
+        verify = subprocess.run(
+            ["systemd-analyze", "verify", str(unit_path)], capture_output=True, text=True, check=False
+        )
+        assert verify.returncode == 0 and verify.stderr == "", verify.stderr
+        assert not (UNITS / "sensorpipe-bridge.service").exists()
+        watcher = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="install-watcher")
+        seen: list[object] = []
+        watcher.on_message = lambda client, userdata, message: seen.append(message.payload)
+        watcher.connect("127.0.0.1", broker.port)
+        watcher.subscribe("sensors/pi-two/reading", qos=1)
+        watcher.loop_start()
+        publisher = Unit("sensorpipe-publisher.service", tmp_path / "publisher-alone.log").run()
+        try:
+            wait_until(lambda: len(seen) >= 3, 60, "three readings from the installed publisher")
+        finally:
+            code = publisher.stop()
+            watcher.loop_stop()
+        assert code == 0 and "Traceback" not in publisher.log(), publisher.log()
+    finally:
+        broker.stop()
+    removed = install("--remove", "--no-systemctl")
+    assert removed.returncode == 0 and not unit_path.exists() and not Path("/opt/sensorpipe").exists()
+    assert env_file.exists() and Path("/var/lib/sensorpipe").exists()
+    purged = install("--remove", "--purge", "--no-systemctl")
+    assert purged.returncode == 0 and not [p for p in WRITTEN if p.exists()]
+    assert subprocess.run(["id", "sensorpipe"], capture_output=True, check=False).returncode != 0
+
+
+def anonymous_broker(tmp_path: Path) -> Server:
+    """A private Mosquitto that takes anyone (the publisher's account is only configured)."""
+    server = mosquitto(tmp_path / "alone-broker", free_port())
+    server.start()
+    return server
 
 
 def reading_reaches_the_page(url: str, password: str, bridge: Unit) -> None:

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import importlib
+import os
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from common.reading import now_us
@@ -40,8 +42,23 @@ def open_device(model: str, pin: str) -> Any:
     except AttributeError:
         # On a PC `import board` succeeds but has no GPIO pins.
         raise SensorReadError(f"this board has no pin {pin} (not a Raspberry Pi?)") from None
+    check_gpio()
     device_class = {"dht22": adafruit_dht.DHT22, "dht11": adafruit_dht.DHT11}[model]
     return device_class(board_pin, use_pulseio=False)
+
+
+def check_gpio(dev: Path = Path("/dev"), access: Callable[[Path, int], bool] = os.access) -> None:
+    """SensorReadError unless a GPIO chip is there and this user may open one (`access`:
+    os.access, which the tests replace, as root may open anything).
+
+    Without it every read fails the same way for ever ("No Raspberry Pi header GPIO
+    controller exposes GPIO 4"), which would look like a flaky sensor, not a wrong setup.
+    """
+    chips = sorted(dev.glob("gpiochip*"))
+    if not chips:
+        raise SensorReadError(f"no GPIO chip ({dev}/gpiochip*): not a Raspberry Pi, or its GPIO is not exposed here")
+    if not any(access(chip, os.R_OK | os.W_OK) for chip in chips):
+        raise SensorReadError(f"{chips[0]}: this user may not open it (put the user in group gpio)")
 
 
 class DhtSensor:
