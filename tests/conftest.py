@@ -128,13 +128,7 @@ class Program:
     def stop(self, sig: int = signal.SIGTERM) -> int:
         if self.process.poll() is None:
             self.stopped = True
-            self.process.send_signal(sig)
-            try:
-                self.process.wait(20)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
+        return stop_process(self.process, sig)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -152,6 +146,18 @@ class Program:
         if not self.tracebacks_expected and "Traceback (most recent call last)" in self.log():
             problems.append(f"{self.module} logged a traceback")
         return [f"{problem} ({self.log_path}):\n{self.log()[-3000:]}" for problem in problems]
+
+
+def stop_process(process: subprocess.Popen[bytes], sig: int = signal.SIGTERM, timeout: float = 20) -> int:
+    """Send `sig` to a program that still runs, kill it after `timeout` s; its exit status."""
+    if process.poll() is None:
+        process.send_signal(sig)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    return process.returncode
 
 
 def assert_stopped_cleanly(process: subprocess.Popen[bytes], log_path: Path, what: str) -> None:

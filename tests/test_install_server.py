@@ -21,7 +21,6 @@ import os
 import re
 import shlex
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -35,7 +34,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
 from devstack.servers import Server, free_port, mosquitto
-from tests.conftest import ROOT
+from tests.conftest import ROOT, stop_process
 from tests.waiting import wait_until
 
 UNITS = Path("/etc/systemd/system")
@@ -146,14 +145,7 @@ class Unit:
 
     def stop(self) -> int:
         assert self.process is not None
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(30)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait()
-        return self.process.returncode
+        return stop_process(self.process, timeout=30)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
