@@ -63,7 +63,14 @@ class ClientTooSlow(ConnectionResetError):
     """A read or write on a client's connection that did not finish within IO_TIMEOUT_S."""
 
 
-class _TimedSocket(socket.socket):
+# A send on a socket gunicorn has closed, raised as a broken pipe: when a browser goes,
+# Socket.IO's request returns and gunicorn closes the connection, while engine.io's writer
+# thread may still send the websocket's closing frame. simple-websocket takes a broken pipe
+# there for the end it is, but not EBADF, which would end that thread with a traceback.
+CLOSED_ALREADY = "the connection is closed already"
+
+
+class TimedSocket(socket.socket):
     """A client's socket whose blocking mode has a timeout, and whose timeout is a reset.
 
     gunicorn switches each connection to blocking mode before it reads a request; here that
@@ -90,12 +97,20 @@ class _TimedSocket(socket.socket):
             return super().send(*args)
         except TimeoutError as exc:
             raise ClientTooSlow(errno.ECONNRESET, "the client did not read in time") from exc
+        except OSError as exc:
+            if exc.errno != errno.EBADF:
+                raise
+            raise BrokenPipeError(errno.EPIPE, CLOSED_ALREADY) from exc
 
     def sendall(self, *args: Any) -> None:
         try:
             super().sendall(*args)
         except TimeoutError as exc:
             raise ClientTooSlow(errno.ECONNRESET, "the client did not read in time") from exc
+        except OSError as exc:
+            if exc.errno != errno.EBADF:
+                raise
+            raise BrokenPipeError(errno.EPIPE, CLOSED_ALREADY) from exc
 
 
 def live_limit(threads: int) -> int:
@@ -212,7 +227,7 @@ class _Worker(ThreadWorker):  # type: ignore[misc]
         except OSError:
             return  # the client went away between the poller's event and accept()
         self.nr_conns += 1
-        client = _TimedSocket(client.family, client.type, client.proto, fileno=client.detach())
+        client = TimedSocket(client.family, client.type, client.proto, fileno=client.detach())
         conn = TConn(self.cfg, client, address, listener.getsockname())  # non-blocking
         conn.timeout = time.monotonic() + self.cfg.keepalive
         self.pending_conns.append(conn)

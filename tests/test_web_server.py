@@ -18,6 +18,7 @@ import pytest
 import requests
 import socketio
 
+from bridge.webserver import TimedSocket
 from tests.conftest import BridgeProcess
 from tests.waiting import wait_until
 
@@ -139,3 +140,19 @@ def test_live_dashboards_cannot_take_every_thread(
         return requests.get(bridge.url + "/socket.io/", params=params, timeout=30).status_code == 200
 
     wait_until(polls, 60, "a Socket.IO request to be served once a websocket closed")
+
+
+def test_a_send_on_a_connection_gunicorn_closed_is_a_broken_pipe() -> None:
+    """When a browser goes, gunicorn closes the connection while engine.io's writer thread may
+    still send the websocket's closing frame; simple-websocket ignores a broken pipe there,
+    but an EBADF ended that thread with a traceback in the bridge's log (seen in two tests of
+    a fresh-clone run). The bridge's client sockets raise the one it ignores."""
+    ours, theirs = socket.socketpair()
+    timed = TimedSocket(ours.family, ours.type, ours.proto, fileno=ours.detach())
+    timed.setblocking(True)
+    timed.close()
+    with pytest.raises(BrokenPipeError):
+        timed.send(b"\x88\x00")
+    with pytest.raises(BrokenPipeError):
+        timed.sendall(b"\x88\x00")
+    theirs.close()
