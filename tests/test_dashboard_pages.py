@@ -229,3 +229,31 @@ def test_overview_health_stale_pipeline_and_a_phone_screen(
         page.screenshot(path=str(artifacts / "device-phone.png"), full_page=True)
     finally:
         context.close()
+
+
+def test_a_devices_metrics_keep_one_order_with_their_units(
+    start_bridge: Callable[..., BridgeProcess], mqtt_client: Mqtt, prefix: str, page: Any
+) -> None:
+    """Readings name their metrics in any order (and the device page fetches each chart's
+    history at once, which arrive in any order): the overview's values and sparklines and
+    the device page's charts are always temperature, humidity, pressure, then the others by
+    name, each with its unit."""
+    bridge = start_bridge()
+    mqtt_client.publish(
+        f"{prefix}/bench/reading",
+        {"zeta": 1.0, "pressure": 1013.2, "humidity": 40.0, "co2": 420.0, "temperature": 21.0},
+    )
+    wanted = ["temperature", "humidity", "pressure", "co2", "zeta"]
+    page.goto(bridge.url + "/")
+    card = 'article[data-device="bench"]'
+    page.wait_for_function(f"() => document.querySelectorAll('{card} .latest [data-metric]').length === 5")
+    order = "(selector) => [...document.querySelectorAll(selector)].map((el) => el.dataset.metric)"
+    assert page.evaluate(order, f"{card} .latest [data-metric]") == wanted
+    assert page.text_content(f'{card} .latest [data-metric="pressure"] dd') == "1013.2 hPa"
+    page.wait_for_function(f"() => document.querySelectorAll('{card} .charts .chart').length === 5")
+    assert page.evaluate(order, f"{card} .charts .chart") == wanted
+    for _ in range(3):  # each load: the five history requests answer in their own order
+        page.goto(bridge.url + "/device/bench")
+        page.wait_for_function("() => document.querySelectorAll('#charts .chart').length === 5")
+        assert page.evaluate(order, "#charts .chart") == wanted
+    assert page.text_content('#charts .chart[data-metric="pressure"] h2') == "pressure (hPa)"

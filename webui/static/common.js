@@ -2,9 +2,28 @@
 // merge history and live readings by timestamp, gaps, and the pipeline panel (an ES module).
 // Every string that comes from a device is set with textContent, never as HTML.
 
-const UNITS = { temperature: "°C", humidity: "%" };
+const UNITS = {
+  temperature: "°C",
+  humidity: "%",
+  dew_point: "°C",
+  absolute_humidity: "g/m³",
+  pressure: "hPa",
+};
 const COLORS = { temperature: "#ef6c00", humidity: "#3b82f6" };
 export const unit = (metric) => UNITS[metric] || "";
+
+// A device's metrics in one order on every load and page: the known ones as listed here,
+// then the rest by name (readings, the API and the charts' fetches each come in any order).
+const ORDER = Object.keys(UNITS);
+const rank = (metric) => (ORDER.includes(metric) ? ORDER.indexOf(metric) : ORDER.length);
+export const compareMetrics = (a, b) => rank(a) - rank(b) || (a < b ? -1 : a > b ? 1 : 0);
+
+/** Append `el` (with data-metric) to `parent` among its children in that order. */
+export function placeByMetric(parent, el) {
+  const metric = el.dataset.metric || "";
+  const next = [...parent.children].find((child) => compareMetrics(child.dataset.metric || "", metric) > 0);
+  parent.insertBefore(el, next || null);
+}
 export const color = (metric) => COLORS[metric] || "#8b5cf6";
 export const formatTime = (ms) => (ms == null ? "never" : new Date(ms).toLocaleString());
 

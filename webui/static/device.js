@@ -2,7 +2,7 @@
 // History comes downsampled to about one point per pixel (mean line, min-max band); live
 // readings for this device only (subscribed with the Socket.IO handshake) merge by timestamp, and after a
 // reconnect the range is fetched again up to now, so a dropped connection leaves no hole.
-import { color, getJson, historyRows, redraw, Series, showOnline, unit } from "./common.js";
+import { color, getJson, historyRows, placeByMetric, redraw, Series, showOnline, unit } from "./common.js";
 import { connectLive } from "./live.js";
 
 {
@@ -43,7 +43,7 @@ import { connectLive } from "./live.js";
     const title = document.createElement("h2");
     title.textContent = `${metric}${unit(metric) ? ` (${unit(metric)})` : ""}`;
     el.appendChild(title);
-    chartsEl.appendChild(el);
+    placeByMetric(chartsEl, el);
     const series = new Series();
     const stroke = color(metric);
     const chart = { el, series, metric };

@@ -12,6 +12,7 @@ import {
   historyRows,
   lowerBound,
   pipelinePanel,
+  placeByMetric,
   redraw,
   Series,
   showOnline,
@@ -95,7 +96,7 @@ import { connectLive } from "./live.js";
     el.className = "chart spark";
     el.dataset.metric = metric;
     el.dataset.points = "0";
-    device.card.querySelector(".charts").appendChild(el);
+    placeByMetric(device.card.querySelector(".charts"), el);
     const series = new Series();
     const plot = new uPlot(
       {
@@ -144,7 +145,7 @@ import { connectLive } from "./live.js";
         item.dataset.metric = metric;
         item.append(document.createElement("dt"), document.createElement("dd"));
         item.firstChild.textContent = metric;
-        list.appendChild(item);
+        placeByMetric(list, item);
       }
       item.lastChild.textContent = `${value.toFixed(1)} ${unit(metric)}`.trim();
     }
