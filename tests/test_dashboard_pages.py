@@ -10,6 +10,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import requests
+
 from bridge.influx import InfluxV1
 from bridge.lineprotocol import to_line
 from common.reading import Reading, now_us
@@ -257,3 +259,37 @@ def test_a_devices_metrics_keep_one_order_with_their_units(
         page.wait_for_function("() => document.querySelectorAll('#charts .chart').length === 5")
         assert page.evaluate(order, "#charts .chart") == wanted
     assert page.text_content('#charts .chart[data-metric="pressure"] h2') == "pressure (hPa)"
+
+
+def test_temperatures_in_fahrenheit_by_the_viewers_choice(
+    start_bridge: Callable[..., BridgeProcess], mqtt_client: Mqtt, prefix: str, page: Any, tmp_path: Path
+) -> None:
+    """The °F button: temperatures and dew points shown in °F on both pages, values, charts
+    and the CSV (which says its unit), kept in the browser across loads; humidity as it was;
+    what is stored and what the API answers stays in °C."""
+    bridge = start_bridge()
+    mqtt_client.publish(f"{prefix}/lab/reading", {"temperature": 20.0, "humidity": 40.0, "dew_point": 6.0})
+    card = 'article[data-device="lab"]'
+    page.goto(bridge.url + "/")
+    page.wait_for_selector(f'{card} .latest [data-metric="temperature"] dd')
+    assert page.text_content(f'{card} .latest [data-metric="temperature"] dd') == "20.0 °C"
+    page.click("#units")  # loads the page again
+    page.wait_for_function(f"() => document.querySelector('{card} .latest [data-metric=\"temperature\"] dd')")
+    assert page.text_content(f'{card} .latest [data-metric="temperature"] dd') == "68.0 °F"
+    assert page.text_content(f'{card} .latest [data-metric="dew_point"] dd') == "42.8 °F"
+    assert page.text_content(f'{card} .latest [data-metric="humidity"] dd') == "40.0 %"
+    assert page.text_content("#units") == "°C"  # the way back
+
+    page.goto(bridge.url + "/device/lab")
+    temperature = '#charts .chart[data-metric="temperature"]'
+    page.wait_for_selector(f'{temperature}[data-points="1"]')
+    assert page.text_content(f"{temperature} h2") == "temperature (°F)"
+    with page.expect_download() as download_info:
+        page.click("#csv")
+    path = tmp_path / "lab.csv"
+    download_info.value.save_as(path)
+    rows = {row["metric"]: row for row in csv.DictReader(path.open(encoding="utf-8"))}
+    assert (float(rows["temperature"]["value"]), rows["temperature"]["unit"]) == (68.0, "°F")
+    assert (float(rows["humidity"]["value"]), rows["humidity"]["unit"]) == (40.0, "%")
+    latest = requests.get(bridge.url + "/api/devices", timeout=10).json()[0]["latest"]
+    assert latest["temperature"] == 20.0  # the API: °C, as stored

@@ -10,7 +10,37 @@ const UNITS = {
   pressure: "hPa",
 };
 const COLORS = { temperature: "#ef6c00", humidity: "#3b82f6" };
-export const unit = (metric) => UNITS[metric] || "";
+
+// °C or °F, the viewer's choice, kept in this browser. Stored values, the API and the CSV
+// stay in °C; only what a page shows is converted.
+const CELSIUS = new Set(["temperature", "dew_point"]);
+const UNITS_KEY = "sensorpipe.temperature-unit";
+function storedChoice() {
+  try {
+    return window.localStorage.getItem(UNITS_KEY);
+  } catch {
+    return null; // storage off (a private window in some browsers): °C
+  }
+}
+const inFahrenheit = storedChoice() === "F";
+/** A metric's value as this page shows it (°F for temperatures when chosen). */
+export const shown = (metric, value) =>
+  value != null && inFahrenheit && CELSIUS.has(metric) ? (value * 9) / 5 + 32 : value;
+export const unit = (metric) => (inFahrenheit && CELSIUS.has(metric) ? "°F" : UNITS[metric] || "");
+
+/** The °C/°F button: shows the other choice; a click keeps it and loads the page again. */
+export function unitSwitch(button) {
+  button.textContent = inFahrenheit ? "°C" : "°F";
+  button.title = `show temperatures in ${inFahrenheit ? "°C" : "°F"}`;
+  button.addEventListener("click", () => {
+    try {
+      window.localStorage.setItem(UNITS_KEY, inFahrenheit ? "C" : "F");
+    } catch {
+      return; // nowhere to keep it
+    }
+    window.location.reload();
+  });
+}
 
 // A device's metrics in one order on every load and page: the known ones as listed here,
 // then the rest by name (readings, the API and the charts' fetches each come in any order).
@@ -150,8 +180,9 @@ export class Series {
 }
 
 // History rows from /api/history as Series rows (seconds).
-export function historyRows(body) {
-  return body.points.map(([ms, ...values]) => [ms / 1000, ...values]);
+/** uPlot's rows from an API answer's points, in seconds and in the shown unit of `metric`. */
+export function historyRows(body, metric) {
+  return body.points.map(([ms, ...values]) => [ms / 1000, ...values.map((value) => shown(metric, value))]);
 }
 
 // uPlot has no append: redraw each chart at most once per animation frame.

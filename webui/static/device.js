@@ -2,7 +2,18 @@
 // History comes downsampled to about one point per pixel (mean line, min-max band); live
 // readings for this device only (subscribed with the Socket.IO handshake) merge by timestamp, and after a
 // reconnect the range is fetched again up to now, so a dropped connection leaves no hole.
-import { color, getJson, historyRows, placeByMetric, redraw, Series, showOnline, unit } from "./common.js";
+import {
+  color,
+  getJson,
+  historyRows,
+  placeByMetric,
+  redraw,
+  Series,
+  showOnline,
+  shown,
+  unit,
+  unitSwitch,
+} from "./common.js";
 import { connectLive } from "./live.js";
 
 {
@@ -11,6 +22,7 @@ import { connectLive } from "./live.js";
   const chartsEl = document.getElementById("charts");
   const noteEl = document.getElementById("range-note");
   const connectionEl = document.getElementById("connection");
+  unitSwitch(/** @type {HTMLButtonElement} */ (document.getElementById("units")));
   /** @typedef {{preset?: string, from?: number, to?: number}} Range  a preset ending now, or from-to (ms) */
   /** @type {Range} */
   let range = { preset: new URLSearchParams(window.location.search).get("range") || "1h" };
@@ -181,7 +193,7 @@ import { connectLive } from "./live.js";
       for (const [metric, value] of Object.entries(reading.metrics)) {
         let chart = charts.get(metric);
         if (!chart) charts.set(metric, (chart = makeChart(metric)));
-        const row = [[reading.ts / 1000, value]];
+        const row = [[reading.ts / 1000, shown(metric, value)]];
         if (caughtUp) chart.series.mergeCaughtUp(row);
         else chart.series.merge(row);
         redraw(chart);
@@ -216,7 +228,7 @@ import { connectLive } from "./live.js";
       sources.add(body.source);
       let chart = charts.get(metric);
       if (!chart) charts.set(metric, (chart = makeChart(metric)));
-      chart.series.loadHistory(historyRows(body), body.interval_ms);
+      chart.series.loadHistory(historyRows(body, metric), body.interval_ms);
       redraw(chart);
     }));
     if (mine !== generation) return;
@@ -243,12 +255,15 @@ import { connectLive } from "./live.js";
   }
 
   function downloadCsv() {
-    const lines = ["time,device,metric,value,min,max"];
+    // The values as shown, so in °F when chosen: each row says its unit.
+    const lines = ["time,device,metric,value,min,max,unit"];
     for (const chart of charts.values()) {
       const { xs, ys, lows, highs } = chart.series;
+      const shownUnit = unit(chart.metric);
       for (let i = 0; i < xs.length; i += 1) {
         if (ys[i] == null) continue;
-        lines.push([new Date(xs[i] * 1000).toISOString(), id, chart.metric, ys[i], lows[i] ?? "", highs[i] ?? ""].join(","));
+        const row = [new Date(xs[i] * 1000).toISOString(), id, chart.metric, ys[i], lows[i] ?? "", highs[i] ?? ""];
+        lines.push([...row, shownUnit].join(","));
       }
     }
     const [from, to] = windowOf().map((s) => new Date(s * 1000).toISOString().slice(0, 19).replaceAll(":", ""));

@@ -16,7 +16,9 @@ import {
   redraw,
   Series,
   showOnline,
+  shown,
   unit,
+  unitSwitch,
 } from "./common.js";
 import { connectLive } from "./live.js";
 
@@ -32,6 +34,7 @@ import { connectLive } from "./live.js";
   const listEl = document.getElementById("devices");
   const emptyEl = document.getElementById("empty");
   const connectionEl = document.getElementById("connection");
+  unitSwitch(/** @type {HTMLButtonElement} */ (document.getElementById("units")));
   const template = /** @type {HTMLTemplateElement} */ (document.getElementById("device-card"));
   // history: "none" (not asked yet), "wanted" (near the screen, queued), "loading" (asked),
   // "loaded". Until it is loaded, live readings are buffered and merged after the history:
@@ -147,7 +150,7 @@ import { connectLive } from "./live.js";
         item.firstChild.textContent = metric;
         placeByMetric(list, item);
       }
-      item.lastChild.textContent = `${value.toFixed(1)} ${unit(metric)}`.trim();
+      item.lastChild.textContent = `${shown(metric, value).toFixed(1)} ${unit(metric)}`.trim();
     }
     const seqText = seq == null ? "" : ` · seq ${seq}`;
     device.card.querySelector(".meta").textContent = `last seen ${formatTime(lastSeenMs)}${seqText}`;
@@ -200,7 +203,7 @@ import { connectLive } from "./live.js";
   function mergeReading(device, reading, caughtUp = false) {
     for (const [metric, value] of Object.entries(reading.metrics)) {
       const chart = ensureChart(device, metric);
-      const row = [[reading.ts / 1000, value]];
+      const row = [[reading.ts / 1000, shown(metric, value)]];
       if (caughtUp) chart.series.mergeCaughtUp(row);
       else chart.series.merge(row);
       redraw(chart);
@@ -236,7 +239,7 @@ import { connectLive } from "./live.js";
         for (const [metric, chart] of device.charts) if (!(metric in lines)) chart.series.loadHistory([], body.interval_ms);
         for (const [metric, points] of Object.entries(lines)) {
           const chart = ensureChart(device, metric);
-          chart.series.loadHistory(historyRows({ points }), body.interval_ms);
+          chart.series.loadHistory(historyRows({ points }, metric), body.interval_ms);
           redraw(chart);
         }
         for (const reading of device.buffered) mergeReading(device, reading, true);
