@@ -61,7 +61,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         on_refusal=lambda refusal: sampler.bridge_refused(refusal, first_seq),
     )
     sampler = Sampler(
-        SamplerConfig(settings.device, settings.sensor, settings.interval, settings.location, settings.count),
+        SamplerConfig(
+            settings.device, settings.sensor, settings.interval, settings.location, settings.count, settings.derived
+        ),
         sensor,
         Plausibility(
             sensor.ranges,

@@ -18,6 +18,7 @@ from datetime import UTC, datetime
 from common.health import Health, Refusal, clean_text
 from common.reading import Reading
 from common.version import RELEASE_DATE, VERSION
+from publisher.derived import with_derived
 from publisher.outbox import Outbox
 from publisher.plausibility import Plausibility
 from publisher.sensors import Measurement, Sensor, SensorReadError
@@ -64,6 +65,7 @@ class SamplerConfig:
     interval: float
     location: str | None
     count: int  # stop after this many readings are stored; 0: never
+    derived: bool = True  # add dew_point and absolute_humidity (publisher/derived.py)
 
 
 class Sampler:
@@ -182,11 +184,12 @@ class Sampler:
             stats.unchanged_reads = 0
         self._previous = measurement.metrics
         config = self.config
+        metrics = with_derived(measurement.metrics) if config.derived else measurement.metrics
         self._outbox.add(
             lambda seq: Reading(
                 device=config.device,
                 ts_us=measurement.ts_us,
-                metrics=measurement.metrics,
+                metrics=metrics,
                 seq=seq,
                 sensor=config.sensor_name,
                 location=config.location,

@@ -111,6 +111,11 @@ class PublisherSettings(BrokerSettings):
         parse_nonnegative_float,
     )
     health_interval: float = setting("60", "seconds between health messages", parse_positive_float)
+    derived: bool = setting(
+        "1",
+        "1: add dew_point (°C) and absolute_humidity (g/m³) to each reading that has temperature and humidity; 0: off",
+        parse_switch,
+    )
     ha_discovery: bool = setting("0", "1: announce the sensors to Home Assistant (MQTT discovery)", parse_switch)
     ha_prefix: str = setting("homeassistant", "Home Assistant's discovery topic prefix", _ha_prefix)
     sim_seed: int = setting("", "seed of the simulated sensor (default: derived from the device id)", _seed)

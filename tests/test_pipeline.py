@@ -48,7 +48,9 @@ def test_simulated_publishers_reach_influxdb_and_the_api(
     )
     assert [d["device"] for d in devices] == ["sim-a", "sim-b"]
     newest = max((p for p in stored if p["device"] == "sim-a"), key=lambda p: p["time"])
-    assert devices[0]["latest"] == {"temperature": newest["temperature"], "humidity": newest["humidity"]}
+    # What it measured, and the dew point and absolute humidity the publisher derives.
+    metrics = ("temperature", "humidity", "dew_point", "absolute_humidity")
+    assert devices[0]["latest"] == {metric: newest[metric] for metric in metrics}
     assert devices[0]["seq"] == 4
     assert abs(devices[0]["last_seen"] - newest["time"]) < 1
 
