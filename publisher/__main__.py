@@ -42,7 +42,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OutboxError as exc:
         exit_bad_setting("publisher", SettingsError(f"SENSORPIPE_OUTBOX (--outbox): {exc}"))
     try:
-        sensor = open_sensor(settings.sensor, settings.pin, settings.sim_seed, settings.sim_faults)
+        sensor = open_sensor(
+            settings.sensor,
+            settings.pin,
+            settings.sim_seed,
+            settings.sim_faults,
+            onewire_id=settings.onewire_id,
+            w1_devices=settings.w1_devices,
+        )
     except SensorReadError as exc:
         print(f"publisher: cannot open the {settings.sensor} sensor: {exc}", file=sys.stderr)
         return 1

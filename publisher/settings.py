@@ -26,7 +26,8 @@ from common.settings import (
     state_folder,
 )
 from common.topics import check_device_id
-from publisher.sensors import SENSORS, SimFaults
+from publisher.sensors import MIN_INTERVAL_S, SENSORS, SimFaults, find_device
+from publisher.sensors.ds18b20 import DEVICE_ID
 
 GPIO_PIN = re.compile(r"D([0-9]|[12][0-9])")  # Blinka's names for the Pi's GPIO 0-27
 WEEK_S = 7 * 86400
@@ -48,6 +49,12 @@ def _sensor(raw: str) -> str:
 def _pin(raw: str) -> str:
     if not GPIO_PIN.fullmatch(raw):
         raise ValueError("must be a GPIO pin name from D0 to D27")
+    return raw
+
+
+def _onewire_id(raw: str) -> str:
+    if raw and not DEVICE_ID.fullmatch(raw):
+        raise ValueError("a DS18B20's id is 28- and 12 hex digits (28-0123456789ab)")
     return raw
 
 
@@ -85,7 +92,17 @@ class PublisherSettings(BrokerSettings):
     device: str = setting("", "this device's id (default: the host name)")
     sensor: str = setting("simulated", "sensor driver: dht22, dht11 or simulated", _sensor)
     pin: str = setting("D4", "GPIO pin of a DHT sensor (Blinka name, D0-D27)", _pin)
-    interval: float = setting("2", "seconds between readings (at least 2 for a DHT)", parse_positive_float)
+    onewire_id: str = setting(
+        "",
+        "the DS18B20 probe's 1-Wire id (28-0123456789ab, as in /sys/bus/w1/devices); empty: the one probe on the bus",
+        _onewire_id,
+    )
+    w1_devices: Path = setting(
+        "/sys/bus/w1/devices", "where the kernel lists the 1-Wire devices (a container may mount it elsewhere)", Path
+    )
+    interval: float = setting(
+        "2", "seconds between readings (at least 2 for a DHT, 1 for a DS18B20)", parse_positive_float
+    )
     location: str | None = setting(
         "", "optional location tag sent with every reading, e.g. 'Living room'", _optional_tag
     )
@@ -159,11 +176,17 @@ def load_settings(argv: Sequence[str], environ: Mapping[str, str]) -> PublisherS
             device = _device(loaded.device)
         except ValueError as exc:
             raise SettingsError(f"SENSORPIPE_DEVICE (--device) = {loaded.device!r}: {exc}") from None
-    if loaded.sensor != "simulated" and loaded.interval < 2:
+    shortest = MIN_INTERVAL_S[loaded.sensor]
+    if loaded.interval < shortest:
         raise SettingsError(
             f"SENSORPIPE_INTERVAL (--interval) = {loaded.interval}: "
-            f"a {loaded.sensor} measures at most every 2 s, use 2 or more"
+            f"a {loaded.sensor} measures at most every {shortest:g} s, use {shortest:g} or more"
         )
+    if loaded.sensor == "ds18b20":
+        try:
+            find_device(loaded.onewire_id, loaded.w1_devices)
+        except ValueError as exc:
+            raise SettingsError(f"SENSORPIPE_ONEWIRE_ID (--onewire-id) = {loaded.onewire_id!r}: {exc}") from None
     # The defaults that depend on other settings (the parsers give None or 0 for "not set").
     return replace(
         loaded,

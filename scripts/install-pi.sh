@@ -3,7 +3,7 @@
 # Debian 12 host. Two ways:
 #
 # The Pi is the server: broker, InfluxDB, bridge with the dashboard, and this Pi's sensor.
-#   sudo scripts/install-pi.sh --server [--sensor dht22|dht11|simulated|none] [--pin D4]
+#   sudo scripts/install-pi.sh --server [--sensor dht22|dht11|ds18b20|simulated|none] [--pin D4] [--onewire-id 28-...]
 #       [--device NAME] [--location TEXT] [--interval 2] [--password PW] [--retention 400d]
 #       [--listen 0.0.0.0] [--web-port 5000] [--mqtt-port 1883] [--influx-port 8086]
 #   It ends by printing the dashboard's address (http://<hostname>.local:5000/) and password,
@@ -63,6 +63,7 @@ while [ "$#" -gt 0 ]; do
     --broker) need_value "$@"; settings+=("SENSORPIPE_MQTT_URL=$2"); shift 2 ;;
     --sensor) need_value "$@"; sensor=$2; settings+=("SENSORPIPE_SENSOR=$2"); server_args+=("$1" "$2"); shift 2 ;;
     --pin) need_value "$@"; settings+=("SENSORPIPE_PIN=$2"); server_args+=("$1" "$2"); shift 2 ;;
+    --onewire-id) need_value "$@"; settings+=("SENSORPIPE_ONEWIRE_ID=$2"); server_args+=("$1" "$2"); shift 2 ;;
     --interval) need_value "$@"; settings+=("SENSORPIPE_INTERVAL=$2"); server_args+=("$1" "$2"); shift 2 ;;
     --location) need_value "$@"; settings+=("SENSORPIPE_LOCATION=$2"); server_args+=("$1" "$2"); shift 2 ;;
     --topic-prefix) need_value "$@"; settings+=("SENSORPIPE_TOPIC_PREFIX=$2"); shift 2 ;;

@@ -62,7 +62,7 @@ MOSQUITTO_CONF = MOSQUITTO / "conf.d" / "sensorpipe.conf"
 ACCOUNTS = MOSQUITTO / "sensorpipe"  # passwd, acl and acl.base, as scripts/broker-user keeps them
 INFLUX_DEFAULTS = Path("/etc/default/influxdb")
 MARK = "# Written by sensorpipe's scripts/install-pi.sh --server"
-SENSORS = ("dht22", "dht11", "simulated", "none")
+SENSORS = ("dht22", "dht11", "ds18b20", "simulated", "none")
 # Lines in Mosquitto's own mosquitto.conf that would change how sensorpipe's broker works.
 BROKER_LINES = re.compile(r"^\s*(listener|port|bind_address|allow_anonymous|password_file|acl_file)\b", re.M)
 
@@ -82,6 +82,7 @@ class Plan:
     device: str
     sensor: str
     pin: str
+    onewire_id: str
     interval: str
     location: str
     systemctl: bool
@@ -100,6 +101,7 @@ def parse(argv: list[str]) -> tuple[str, Plan]:
     parser.add_argument("--device", default="")
     parser.add_argument("--sensor", default="dht22")
     parser.add_argument("--pin", default="D4")
+    parser.add_argument("--onewire-id", default="")
     parser.add_argument("--interval", default="2")
     parser.add_argument("--location", default="")
     parser.add_argument("--no-systemctl", action="store_true")
@@ -133,6 +135,7 @@ def parse(argv: list[str]) -> tuple[str, Plan]:
         device=device,
         sensor=args.sensor,
         pin=args.pin,
+        onewire_id=args.onewire_id,
         interval=args.interval,
         location=args.location,
         systemctl=not args.no_systemctl,
@@ -167,6 +170,7 @@ def check(plan: Plan) -> None:
             "SENSORPIPE_DEVICE": plan.device,
             "SENSORPIPE_SENSOR": plan.sensor,
             "SENSORPIPE_PIN": plan.pin,
+            "SENSORPIPE_ONEWIRE_ID": plan.onewire_id,
             "SENSORPIPE_INTERVAL": plan.interval,
             "SENSORPIPE_LOCATION": plan.location,
         }
@@ -348,6 +352,8 @@ def write_publisher(plan: Plan, keys: Secrets, changes: Changes) -> bool:
         "SENSORPIPE_PIN": plan.pin,
         "SENSORPIPE_INTERVAL": plan.interval,
     }
+    if plan.onewire_id:
+        values["SENSORPIPE_ONEWIRE_ID"] = plan.onewire_id
     if plan.location:
         values["SENSORPIPE_LOCATION"] = plan.location
     changed = changes.write(PUBLISHER_ENV, render_publisher(values), 0o640, USER)

@@ -336,7 +336,7 @@ def removed_then_purged() -> None:
 
 
 BAD_OPTIONS = [
-    (["--sensor", "dht23"], "--sensor 'dht23': one of dht22, dht11, simulated, none"),
+    (["--sensor", "dht23"], "--sensor 'dht23': one of dht22, dht11, ds18b20, simulated, none"),
     (["--sensor", "dht22", "--pin", "D40"], "SENSORPIPE_PIN (--pin) = 'D40'"),
     (["--web-port", "http"], "--web-port 'http': a port is a number"),
     (["--retention", "forever"], "--retention 'forever'"),
