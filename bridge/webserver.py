@@ -30,6 +30,7 @@ So the bridge runs one gunicorn worker itself, in its main thread:
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import logging
 import selectors
@@ -37,7 +38,7 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import partial
 from types import FrameType
 from typing import Any
@@ -93,24 +94,25 @@ class TimedSocket(socket.socket):
             raise ClientTooSlow(errno.ECONNRESET, "no data from the client in time") from exc
 
     def send(self, *args: Any) -> int:
-        try:
+        with _sending():
             return super().send(*args)
-        except TimeoutError as exc:
-            raise ClientTooSlow(errno.ECONNRESET, "the client did not read in time") from exc
-        except OSError as exc:
-            if exc.errno != errno.EBADF:
-                raise
-            raise BrokenPipeError(errno.EPIPE, CLOSED_ALREADY) from exc
 
     def sendall(self, *args: Any) -> None:
-        try:
+        with _sending():
             super().sendall(*args)
-        except TimeoutError as exc:
-            raise ClientTooSlow(errno.ECONNRESET, "the client did not read in time") from exc
-        except OSError as exc:
-            if exc.errno != errno.EBADF:
-                raise
-            raise BrokenPipeError(errno.EPIPE, CLOSED_ALREADY) from exc
+
+
+@contextlib.contextmanager
+def _sending() -> Iterator[None]:
+    """A send's errors as the client's: too slow (a timeout), or gone (EBADF, see CLOSED_ALREADY)."""
+    try:
+        yield
+    except TimeoutError as exc:
+        raise ClientTooSlow(errno.ECONNRESET, "the client did not read in time") from exc
+    except OSError as exc:
+        if exc.errno != errno.EBADF:
+            raise
+        raise BrokenPipeError(errno.EPIPE, CLOSED_ALREADY) from exc
 
 
 def live_limit(threads: int) -> int:
