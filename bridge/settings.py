@@ -15,6 +15,7 @@ from common.settings import (
     BrokerSettings,
     Secret,
     SettingsError,
+    count_between,
     load_model,
     options,
     parse_count,
@@ -58,13 +59,6 @@ def _write_interval_ms(raw: str) -> float:
     value = parse_nonnegative_float(raw)
     if value > 60_000:
         raise ValueError("must be from 0 to 60000 ms")
-    return value
-
-
-def _window(raw: str) -> int:
-    value = parse_count(raw)
-    if not 1 <= value <= 65535:
-        raise ValueError("must be from 1 to 65535")
     return value
 
 
@@ -137,20 +131,6 @@ def _proxy_from(raw: str) -> tuple[str, ...]:
     return entries
 
 
-def _threads(raw: str) -> int:
-    count = parse_count(raw)
-    if not 4 <= count <= 10_000:
-        raise ValueError("must be 4 to 10000")
-    return count
-
-
-def _max_devices(raw: str) -> int:
-    value = parse_count(raw)
-    if value < 1:
-        raise ValueError("must be 1 or more")
-    return value
-
-
 @dataclass(frozen=True)
 class BridgeSettings(BrokerSettings):
     """Everything the bridge needs to know, validated: each field is one setting
@@ -219,7 +199,7 @@ class BridgeSettings(BrokerSettings):
         "acknowledged once stored): with MQTT 5 the Receive Maximum the bridge asks for; with "
         "3.1.1 a batch also closes at half of it. 1000 suits any broker: a batch closes when "
         "the broker pauses too, and a lower value only makes smaller writes",
-        _window,
+        count_between(1, 65535),
     )
     stall_after_s: float = setting(
         "60",
@@ -231,7 +211,7 @@ class BridgeSettings(BrokerSettings):
         "10000",
         "most devices the bridge keeps in memory for the dashboard; readings of more devices are "
         "still stored, those devices are not shown",
-        _max_devices,
+        count_between(1),
     )
     alert_rules: Path | None = setting(
         "",
@@ -267,7 +247,7 @@ class BridgeSettings(BrokerSettings):
         "threads serving the web UI and API: how many requests are answered at once; an open "
         "dashboard holds one while it is live, and live dashboards may take four fifths of them "
         "(320 of 400), the rest stay for pages and the API; a dashboard over that waits and retries",
-        _threads,
+        count_between(4, 10_000),
     )
     web_password: Secret = setting(
         "",

@@ -240,6 +240,18 @@ def parse_count(raw: str) -> int:
     return value
 
 
+def count_between(low: int, high: int | None = None) -> Callable[[str], int]:
+    """A parser of whole numbers from `low` to `high` (no upper bound if None)."""
+
+    def parse(raw: str) -> int:
+        value = parse_count(raw)
+        if value < low or (high is not None and value > high):
+            raise ValueError(f"must be {low} or more" if high is None else f"must be from {low} to {high}")
+        return value
+
+    return parse
+
+
 def parse_nonnegative_float(raw: str) -> float:
     """A finite number, 0 or more."""
     value = _finite(raw)
