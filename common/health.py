@@ -14,13 +14,15 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from common.reading import MAX_PAYLOAD_BYTES, RejectedMessage, decode_object, text_problem
+from common.reading import MAX_PAYLOAD_BYTES, METRIC_NAME, RejectedMessage, decode_object, text_problem
 
 MAX_TEXT_CHARS = 500  # last_error and the bridge's refusal detail
 MAX_NAME_CHARS = 64  # sensor, version, timestamps as text
 MAX_REASONS = 32
 REASON = re.compile(r"[a-z][a-z0-9_]{0,63}")
 COUNT_LIMIT = 2**63
+MAX_SENSORS = 16  # sensors on one publisher, and calibrated metrics, that a health message may list
+SENSOR_KEY = re.compile(r"[a-z][a-z0-9_-]{0,31}")  # a sensor's name, or its driver's
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +37,52 @@ class Refusal:
 
     def as_json(self) -> dict[str, Any]:
         return {"reason": self.reason, "detail": self.detail, "at": self.at_ms, "seq": self.seq}
+
+
+@dataclass(frozen=True, slots=True)
+class SensorHealth:
+    """What one of a publisher's sensors did since the publisher started."""
+
+    driver: str
+    reads_ok: int
+    reads_failed: int
+    last_error: str | None = None
+    last_error_at: str | None = None
+    rejected: dict[str, int] = field(default_factory=dict)
+    unchanged_reads: int | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "driver": self.driver,
+            "reads_ok": self.reads_ok,
+            "reads_failed": self.reads_failed,
+            "last_error": self.last_error,
+        }
+        optional: dict[str, Any] = {
+            "last_error_at": self.last_error_at,
+            "rejected": dict(self.rejected) if self.rejected else None,
+            "unchanged_reads": self.unchanged_reads,
+        }
+        body.update((key, value) for key, value in optional.items() if value is not None)
+        return body
+
+
+@dataclass(frozen=True, slots=True)
+class Calibration:
+    """A correction in force on one metric: published = gain * measured + offset, since
+    `since` (RFC 3339, UTC); `points`, for a two-point correction, the (measured, reference)
+    pairs it was made from."""
+
+    gain: float
+    offset: float
+    since: str
+    points: tuple[tuple[float, float], tuple[float, float]] | None = None
+
+    def as_json(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"gain": self.gain, "offset": self.offset, "since": self.since}
+        if self.points is not None:
+            body["points"] = [list(point) for point in self.points]
+        return body
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +104,8 @@ class Health:
     version: str | None = None
     refused: Refusal | None = None  # the bridge refused a reading of this run (see link.py)
     refused_count: int | None = None
+    sensors: dict[str, SensorHealth] = field(default_factory=dict)  # per sensor, by name
+    calibration: dict[str, Calibration] = field(default_factory=dict)  # per metric
 
     def as_json(self) -> dict[str, Any]:
         """The message's JSON object: the required keys always, the others when known."""
@@ -77,6 +127,12 @@ class Health:
             "version": self.version,
             "refused": self.refused.as_json() if self.refused else None,
             "refused_count": self.refused_count,
+            "sensors": {key: sensor.as_json() for key, sensor in self.sensors.items()} if self.sensors else None,
+            "calibration": (
+                {metric: correction.as_json() for metric, correction in self.calibration.items()}
+                if self.calibration
+                else None
+            ),
         }
         body.update((key, value) for key, value in optional.items() if value is not None)
         return body
@@ -126,7 +182,74 @@ def parse_health(payload: bytes) -> Health | None:
         version=_text(body, "version", MAX_NAME_CHARS),
         refused=None if refused is None else parse_refusal(refused, "bad_health"),
         refused_count=_optional_count(body, "refused_count"),
+        sensors=_mapping(body.get("sensors"), "sensors", SENSOR_KEY, _sensor_health),
+        calibration=_mapping(body.get("calibration"), "calibration", METRIC_NAME, _calibration),
     )
+
+
+def _mapping(value: object, key: str, names: re.Pattern[str], parse: Any) -> dict[str, Any]:
+    """An object of at most MAX_SENSORS entries, each name matching `names`, each value `parse`d."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict) or len(value) > MAX_SENSORS:
+        raise RejectedMessage("bad_health", f"{key} must be an object of at most {MAX_SENSORS} entries")
+    parsed = {}
+    for name, entry in value.items():
+        if not names.fullmatch(name):
+            raise RejectedMessage("bad_health", f"{key}: {name[:70]!r} is no valid name")
+        if not isinstance(entry, dict):
+            raise RejectedMessage("bad_health", f"{key}.{name} must be a JSON object")
+        parsed[name] = parse(entry, f"{key}.{name}")
+    return parsed
+
+
+def _sensor_health(body: dict[str, object], where: str) -> SensorHealth:
+    for key in ("driver", "reads_ok", "reads_failed"):
+        if key not in body:
+            raise RejectedMessage("bad_health", f"{where}.{key} is missing")
+    driver = _text(body, "driver", MAX_NAME_CHARS)
+    if not driver:
+        raise RejectedMessage("bad_health", f"{where}.driver must be text")
+    return SensorHealth(
+        driver=driver,
+        reads_ok=_count(body, "reads_ok"),
+        reads_failed=_count(body, "reads_failed"),
+        last_error=_text(body, "last_error", MAX_TEXT_CHARS),
+        last_error_at=_text(body, "last_error_at", MAX_NAME_CHARS),
+        rejected=_reasons(body.get("rejected")),
+        unchanged_reads=_optional_count(body, "unchanged_reads"),
+    )
+
+
+def _calibration(body: dict[str, object], where: str) -> Calibration:
+    since = _text(body, "since", MAX_NAME_CHARS)
+    if not since:
+        raise RejectedMessage("bad_health", f"{where}.since must be a time as text")
+    points = body.get("points")
+    parsed_points = None
+    if points is not None:
+        if (
+            not isinstance(points, list)
+            or len(points) != 2
+            or not all(isinstance(point, list) and len(point) == 2 for point in points)
+        ):
+            raise RejectedMessage("bad_health", f"{where}.points must be two [measured, reference] pairs")
+        (a, b), (c, d) = ((_finite(point[0], where), _finite(point[1], where)) for point in points)
+        parsed_points = ((a, b), (c, d))
+    return Calibration(
+        gain=_finite(body.get("gain"), f"{where}.gain"),
+        offset=_finite(body.get("offset"), f"{where}.offset"),
+        since=since,
+        points=parsed_points,
+    )
+
+
+def _finite(value: object, where: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or abs(value) >= COUNT_LIMIT:
+        raise RejectedMessage("bad_health", f"{where} must be a number")
+    if not math.isfinite(value):
+        raise RejectedMessage("bad_health", f"{where} must be finite")
+    return float(value)
 
 
 def parse_refusal(body: object, reason: str) -> Refusal:

@@ -17,13 +17,15 @@ from collections.abc import Callable, Sequence
 from common.health import encode_health
 from common.settings import SettingsError, exit_bad_setting
 from common.topics import Topics
+from publisher.calibration import in_force
+from publisher.channel import Channel
 from publisher.discovery import discovery_messages
 from publisher.heartbeat import Heartbeat, heartbeat_path
 from publisher.link import ReadingLink
 from publisher.outbox import Outbox, OutboxError
 from publisher.plausibility import Plausibility
 from publisher.sampling import Sampler, SamplerConfig
-from publisher.sensors import SensorReadError, open_sensor
+from publisher.sensors import SensorReadError, open_sensors
 from publisher.settings import PublisherSettings, load_settings
 
 log = logging.getLogger("publisher")
@@ -42,17 +44,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except OutboxError as exc:
         exit_bad_setting("publisher", SettingsError(f"SENSORPIPE_OUTBOX (--outbox): {exc}"))
     try:
-        sensor = open_sensor(
-            settings.sensor,
-            settings.pin,
-            settings.sim_seed,
-            settings.sim_faults,
-            onewire_id=settings.onewire_id,
-            w1_devices=settings.w1_devices,
-        )
+        sensors = open_sensors(settings.sensors, settings.sensor_context)
     except SensorReadError as exc:
-        print(f"publisher: cannot open the {settings.sensor} sensor: {exc}", file=sys.stderr)
+        print(f"publisher: cannot open the {settings.sensor_name} sensor: {exc}", file=sys.stderr)
         return 1
+    jump_limits = {"temperature": settings.max_jump_temperature, "humidity": settings.max_jump_humidity}
+    channels = [
+        Channel(spec, sensor, Plausibility(sensor.ranges, jump_limits), settings.calibration, settings.derived)
+        for spec, sensor in zip(settings.sensors, sensors, strict=True)
+    ]
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
@@ -68,21 +68,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         on_refusal=lambda refusal: sampler.bridge_refused(refusal, first_seq),
     )
     sampler = Sampler(
-        SamplerConfig(
-            settings.device, settings.sensor, settings.interval, settings.location, settings.count, settings.derived
-        ),
-        sensor,
-        Plausibility(
-            sensor.ranges,
-            {"temperature": settings.max_jump_temperature, "humidity": settings.max_jump_humidity},
-        ),
+        SamplerConfig(settings.device, settings.sensor_name, settings.interval, settings.location, settings.count),
+        channels,
         outbox,
         on_stored=link.notify,
+        calibration=in_force(settings.calibration, settings.calibration_record),
     )
     log.info(
         "device %s: %s sensor every %g s to %s; outbox %s (%d waiting, next seq %d)",
         settings.device,
-        settings.sensor,
+        settings.sensor_name,
         settings.interval,
         settings.mqtt_url,
         settings.outbox,
@@ -111,7 +106,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
     finally:
         link.stop()
-        sensor.close()
+        for sensor in sensors:
+            sensor.close()
         outbox.close()
     # A run with --count wants a verdict: 1 when the bridge refused any of its readings.
     return 1 if settings.count and sampler.stats.refused_count else 0
@@ -135,7 +131,7 @@ def _announcer(settings: PublisherSettings, topics: Topics, link: ReadingLink, s
             return
         if settings.ha_discovery and not announced:
             for topic, config in discovery_messages(
-                settings.ha_prefix, topics, settings.device, settings.sensor, settings.location
+                settings.ha_prefix, topics, settings.device, settings.sensors, settings.location, settings.derived
             ):
                 link.publish_retained(topic, config)
         if not announced or time.monotonic() - last_health >= settings.health_interval:

@@ -1,8 +1,10 @@
-"""The publisher's loop: read the sensor on a fixed schedule, judge, store in the outbox.
+"""The publisher's loop: read the sensors on a fixed schedule, judge, store in the outbox.
 
 Nothing here talks MQTT: a reading's way out is the outbox, and the link sends it from
-there. What the loop sees (reads, failures, rejections, the clock) it counts in
-`SamplerStats`, which goes out as the device's health.
+there. Each slot reads every sensor, retries those whose read failed while the slot lasts,
+and stores one reading with what the sensors gave (publisher/channel.py judges each). What
+the loop sees (the clock, what was stored, the bridge's refusals) it counts in
+`SamplerStats`; with the sensors' own counts it goes out as the device's health.
 """
 
 from __future__ import annotations
@@ -11,24 +13,22 @@ import logging
 import threading
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from common.health import Health, Refusal, clean_text
+from common.health import Calibration, Health, Refusal
 from common.reading import Reading
 from common.version import RELEASE_DATE, VERSION
-from publisher.derived import with_derived
+from publisher.channel import Channel
 from publisher.outbox import Outbox
-from publisher.plausibility import Plausibility
-from publisher.sensors import Measurement, Sensor, SensorReadError
+from publisher.sensors import Measurement, SensorReadError
 
 log = logging.getLogger(__name__)
 
 EARLIEST_PLAUSIBLE_S = datetime(RELEASE_DATE.year, RELEASE_DATE.month, RELEASE_DATE.day, tzinfo=UTC).timestamp()
 RETRY_FIRST_S = 0.5  # a failed read is tried again after this (at least the sensor's own minimum) ...
 RETRY_MAX_S = 30.0  # ... doubling up to this, while the reading's slot lasts
-UNCHANGED_WARN_READS = 150  # identical values this many reads in a row: say the sensor may be stuck
 
 
 def clock_plausible(now_s: float) -> bool:
@@ -38,56 +38,44 @@ def clock_plausible(now_s: float) -> bool:
 
 @dataclass
 class SamplerStats:
-    """What the loop has seen since this process started."""
+    """What the loop has seen since this process started (the sensors count their own reads)."""
 
     started: float = field(default_factory=time.monotonic)
-    reads_ok: int = 0
-    reads_failed: int = 0
-    last_error: str | None = None
-    last_error_at: str | None = None
-    rejected: Counter[str] = field(default_factory=Counter)
-    unchanged_reads: int = 0
     clock_ok: bool = True
     stored: int = 0
     refused: Refusal | None = None  # the bridge's latest refusal of one of this run's readings
     refused_count: int = 0  # refusals of this run's readings the bridge reported
 
-    def failed(self, error: str) -> None:
-        self.reads_failed += 1
-        self.last_error = clean_text(error)
-        self.last_error_at = datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
-
 
 @dataclass(frozen=True)
 class SamplerConfig:
     device: str
-    sensor_name: str
+    sensor_name: str  # the reading's `sensor` tag: the driver, or the drivers joined by +
     interval: float
     location: str | None
     count: int  # stop after this many readings are stored; 0: never
-    derived: bool = True  # add dew_point and absolute_humidity (publisher/derived.py)
 
 
 class Sampler:
-    """Reads `sensor` every `interval` and adds each plausible reading to `outbox`."""
+    """Reads the `channels`' sensors every `interval` and adds each reading to `outbox`;
+    `calibration` is what health says is in force."""
 
     def __init__(
         self,
         config: SamplerConfig,
-        sensor: Sensor,
-        plausibility: Plausibility,
+        channels: Sequence[Channel],
         outbox: Outbox,
         on_stored: Callable[[], None],
         clock: Callable[[], float] = time.time,
+        calibration: Mapping[str, Calibration] | None = None,
     ) -> None:
         self.config = config
         self.stats = SamplerStats()
-        self._sensor = sensor
-        self._plausibility = plausibility
+        self.channels = list(channels)
         self._outbox = outbox
         self._on_stored = on_stored
         self._clock = clock
-        self._previous: dict[str, float] | None = None
+        self._calibration = dict(calibration or {})
 
     def run(self, stop: threading.Event, every_slot: Callable[[], None] = lambda: None) -> None:
         """Sample until `stop` is set or `count` readings are stored; `every_slot` runs after each."""
@@ -96,22 +84,28 @@ class Sampler:
         while not stop.is_set() and not (config.count and self.stats.stored >= config.count):
             next_at += config.interval  # a fixed schedule: a slow read does not stretch it
             if self._clock_is_set():
-                measurement = self._read(stop, deadline=next_at)
-                if measurement is not None:
-                    self._take(measurement)
+                measured = self._read(stop, deadline=next_at)
+                if measured:
+                    self._take(measured)
             every_slot()
             stop.wait(max(0.0, next_at - time.monotonic()))
 
     def health(self) -> Health:
-        """The retained health message (contract: `<prefix>/<device>/health`)."""
+        """The retained health message (contract: `<prefix>/<device>/health`): the sensors'
+        counts added up, and each sensor's own."""
         stats = self.stats
+        sensors = {channel.spec.key: channel.health() for channel in self.channels}
+        latest = max(sensors.values(), key=lambda sensor: sensor.last_error_at or "")
+        rejected: Counter[str] = Counter()
+        for sensor in sensors.values():
+            rejected.update(sensor.rejected)
         return Health(
-            reads_ok=stats.reads_ok,
-            reads_failed=stats.reads_failed,
-            last_error=stats.last_error,
-            last_error_at=stats.last_error_at,
-            rejected=dict(stats.rejected),
-            unchanged_reads=stats.unchanged_reads,
+            reads_ok=sum(sensor.reads_ok for sensor in sensors.values()),
+            reads_failed=sum(sensor.reads_failed for sensor in sensors.values()),
+            last_error=latest.last_error,
+            last_error_at=latest.last_error_at,
+            rejected=dict(rejected),
+            unchanged_reads=max(sensor.unchanged_reads or 0 for sensor in sensors.values()),
             outbox_depth=self._outbox.depth,
             outbox_dropped=self._outbox.dropped,
             clock_ok=stats.clock_ok,
@@ -121,6 +115,8 @@ class Sampler:
             version=VERSION,
             refused=stats.refused,
             refused_count=stats.refused_count,
+            sensors=sensors,
+            calibration=self._calibration,
         )
 
     def bridge_refused(self, refusal: Refusal, first_seq: int) -> None:
@@ -153,47 +149,58 @@ class Sampler:
             self.stats.clock_ok = ok
         return ok
 
-    def _read(self, stop: threading.Event, deadline: float) -> Measurement | None:
-        """One measurement, retrying failed reads with backoff until the slot ends."""
-        delay = max(RETRY_FIRST_S, self._sensor.min_interval_s)
+    def _read(self, stop: threading.Event, deadline: float) -> list[tuple[Channel, Measurement]]:
+        """Every sensor's measurement this slot: a failed read is retried with backoff (each
+        sensor on its own) while the slot lasts; a sensor still failing then is left out."""
+        measured: list[tuple[Channel, Measurement]] = []
+        now = time.monotonic()
+        # channel -> (when to try next, the wait after a failure there)
+        tries = {channel: (now, max(RETRY_FIRST_S, channel.sensor.min_interval_s)) for channel in self.channels}
         while True:
-            try:
-                measurement = self._sensor.read()
-            except SensorReadError as exc:
-                self.stats.failed(str(exc))
-                log.warning("sensor read failed (%d so far): %s", self.stats.reads_failed, exc)
-                if time.monotonic() + delay >= deadline or stop.wait(delay):
-                    return None
-                delay = min(delay * 2, RETRY_MAX_S)
-            else:
-                self.stats.reads_ok += 1
-                return measurement
+            for channel, (at, delay) in list(tries.items()):
+                if at > now:
+                    continue
+                try:
+                    measurement = channel.sensor.read()
+                except SensorReadError as exc:
+                    channel.failed(str(exc))
+                    after = max(now, time.monotonic())
+                    if after + delay >= deadline:
+                        del tries[channel]
+                    else:
+                        tries[channel] = (after + delay, min(delay * 2, RETRY_MAX_S))
+                else:
+                    measured.append((channel, measurement))
+                    del tries[channel]
+            if not tries:
+                return measured
+            wake = min(at for at, _ in tries.values())
+            if stop.wait(max(0.0, wake - now)):
+                return measured
+            now = max(time.monotonic(), wake)
 
-    def _take(self, measurement: Measurement) -> None:
-        stats = self.stats
-        reason = self._plausibility.check(measurement.metrics)
-        if reason is not None:
-            stats.rejected[reason] += 1
-            log.warning("not publishing %s: %s", measurement.metrics, reason.replace("_", " "))
+    def _take(self, measured: list[tuple[Channel, Measurement]]) -> None:
+        """One reading from what the sensors measured, judged, corrected and named by each."""
+        metrics: dict[str, float] = {}
+        taken_at: list[int] = []
+        for channel, measurement in measured:
+            part = channel.take(measurement)
+            if part:
+                metrics.update(part)
+                taken_at.append(measurement.ts_us)
+        if not metrics:
             return
-        if measurement.metrics == self._previous:
-            stats.unchanged_reads += 1
-            if stats.unchanged_reads == UNCHANGED_WARN_READS:
-                log.warning("the last %d reads gave identical values: is the sensor stuck?", UNCHANGED_WARN_READS)
-        else:
-            stats.unchanged_reads = 0
-        self._previous = measurement.metrics
         config = self.config
-        metrics = with_derived(measurement.metrics) if config.derived else measurement.metrics
+        ts_us = min(taken_at)  # the slot's first measurement: the reading's one time
         self._outbox.add(
             lambda seq: Reading(
                 device=config.device,
-                ts_us=measurement.ts_us,
+                ts_us=ts_us,
                 metrics=metrics,
                 seq=seq,
                 sensor=config.sensor_name,
                 location=config.location,
             )
         )
-        stats.stored += 1
+        self.stats.stored += 1
         self._on_stored()

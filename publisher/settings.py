@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import re
 import socket
 import zlib
 from collections.abc import Mapping, Sequence
@@ -26,11 +25,23 @@ from common.settings import (
     state_folder,
 )
 from common.topics import check_device_id
-from publisher.sensors import MIN_INTERVAL_S, SENSORS, SimFaults, find_device
+from publisher.calibration import Correction, parse_calibration
+from publisher.sensors import (
+    DERIVED,
+    DRIVERS,
+    GPIO_PIN,
+    SENSORS,
+    SensorContext,
+    SensorSpec,
+    SimFaults,
+    check_sensors,
+    parse_sensor,
+    parse_sensors,
+)
 from publisher.sensors.ds18b20 import DEVICE_ID
 
-GPIO_PIN = re.compile(r"D([0-9]|[12][0-9])")  # Blinka's names for the Pi's GPIO 0-27
 WEEK_S = 7 * 86400
+MAX_SENSORS = 8  # on one publisher; their drivers' names joined must fit a tag (64 characters)
 
 
 def _device(raw: str) -> str:
@@ -90,7 +101,22 @@ class PublisherSettings(BrokerSettings):
     defaults that depend on others (device, outbox, outbox_max, sim_seed)."""
 
     device: str = setting("", "this device's id (default: the host name)")
-    sensor: str = setting("simulated", "sensor driver: dht22, dht11 or simulated", _sensor)
+    sensor: str = setting(
+        "simulated", f"the sensor's driver: {', '.join(SENSORS)} (SENSORPIPE_SENSORS for several)", _sensor
+    )
+    sensors: tuple[SensorSpec, ...] = setting(
+        "",
+        "several sensors, or one with options, instead of SENSORPIPE_SENSOR and its settings: entries "
+        "driver[,option=value]... separated by spaces, e.g. 'dht22,pin=D4 ds18b20,name=freezer' "
+        "(options in the README's sensor section; name= goes before the sensor's metrics: freezer_temperature)",
+        parse_sensors,
+    )
+    calibration: dict[str, Correction] = setting(
+        "",
+        "corrections per metric, separated by spaces: metric=offset (temperature=-0.4) or a two-point "
+        "metric=measured:reference,measured:reference; health says which is in force since when",
+        parse_calibration,
+    )
     pin: str = setting("D4", "GPIO pin of a DHT sensor (Blinka name, D0-D27)", _pin)
     onewire_id: str = setting(
         "",
@@ -99,6 +125,11 @@ class PublisherSettings(BrokerSettings):
     )
     w1_devices: Path = setting(
         "/sys/bus/w1/devices", "where the kernel lists the 1-Wire devices (a container may mount it elsewhere)", Path
+    )
+    iio_devices: Path = setting(
+        "/sys/bus/iio/devices",
+        "where the kernel lists the IIO devices, for dht-kernel (a container may mount it elsewhere)",
+        Path,
     )
     interval: float = setting(
         "2", "seconds between readings (at least 2 for a DHT, 1 for a DS18B20)", parse_positive_float
@@ -149,6 +180,66 @@ class PublisherSettings(BrokerSettings):
     def sim_faults(self) -> SimFaults:
         return SimFaults(self.sim_fail_rate, self.sim_spike_rate, self.sim_stuck_after)
 
+    @property
+    def sensor_context(self) -> SensorContext:
+        return SensorContext(self.sim_seed, self.sim_faults, self.w1_devices, self.iio_devices)
+
+    @property
+    def sensor_name(self) -> str:
+        """The readings' `sensor` tag: the driver, or the drivers joined by +."""
+        return "+".join(spec.driver for spec in self.sensors)
+
+    @property
+    def calibration_record(self) -> Path:
+        """Where the times the corrections came into force are kept (publisher/calibration.py)."""
+        return self.outbox.with_name(f"calibration-{self.device}.json")
+
+
+def _single_sensor(loaded: PublisherSettings) -> SensorSpec:
+    """SENSORPIPE_SENSOR and its settings as one entry of SENSORPIPE_SENSORS."""
+    options = {"dht22": f",pin={loaded.pin}", "dht11": f",pin={loaded.pin}"}.get(loaded.sensor, "")
+    if loaded.sensor == "ds18b20" and loaded.onewire_id:
+        options = f",id={loaded.onewire_id}"
+    return parse_sensor(loaded.sensor + options)
+
+
+def _check_sensors(loaded: PublisherSettings, specs: tuple[SensorSpec, ...], context: SensorContext) -> None:
+    """SettingsError for sensors that cannot run as set: too many, too fast for the interval,
+    naming hardware that is not there, corrections of metrics they do not measure."""
+    where = "SENSORPIPE_SENSORS (--sensors)" if loaded.sensors else "SENSORPIPE_SENSOR (--sensor)"
+    if len(specs) > MAX_SENSORS:
+        raise SettingsError(f"{where}: {len(specs)} sensors, at most {MAX_SENSORS} on one publisher")
+    tag = "+".join(spec.driver for spec in specs)
+    if len(tag) > 64:
+        raise SettingsError(f"{where}: the readings' sensor tag {tag!r} would be over 64 characters; use fewer sensors")
+    slowest = max(specs, key=lambda spec: DRIVERS[spec.driver].min_interval_s)
+    shortest = DRIVERS[slowest.driver].min_interval_s
+    if loaded.interval < shortest:
+        raise SettingsError(
+            f"SENSORPIPE_INTERVAL (--interval) = {loaded.interval}: "
+            f"a {slowest.driver} measures at most every {shortest:g} s, use {shortest:g} or more"
+        )
+    try:
+        if loaded.sensors:
+            check_sensors(specs, context)
+        else:
+            DRIVERS[specs[0].driver].check(specs[0], context)
+    except ValueError as exc:
+        if not loaded.sensors and loaded.sensor == "ds18b20":
+            where = "SENSORPIPE_ONEWIRE_ID (--onewire-id)"
+            raise SettingsError(f"{where} = {loaded.onewire_id!r}: {exc}") from None
+        raise SettingsError(f"{where}: {exc}") from None
+    measured = {spec.metric(base) for spec in specs for base in DRIVERS[spec.driver].metrics}
+    for metric in loaded.calibration:
+        if metric not in measured:
+            base = next((name for name in DERIVED if metric.endswith(name)), None)
+            why = (
+                f"{base} is derived: correct the temperature and humidity it comes from"
+                if base
+                else f"no sensor measures it (they measure {', '.join(sorted(measured))})"
+            )
+            raise SettingsError(f"SENSORPIPE_CALIBRATION (--calibration): {metric}: {why}")
+
 
 OPTIONS = options(PublisherSettings)
 
@@ -176,22 +267,14 @@ def load_settings(argv: Sequence[str], environ: Mapping[str, str]) -> PublisherS
             device = _device(loaded.device)
         except ValueError as exc:
             raise SettingsError(f"SENSORPIPE_DEVICE (--device) = {loaded.device!r}: {exc}") from None
-    shortest = MIN_INTERVAL_S[loaded.sensor]
-    if loaded.interval < shortest:
-        raise SettingsError(
-            f"SENSORPIPE_INTERVAL (--interval) = {loaded.interval}: "
-            f"a {loaded.sensor} measures at most every {shortest:g} s, use {shortest:g} or more"
-        )
-    if loaded.sensor == "ds18b20":
-        try:
-            find_device(loaded.onewire_id, loaded.w1_devices)
-        except ValueError as exc:
-            raise SettingsError(f"SENSORPIPE_ONEWIRE_ID (--onewire-id) = {loaded.onewire_id!r}: {exc}") from None
     # The defaults that depend on other settings (the parsers give None or 0 for "not set").
-    return replace(
+    settings = replace(
         loaded,
         device=device,
+        sensors=loaded.sensors or (_single_sensor(loaded),),
         outbox=loaded.outbox or default_outbox(device, environ),
         outbox_max=loaded.outbox_max or max(1, math.ceil(WEEK_S / loaded.interval)),
         sim_seed=zlib.crc32(device.encode()) if loaded.sim_seed is None else loaded.sim_seed,
     )
+    _check_sensors(loaded, settings.sensors, settings.sensor_context)
+    return settings

@@ -3,8 +3,9 @@
 # Debian 12 host. Two ways:
 #
 # The Pi is the server: broker, InfluxDB, bridge with the dashboard, and this Pi's sensor.
-#   sudo scripts/install-pi.sh --server [--sensor dht22|dht11|ds18b20|simulated|none] [--pin D4] [--onewire-id 28-...]
-#       [--device NAME] [--location TEXT] [--interval 2] [--password PW] [--retention 400d]
+#   sudo scripts/install-pi.sh --server [--sensor dht22|dht11|dht-kernel|ds18b20|bme280|sht4x|simulated|none]
+#       [--pin D4] [--onewire-id 28-...] [--sensors "dht22,pin=D4 ds18b20,name=freezer"]
+#       [--calibration "temperature=-0.4"] [--device NAME] [--location TEXT] [--interval 2] [--password PW] [--retention 400d]
 #       [--listen 0.0.0.0] [--web-port 5000] [--mqtt-port 1883] [--influx-port 8086]
 #   It ends by printing the dashboard's address (http://<hostname>.local:5000/) and password,
 #   and how to add a second Pi as a publisher to this broker.
@@ -20,9 +21,9 @@
 #   before it changes anything: a wrong option is one line and exit status 2;
 # - installs the Debian packages it needs and lacks: python3-venv (and python3-dev, gcc for
 #   the GPIO packages of a DHT sensor); with --server also mosquitto and influxdb (Debian's);
-# - creates the system user `sensorpipe` in group `gpio` (no login, no home of its own);
+# - creates the system user `sensorpipe` in groups `gpio` and `i2c` (no login, no home of its own);
 # - copies this checkout to /opt/sensorpipe/src and makes a venv in /opt/sensorpipe/venv,
-#   pinned by requirements.lock (and requirements-pi.lock for a DHT sensor), with the
+#   pinned by requirements.lock (and requirements-pi.lock for a DHT, BME280 or SHT4x), with the
 #   dashboard's front-end files (from this checkout's webui/node_modules, or npm);
 # - publisher only: writes /etc/sensorpipe/publisher.env (every setting listed with its
 #   meaning; readable by root and the service only) if it is new or settings were given,
@@ -52,6 +53,7 @@ remove=0
 purge=0
 systemctl=1
 sensor=""
+sensors=""
 device=""
 
 usage() { sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 2; }
@@ -64,6 +66,8 @@ while [ "$#" -gt 0 ]; do
     --sensor) need_value "$@"; sensor=$2; settings+=("SENSORPIPE_SENSOR=$2"); server_args+=("$1" "$2"); shift 2 ;;
     --pin) need_value "$@"; settings+=("SENSORPIPE_PIN=$2"); server_args+=("$1" "$2"); shift 2 ;;
     --onewire-id) need_value "$@"; settings+=("SENSORPIPE_ONEWIRE_ID=$2"); server_args+=("$1" "$2"); shift 2 ;;
+    --sensors) need_value "$@"; sensors=$2; settings+=("SENSORPIPE_SENSORS=$2"); server_args+=("$1" "$2"); shift 2 ;;
+    --calibration) need_value "$@"; settings+=("SENSORPIPE_CALIBRATION=$2"); server_args+=("$1" "$2"); shift 2 ;;
     --interval) need_value "$@"; settings+=("SENSORPIPE_INTERVAL=$2"); server_args+=("$1" "$2"); shift 2 ;;
     --location) need_value "$@"; settings+=("SENSORPIPE_LOCATION=$2"); server_args+=("$1" "$2"); shift 2 ;;
     --topic-prefix) need_value "$@"; settings+=("SENSORPIPE_TOPIC_PREFIX=$2"); shift 2 ;;
@@ -84,6 +88,11 @@ if [ "$server" -eq 0 ] && [ "$remove" -eq 0 ] && [ "$sensor" = none ]; then
   echo "install-pi: --sensor none is for --server (a publisher without a sensor has nothing to send)" >&2; exit 2
 fi
 [ -z "$sensor" ] && [ "$server" -eq 1 ] && sensor=dht22
+# The drivers that need the Pi extras (Blinka and a chip library; the GPIO ones need a
+# compiler where gpiod has no wheel); ds18b20 and dht-kernel are read through the kernel.
+extras=""
+if [ -n "$sensors" ]; then drivers=$(for entry in $sensors; do echo "${entry%%,*}"; done); else drivers=${sensor:-dht22}; fi
+for driver in $drivers; do case "$driver" in dht22|dht11|bme280|sht4x) extras="[pi]" ;; esac; done
 with_systemd() { if [ "$systemctl" -eq 1 ]; then systemctl "$@"; fi; }
 
 if [ "$remove" -eq 1 ]; then
@@ -126,7 +135,7 @@ fi
 
 # --- Debian packages ----------------------------------------------------------------------
 packages=(python3-venv)
-case "$sensor" in dht22|dht11|"") packages+=(python3-dev gcc) ;; esac
+[ -n "$extras" ] && packages+=(python3-dev gcc)
 [ "$server" -eq 1 ] && packages+=(mosquitto influxdb)
 vendor=(uplot/dist/uPlot.iife.min.js uplot/dist/uPlot.min.css socket.io-client/dist/socket.io.min.js)
 have_vendor=1
@@ -146,19 +155,18 @@ if [ "$server" -eq 1 ] && [ "$systemctl" -eq 1 ]; then
   systemctl stop mosquitto influxdb 2>/dev/null || true
 fi
 
-getent group gpio >/dev/null || groupadd --system gpio
+# gpio for a DHT's pin, i2c for /dev/i2c-1 (Raspberry Pi OS has both; a plain Debian may not).
+for group in gpio i2c; do getent group "$group" >/dev/null || groupadd --system "$group"; done
 if ! id sensorpipe >/dev/null 2>&1; then
   useradd --system --no-create-home --home-dir /var/lib/sensorpipe --shell /usr/sbin/nologin \
-    --groups gpio sensorpipe
+    --groups gpio,i2c sensorpipe
 fi
-id -nG sensorpipe | tr ' ' '\n' | grep -qx gpio || usermod -a -G gpio sensorpipe
+for group in gpio i2c; do id -nG sensorpipe | tr ' ' '\n' | grep -qx "$group" || usermod -a -G "$group" sensorpipe; done
 
 # --- The code and its venv, again only when the checkout changed ---------------------------
 excludes=(--exclude=.venv --exclude=.git --exclude=node_modules --exclude=.demo --exclude=.cache
   --exclude=__pycache__ --exclude=test-artifacts --exclude=./.env --exclude=./mosquitto/passwd
   --exclude=./mosquitto/acl)
-extras=""
-case "$sensor" in dht22|dht11|"") extras="[pi]" ;; esac
 stamp=$( (tar -C "$repo" "${excludes[@]}" --sort=name --mtime=@0 --owner=0 --group=0 --numeric-owner -cf - . \
   && echo "extras=$extras server=$server") | sha256sum | cut -c1-32)
 code_changed=0

@@ -83,6 +83,8 @@ class Plan:
     sensor: str
     pin: str
     onewire_id: str
+    sensors: str
+    calibration: str
     interval: str
     location: str
     systemctl: bool
@@ -102,6 +104,8 @@ def parse(argv: list[str]) -> tuple[str, Plan]:
     parser.add_argument("--sensor", default="dht22")
     parser.add_argument("--pin", default="D4")
     parser.add_argument("--onewire-id", default="")
+    parser.add_argument("--sensors", default="")
+    parser.add_argument("--calibration", default="")
     parser.add_argument("--interval", default="2")
     parser.add_argument("--location", default="")
     parser.add_argument("--no-systemctl", action="store_true")
@@ -136,6 +140,8 @@ def parse(argv: list[str]) -> tuple[str, Plan]:
         sensor=args.sensor,
         pin=args.pin,
         onewire_id=args.onewire_id,
+        sensors=args.sensors,
+        calibration=args.calibration,
         interval=args.interval,
         location=args.location,
         systemctl=not args.no_systemctl,
@@ -171,6 +177,8 @@ def check(plan: Plan) -> None:
             "SENSORPIPE_SENSOR": plan.sensor,
             "SENSORPIPE_PIN": plan.pin,
             "SENSORPIPE_ONEWIRE_ID": plan.onewire_id,
+            "SENSORPIPE_SENSORS": plan.sensors,
+            "SENSORPIPE_CALIBRATION": plan.calibration,
             "SENSORPIPE_INTERVAL": plan.interval,
             "SENSORPIPE_LOCATION": plan.location,
         }
@@ -354,6 +362,10 @@ def write_publisher(plan: Plan, keys: Secrets, changes: Changes) -> bool:
     }
     if plan.onewire_id:
         values["SENSORPIPE_ONEWIRE_ID"] = plan.onewire_id
+    if plan.sensors:
+        values["SENSORPIPE_SENSORS"] = plan.sensors
+    if plan.calibration:
+        values["SENSORPIPE_CALIBRATION"] = plan.calibration
     if plan.location:
         values["SENSORPIPE_LOCATION"] = plan.location
     changed = changes.write(PUBLISHER_ENV, render_publisher(values), 0o640, USER)

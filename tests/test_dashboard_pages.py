@@ -261,6 +261,51 @@ def test_a_devices_metrics_keep_one_order_with_their_units(
     assert page.text_content('#charts .chart[data-metric="pressure"] h2') == "pressure (hPa)"
 
 
+def test_two_sensors_on_one_card_each_metric_with_its_unit_and_the_failing_one_named(
+    start_bridge: Callable[..., BridgeProcess], mqtt_client: Mqtt, prefix: str, page: Any
+) -> None:
+    """A publisher with a DHT22 in the room and a DS18B20 named freezer: one card, the room's
+    metrics first, then the freezer's, each with the unit of the metric it ends in (and in °F
+    when chosen); the health line says which sensor fails, and its title the corrections."""
+    bridge = start_bridge()
+    mqtt_client.publish(
+        f"{prefix}/cold-room/reading",
+        {"freezer_temperature": -18.5, "zeta": 1.0, "humidity": 40.0, "temperature": 21.0, "dew_point": 7.0},
+    )
+    health = {
+        "reads_ok": 10,
+        "reads_failed": 3,
+        "last_error": "1-Wire CRC mismatch",
+        "outbox_depth": 0,
+        "uptime_s": 20,
+        "sensors": {
+            "dht22": {"driver": "dht22", "reads_ok": 5, "reads_failed": 0, "last_error": None},
+            "freezer": {"driver": "ds18b20", "reads_ok": 5, "reads_failed": 3, "last_error": "1-Wire CRC mismatch"},
+        },
+        "calibration": {"freezer_temperature": {"gain": 0.98361, "offset": -0.0328, "since": "2026-12-01T08:00:00Z"}},
+    }
+    mqtt_client.publish(f"{prefix}/cold-room/health", health, retain=True)
+    card = 'article[data-device="cold-room"]'
+    page.goto(bridge.url + "/")
+    page.wait_for_function(f"() => document.querySelectorAll('{card} .latest [data-metric]').length === 5")
+    order = "(selector) => [...document.querySelectorAll(selector)].map((el) => el.dataset.metric)"
+    wanted = ["temperature", "humidity", "dew_point", "zeta", "freezer_temperature"]
+    assert page.evaluate(order, f"{card} .latest [data-metric]") == wanted
+    assert page.text_content(f'{card} .latest [data-metric="freezer_temperature"] dd') == "-18.5 °C"
+    page.wait_for_function(f"() => document.querySelector('{card} .health').textContent.includes('freezer')")
+    line = page.text_content(f"{card} .health")
+    assert "dht22: 0 failed reads" in line and "freezer: 3 failed reads" in line and "calibrated" in line
+    title = page.get_attribute(f"{card} .health", "title") or ""
+    assert "freezer: 1-Wire CRC mismatch" in title and "freezer_temperature" in title and "2026-12-01" in title
+    page.click("#units")
+    page.wait_for_function(f"() => document.querySelector('{card} .latest [data-metric=\"freezer_temperature\"] dd')")
+    assert page.text_content(f'{card} .latest [data-metric="freezer_temperature"] dd') == "-1.3 °F"
+    page.goto(bridge.url + "/device/cold-room")
+    page.wait_for_function("() => document.querySelectorAll('#charts .chart').length === 5")
+    assert page.evaluate(order, "#charts .chart") == wanted
+    assert page.text_content('#charts .chart[data-metric="freezer_temperature"] h2') == "freezer_temperature (°F)"
+
+
 def test_temperatures_in_fahrenheit_by_the_viewers_choice(
     start_bridge: Callable[..., BridgeProcess], mqtt_client: Mqtt, prefix: str, page: Any, tmp_path: Path
 ) -> None:

@@ -17,10 +17,11 @@ from typing import Any
 
 import pytest
 
+from publisher.channel import Channel
 from publisher.outbox import Outbox
 from publisher.plausibility import Plausibility
 from publisher.sampling import Sampler, SamplerConfig, clock_plausible
-from publisher.sensors import SensorReadError
+from publisher.sensors import SensorReadError, parse_sensor
 from publisher.sensors.dht import DhtSensor, check_gpio
 
 NOT_FOUND = "DHT sensor not found, check wiring"
@@ -120,7 +121,8 @@ def test_the_loop_retries_failed_reads_counts_them_and_publishes_only_good_plaus
     dht, _, _ = sensor("dht22", script)
     outbox = Outbox(tmp_path / "o.sqlite", "desk", 100)
     config = SamplerConfig("desk", "dht22", interval=60, location=None, count=3)
-    sampler = Sampler(config, dht, Plausibility(dht.ranges, {"temperature": 5, "humidity": 20}), outbox, lambda: None)
+    channel = Channel(parse_sensor("dht22"), dht, Plausibility(dht.ranges, {"temperature": 5, "humidity": 20}))
+    sampler = Sampler(config, [channel], outbox, lambda: None)
     stop = threading.Event()
     waits: list[float] = []
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from bridge.influx import InfluxV1
-from publisher.sensors import SensorReadError, SimFaults, open_sensor
+from publisher.sensors import SensorContext, SensorReadError, open_sensors, parse_sensor
 from publisher.sensors.ds18b20 import crc8, parse_w1_slave
 from tests.conftest import ROOT, BridgeProcess, Program
 from tests.waiting import wait_until
@@ -74,7 +74,7 @@ def test_bad_reads_are_read_errors(tmp_path: Path) -> None:
         parse_w1_slave(w1_slave(0x0550))  # 85 °C: read before its conversion ran
     with pytest.raises(SensorReadError, match="unexpected w1_slave"):
         parse_w1_slave("")
-    sensor = open_sensor("ds18b20", "D4", 0, SimFaults(), w1_devices=fake_bus(tmp_path / "bus", PROBE))
+    [sensor] = open_sensors([parse_sensor("ds18b20")], SensorContext(w1_devices=fake_bus(tmp_path / "bus", PROBE)))
     assert sensor.read().metrics == {"temperature": 23.125}
     (tmp_path / "bus" / PROBE / "w1_slave").unlink()
     (tmp_path / "bus" / PROBE).rmdir()  # unplugged: the kernel drops its folder

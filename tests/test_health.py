@@ -13,10 +13,11 @@ from hypothesis import strategies as st
 
 from common.health import Health, Refusal, clean_text, encode_health, parse_health
 from common.reading import MAX_PAYLOAD_BYTES, RejectedMessage, now_us, parse_reading
+from publisher.channel import Channel
 from publisher.outbox import Outbox
 from publisher.plausibility import Plausibility
 from publisher.sampling import Sampler, SamplerConfig
-from publisher.sensors import SENSORS, SimFaults
+from publisher.sensors import SENSORS, SimFaults, parse_sensor
 from publisher.sensors.simulated import SimulatedSensor
 
 REQUIRED = {"reads_ok": 1, "reads_failed": 0, "last_error": None, "outbox_depth": 0, "uptime_s": 5}
@@ -48,7 +49,7 @@ def test_a_full_health_message_reads_back_exactly() -> None:
 
 
 def test_keys_it_does_not_know_are_ignored_not_refused() -> None:
-    body = {**REQUIRED, "calibration": {"temperature": {"offset": -0.3}}, "future_key": [1, 2]}
+    body = {**REQUIRED, "battery": {"volts": 3.1}, "future_key": [1, 2]}
     assert parse_health(json.dumps(body).encode()) == Health(1, 0, None, 0, 5.0)
 
 
@@ -113,12 +114,11 @@ def test_what_the_publisher_sends_is_what_the_bridge_reads(tmp_path: Path, senso
     outbox = Outbox(tmp_path / "o.sqlite", "d", 10)
     sampler = Sampler(
         SamplerConfig("d", sensor, interval=1e-3 if sensor == "simulated" else 86400.0, location="x" * 64, count=0),
-        SimulatedSensor(1, SimFaults()),
-        Plausibility({}, {}),
+        [Channel(parse_sensor(sensor), SimulatedSensor(1, SimFaults()), Plausibility({}, {}))],
         outbox,
         lambda: None,
     )
-    sampler.stats.failed("DHT sensor not found, check wiring\n\x00\udcff" + "x" * 600)
+    sampler.channels[0].failed("DHT sensor not found, check wiring\n\x00\udcff" + "x" * 600)
     sampler.bridge_refused(Refusal("ts_in_future", "ahead", 1.0, 0), first_seq=0)
     health = sampler.health()
     assert parse_health(encode_health(health)) == health
@@ -133,8 +133,7 @@ def test_every_reading_the_publisher_takes_is_one_the_bridge_accepts(tmp_path: P
     for sensor in SENSORS:
         sampler = Sampler(
             SamplerConfig(device, sensor, interval=0.001, location=location, count=1),
-            SimulatedSensor(1, SimFaults()),
-            Plausibility({}, {}),
+            [Channel(parse_sensor(sensor), SimulatedSensor(1, SimFaults()), Plausibility({}, {}))],
             outbox,
             lambda: None,
         )

@@ -51,7 +51,7 @@ def test_the_unit_file_passes_systemd_analyze(tmp_path: Path) -> None:
     unit.write_text(UNIT.read_text().replace(VENV_PYTHON, sys.executable))
     result = subprocess.run(["systemd-analyze", "verify", str(unit)], capture_output=True, text=True, check=False)
     assert result.returncode == 0 and result.stderr == "", result.stderr
-    assert unit_values("User") == ["sensorpipe"] and unit_values("SupplementaryGroups") == ["gpio"]
+    assert unit_values("User") == ["sensorpipe"] and unit_values("SupplementaryGroups") == ["gpio i2c"]
     assert unit_values("Restart") == ["on-failure"] and unit_values("RestartPreventExitStatus") == ["2"]
 
 

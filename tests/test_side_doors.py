@@ -37,6 +37,7 @@ from common.reading import Reading, now_us
 from common.topics import Topics
 from devstack.servers import Server, free_port
 from publisher.discovery import discovery_messages
+from publisher.sensors import parse_sensor
 from tests.conftest import ROOT, BridgeProcess, Mqtt, credentials, running_nginx, self_signed_certificate
 from tests.waiting import wait_until
 
@@ -114,11 +115,13 @@ def test_node_red_flow_subscribes_to_readings_and_holds_no_credentials() -> None
 def test_home_assistant_yaml_matches_what_discovery_announces() -> None:
     sensors = yaml.safe_load((EXAMPLES / "home-assistant.yaml").read_text())["mqtt"]["sensor"]
     announced = {
-        config["unit_of_measurement"]: config
-        for _, config in discovery_messages("homeassistant", Topics("sensors"), "greenhouse", "dht22", None)
+        config["unique_id"]: config
+        for _, config in discovery_messages(
+            "homeassistant", Topics("sensors"), "greenhouse", (parse_sensor("dht22"),), None, derived=True
+        )
     }
     for sensor in sensors:
-        config = announced[sensor["unit_of_measurement"]]
+        config = announced[sensor["unique_id"]]
         for key in ("unique_id", "state_topic", "availability_topic", "device_class", "state_class"):
             assert sensor[key] == config[key], key
         metric = config["device_class"]

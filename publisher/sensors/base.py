@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -29,3 +31,28 @@ class Sensor(Protocol):
     def read(self) -> Measurement: ...
 
     def close(self) -> None: ...
+
+
+class Spacing:
+    """Keeps two reads at least `gap` seconds apart, sleeping before a read that is too soon.
+
+    For sensors that answer a read sooner than they measure with the previous values, as if
+    they were new (a silent duplicate): the DHT library and the kernel's dht11 driver.
+    `clock` and `sleep` are time.monotonic and time.sleep unless a test replaces them.
+    """
+
+    def __init__(
+        self, gap: float, clock: Callable[[], float] = time.monotonic, sleep: Callable[[float], None] = time.sleep
+    ) -> None:
+        self._gap = gap
+        self._clock = clock
+        self._sleep = sleep
+        self._last: float | None = None
+
+    def wait(self) -> None:
+        """Return when a read may start (at once for the first), and count it as started."""
+        if self._last is not None:
+            wait = self._last + self._gap - self._clock()
+            if wait > 0:
+                self._sleep(wait)
+        self._last = self._clock()

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from common.reading import now_us
-from publisher.sensors.base import Measurement, SensorReadError
+from publisher.sensors.base import Measurement, SensorReadError, Spacing
 
 # The library takes a new measurement only when more than 2 s passed since its last attempt
 # (failed ones included) and otherwise returns the previous values as if they were new.
@@ -79,18 +79,12 @@ class DhtSensor:
     ) -> None:
         self.ranges = RANGES[model]
         self._device = device
-        self._clock = clock
-        self._sleep = sleep
-        self._last_attempt: float | None = None
-
-    def read(self) -> Measurement:
         # Never ask sooner than the library measures: it would hand back the last values
         # as a new reading, a silent duplicate.
-        if self._last_attempt is not None:
-            wait = self._last_attempt + MIN_INTERVAL_S + SETTLE_S - self._clock()
-            if wait > 0:
-                self._sleep(wait)
-        self._last_attempt = self._clock()
+        self._spacing = Spacing(MIN_INTERVAL_S + SETTLE_S, clock, sleep)
+
+    def read(self) -> Measurement:
+        self._spacing.wait()
         try:
             temperature = self._device.temperature
             humidity = self._device.humidity  # the same measurement: cached by the library

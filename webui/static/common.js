@@ -23,10 +23,22 @@ function storedChoice() {
   }
 }
 const inFahrenheit = storedChoice() === "F";
+
+// A publisher with several sensors names each one's metrics after it: freezer_temperature is
+// a temperature, freezer_absolute_humidity an absolute humidity (the longest known ending).
+const KNOWN = Object.keys(UNITS).sort((a, b) => b.length - a.length);
+/** [the sensor's name or "", the known metric it is, or the name itself]. */
+export function metricParts(metric) {
+  if (metric in UNITS) return ["", metric];
+  const base = KNOWN.find((known) => metric.endsWith(`_${known}`));
+  return base ? [metric.slice(0, -base.length - 1), base] : ["", metric];
+}
+const baseOf = (metric) => metricParts(metric)[1];
 /** A metric's value as this page shows it (°F for temperatures when chosen). */
 export const shown = (metric, value) =>
-  value != null && inFahrenheit && CELSIUS.has(metric) ? (value * 9) / 5 + 32 : value;
-export const unit = (metric) => (inFahrenheit && CELSIUS.has(metric) ? "°F" : UNITS[metric] || "");
+  value != null && inFahrenheit && CELSIUS.has(baseOf(metric)) ? (value * 9) / 5 + 32 : value;
+export const unit = (metric) =>
+  inFahrenheit && CELSIUS.has(baseOf(metric)) ? "°F" : UNITS[baseOf(metric)] || "";
 
 /** The °C/°F button: shows the other choice; a click keeps it and loads the page again. */
 export function unitSwitch(button) {
@@ -42,11 +54,17 @@ export function unitSwitch(button) {
   });
 }
 
-// A device's metrics in one order on every load and page: the known ones as listed here,
-// then the rest by name (readings, the API and the charts' fetches each come in any order).
+// A device's metrics in one order on every load and page: the unnamed sensor's first, then
+// each named sensor's by its name; within each the known ones as listed here, then the rest
+// by name (readings, the API and the charts' fetches each come in any order).
 const ORDER = Object.keys(UNITS);
-const rank = (metric) => (ORDER.includes(metric) ? ORDER.indexOf(metric) : ORDER.length);
-export const compareMetrics = (a, b) => rank(a) - rank(b) || (a < b ? -1 : a > b ? 1 : 0);
+const rank = (base) => (ORDER.includes(base) ? ORDER.indexOf(base) : ORDER.length);
+const byName = (a, b) => (a < b ? -1 : a > b ? 1 : 0);
+export function compareMetrics(a, b) {
+  const [sensorA, baseA] = metricParts(a);
+  const [sensorB, baseB] = metricParts(b);
+  return byName(sensorA, sensorB) || rank(baseA) - rank(baseB) || byName(a, b);
+}
 
 /** Append `el` (with data-metric) to `parent` among its children in that order. */
 export function placeByMetric(parent, el) {
@@ -54,7 +72,7 @@ export function placeByMetric(parent, el) {
   const next = [...parent.children].find((child) => compareMetrics(child.dataset.metric || "", metric) > 0);
   parent.insertBefore(el, next || null);
 }
-export const color = (metric) => COLORS[metric] || "#8b5cf6";
+export const color = (metric) => COLORS[baseOf(metric)] || "#8b5cf6";
 export const formatTime = (ms) => (ms == null ? "never" : new Date(ms).toLocaleString());
 
 // Signed out (the password is on and the session ended): to the login page, then back here.

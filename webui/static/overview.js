@@ -166,12 +166,32 @@ import { connectLive } from "./live.js";
     const health = info.health;
     const healthEl = device.card.querySelector(".health");
     if (health && typeof health === "object") {
-      const parts = [`${health.reads_failed ?? 0} failed reads`, `outbox ${health.outbox_depth ?? 0}`];
+      // Several sensors: each one's failed reads, so the failing one is named.
+      const sensors = health.sensors && typeof health.sensors === "object" ? Object.entries(health.sensors) : [];
+      const failed =
+        sensors.length > 1
+          ? sensors.map(([name, sensor]) => `${name}: ${sensor.reads_failed ?? 0} failed reads`)
+          : [`${health.reads_failed ?? 0} failed reads`];
+      const parts = [...failed, `outbox ${health.outbox_depth ?? 0}`];
       if (health.outbox_dropped) parts.push(`${health.outbox_dropped} dropped`);
       if (health.clock_ok === false) parts.push("clock not set");
       if (health.refused_count) parts.push(`${health.refused_count} refused by the bridge (${health.refused?.reason ?? "?"})`);
+      const errors =
+        sensors.length > 1
+          ? sensors.filter(([, sensor]) => sensor.last_error).map(([name, sensor]) => `${name}: ${sensor.last_error}`)
+          : health.last_error
+            ? [health.last_error]
+            : [];
+      // The corrections in force, as the publisher reports them: the record of what was applied.
+      const calibration = health.calibration && typeof health.calibration === "object" ? health.calibration : {};
+      const corrections = Object.entries(calibration).map(([metric, c]) => {
+        const offset = Number(c.offset);
+        const sign = offset < 0 ? "−" : "+";
+        return `${metric}: ×${Number(c.gain).toPrecision(5)} ${sign} ${Math.abs(offset).toPrecision(3)} since ${c.since}`;
+      });
+      if (corrections.length) parts.push(`calibrated: ${Object.keys(calibration).join(", ")}`);
       healthEl.textContent = parts.join(" · ");
-      healthEl.title = health.last_error ? `last error: ${health.last_error}` : "";
+      healthEl.title = [...errors.map((e) => `last error: ${e}`), ...corrections].join("\n");
       const warn = health.reads_failed || health.outbox_dropped || health.clock_ok === false || health.refused_count;
       healthEl.dataset.state = warn ? "warn" : "ok";
     } else {

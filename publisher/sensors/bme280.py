@@ -1,0 +1,58 @@
+"""Bosch BME280 on I2C: temperature, humidity and pressure, through adafruit-circuitpython-bme280.
+
+The library puts the chip in forced mode for each value it is asked for (one conversion,
+then sleep), reads the factory calibration once at start and applies the datasheet's
+compensation formulas. A BMP280 (chip id 0x58) is often sold as a BME280: it has no
+humidity, and the library refuses it at start.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from common.reading import now_us
+from publisher.sensors.base import Measurement, SensorReadError
+from publisher.sensors.i2c import import_library, open_bus, open_chip, parse_address
+
+ADDRESSES = (0x76, 0x77)  # SDO to ground, SDO to VDDIO (Adafruit's breakout)
+# The datasheet's operating range (section 1): pressure in hPa.
+RANGES = {"temperature": (-40.0, 85.0), "humidity": (0.0, 100.0), "pressure": (300.0, 1100.0)}
+# Nothing in the chip limits it; more often warms it (self-heating, datasheet 3.5.1: weather
+# monitoring takes one reading a minute).
+MIN_INTERVAL_S = 1.0
+address_option = parse_address("BME280", ADDRESSES)
+
+
+def open_bme280(addresses: tuple[int, ...], bus: Any = None) -> Bme280Sensor:
+    """The sensor at the first of `addresses` that answers; `bus` is Blinka's unless a test gives one."""
+    library = import_library("bme280", "adafruit_bme280.basic")
+    i2c = open_bus("bme280") if bus is None else bus
+    return Bme280Sensor(open_chip("bme280", addresses, lambda address: library.Adafruit_BME280_I2C(i2c, address)))
+
+
+class Bme280Sensor:
+    """One BME280; `chip` is the library's object."""
+
+    min_interval_s = MIN_INTERVAL_S
+    ranges = RANGES
+
+    def __init__(self, chip: Any) -> None:
+        self._chip = chip
+
+    def read(self) -> Measurement:
+        ts_us = now_us()
+        try:
+            # The temperature first: the other two are compensated with its t_fine.
+            temperature = self._chip.temperature
+            humidity = self._chip.humidity
+            pressure = self._chip.pressure
+        except OSError as exc:  # the bus failed mid-read (errno 121: the chip did not acknowledge)
+            raise SensorReadError(f"I2C read failed: {exc}") from None
+        # The chip resolves 0.01 °C, 0.008 % and 0.18 Pa: more digits would only be noise.
+        return Measurement(
+            ts_us,
+            {"temperature": round(temperature, 2), "humidity": round(humidity, 2), "pressure": round(pressure, 2)},
+        )
+
+    def close(self) -> None:
+        pass  # the chip sleeps between forced conversions; Blinka closes the bus at exit

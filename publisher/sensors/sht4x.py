@@ -1,0 +1,56 @@
+"""Sensirion SHT40/41/45 on I2C: temperature and humidity, through adafruit-circuitpython-sht4x.
+
+Each read sends the high-precision measurement command (no heater) and checks the two
+CRC-8 bytes of the answer; the library raises RuntimeError when they do not add up.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from common.reading import now_us
+from publisher.sensors.base import Measurement, SensorReadError
+from publisher.sensors.i2c import import_library, open_bus, open_chip, parse_address
+
+ADDRESSES = (0x44, 0x45, 0x46)  # SHT4x-A (the usual), -B and -C parts
+# The datasheet's ranges; below 0 or above 100 % the library clamps the formula's result.
+RANGES = {"temperature": (-40.0, 125.0), "humidity": (0.0, 100.0)}
+# A high-precision measurement takes 8.3 ms; once a second keeps self-heating negligible.
+MIN_INTERVAL_S = 1.0
+address_option = parse_address("SHT4x", ADDRESSES)
+
+
+def open_sht4x(addresses: tuple[int, ...], bus: Any = None) -> Sht4xSensor:
+    """The sensor at the first of `addresses` that answers; `bus` is Blinka's unless a test gives one."""
+    library = import_library("sht4x", "adafruit_sht4x")
+    i2c = open_bus("sht4x") if bus is None else bus
+
+    def build(address: int) -> Any:
+        chip = library.SHT4x(i2c, address)
+        _ = chip.serial_number  # a CRC-checked answer: this is an SHT4x, not just anything at the address
+        return chip
+
+    return Sht4xSensor(open_chip("sht4x", addresses, build))
+
+
+class Sht4xSensor:
+    """One SHT4x; `chip` is the library's object."""
+
+    min_interval_s = MIN_INTERVAL_S
+    ranges = RANGES
+
+    def __init__(self, chip: Any) -> None:
+        self._chip = chip
+
+    def read(self) -> Measurement:
+        ts_us = now_us()
+        try:
+            temperature, humidity = self._chip.measurements
+        except RuntimeError as exc:  # "Invalid CRC calculated"
+            raise SensorReadError(f"SHT4x answer failed its CRC check ({exc})") from None
+        except OSError as exc:
+            raise SensorReadError(f"I2C read failed: {exc}") from None
+        return Measurement(ts_us, {"temperature": round(temperature, 2), "humidity": round(humidity, 2)})
+
+    def close(self) -> None:
+        pass  # nothing held: the chip idles between measurements
