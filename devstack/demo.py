@@ -24,6 +24,7 @@ from pathlib import Path
 from types import FrameType
 
 from devstack.servers import Server, ServerError, free_port, influxdb, mosquitto, wait_influx_ready
+from publisher.sensors import SENSORS
 
 ROOT = Path(__file__).resolve().parent.parent
 DEVICES = ("sim-greenhouse", "sim-coldroom")
@@ -76,7 +77,7 @@ def _wait_http(url: str, child: Child, timeout: float) -> None:
 
 
 def describe(args: argparse.Namespace) -> str:
-    return "simulated" if args.sensor == "simulated" else f"{args.sensor} on {args.pin}"
+    return f"{args.sensor} on {args.pin}" if args.sensor in ("dht22", "dht11") else args.sensor
 
 
 def dashboard(host: str, local: str, port: int, password: str | None) -> str:
@@ -107,7 +108,7 @@ def parse_args() -> argparse.Namespace:
         help="serve the dashboard on the LAN (every interface, or this address) behind a password",
     )
     parser.add_argument("--password", help="the dashboard's password with --lan (default: a new one, printed)")
-    parser.add_argument("--sensor", choices=["simulated", "dht22", "dht11"], default="simulated")
+    parser.add_argument("--sensor", choices=SENSORS, default="simulated")
     parser.add_argument("--pin", default="D4", help="the DHT sensor's GPIO pin (Blinka name, D0-D27)")
     parser.add_argument("--device", default=socket.gethostname().split(".")[0], help="the real sensor's device id")
     parser.add_argument(

@@ -65,9 +65,12 @@ def parse_correction(raw: str) -> Correction:
     if m1 == m2:
         raise ValueError(f"{raw!r}: the two points need two different measured values")
     gain = (r2 - r1) / (m2 - m1)
-    if not 0.5 <= gain <= 2.0:
+    if not 0.5 <= gain <= 2.0:  # also false for a NaN or an infinite gain
         raise ValueError(f"{raw!r}: a gain of {gain:.3g} (outside 0.5 to 2) is more likely a typo than a sensor")
-    return Correction(gain, r1 - gain * m1, ((m1, r1), (m2, r2)))
+    offset = r1 - gain * m1
+    if not math.isfinite(offset):
+        raise ValueError(f"{raw!r}: the correction's offset is not a finite number")
+    return Correction(gain, offset, ((m1, r1), (m2, r2)))
 
 
 def parse_calibration(text: str) -> dict[str, Correction]:

@@ -9,13 +9,16 @@
 #    anew): debootstrap's two stages from this machine's Debian mirror;
 # 2. installs what install-pi.sh needs inside (python3-venv, python3-dev, gcc) and copies
 #    this checkout in;
-# 3. runs `scripts/install-pi.sh --device pi-emu --sensor dht22 --no-systemctl` inside as
-#    root (proot's fake root): the user, /opt/sensorpipe, `pip install ".[pi]"` pinned by the
-#    lock files, resolved for aarch64, the settings file and the unit;
+# 3. runs `scripts/install-pi.sh --device pi-emu --sensors "dht22 bme280,name=outside
+#    sht4x,name=inside" --no-systemctl` inside as root (proot's fake root): the user,
+#    /opt/sensorpipe, `pip install ".[pi]"` pinned by the lock files, resolved for aarch64
+#    (every driver's library: DHT, BME280, SHT4x), the settings file and the unit;
 # 4. with a Raspberry Pi 4's device tree faked (model and compatible, as Blinka reads them):
-#    `import board, adafruit_dht` says which board Blinka found;
-# 5. runs the installed publisher as its unit does, with the dht22 and no GPIO chip (none is
-#    emulated): it must stop with one line and exit status 1, not a traceback.
+#    `import board` and the three chip libraries say which board Blinka found;
+# 5. runs the installed publisher as its unit does, with those sensors and no GPIO chip (none
+#    is emulated): it must stop with one line and exit status 1, not a traceback;
+# 6. runs it with the two drivers the kernel reads (ds18b20, dht-kernel) on fake sysfs trees
+#    and no broker: it must take its readings into the outbox and stop cleanly on SIGTERM.
 # Prints how long each step took. Not part of the test suite (minutes, not seconds):
 # docs/benchmarks.md has a run's figures.
 set -euo pipefail
@@ -86,22 +89,24 @@ tar -C "$repo" --exclude=.venv --exclude=.git --exclude=node_modules --exclude=.
   --exclude=__pycache__ --exclude=test-artifacts -cf - . | tar -C "$root/root/sensorpipe" -xf -
 took
 
-step "install-pi.sh --device pi-emu --sensor dht22 --no-systemctl (pip install \".[pi]\" for aarch64)"
+sensors="dht22,pin=D4 bme280,name=outside sht4x,name=inside"
+step "install-pi.sh --device pi-emu --sensors \"$sensors\" --no-systemctl (pip install \".[pi]\" for aarch64)"
 rm -f "$root/opt/sensorpipe/.installed"
-inside /bin/bash /root/sensorpipe/scripts/install-pi.sh --device pi-emu --sensor dht22 --pin D4 \
+inside /bin/bash /root/sensorpipe/scripts/install-pi.sh --device pi-emu --sensors "$sensors" \
   --broker mqtt://pi-emu:secret@127.0.0.1:1883 --no-systemctl
-inside /opt/sensorpipe/venv/bin/pip list --format=freeze 2>/dev/null | grep -iE "^(adafruit-blinka|adafruit-circuitpython-dht|gpiod)=="
+inside /opt/sensorpipe/venv/bin/pip list --format=freeze 2>/dev/null \
+  | grep -iE "^(adafruit-blinka|adafruit-circuitpython-(dht|bme280|sht4x)|gpiod)=="
 took
 
 step "Blinka on a Raspberry Pi 4 model string"
 inside /usr/bin/env BLINKA_SKIP_DEPENDENCY_CHECK=1 /opt/sensorpipe/venv/bin/python -c '
-import adafruit_platformdetect, board, adafruit_dht
+import adafruit_platformdetect, board, adafruit_dht, adafruit_bme280.basic, adafruit_sht4x
 detector = adafruit_platformdetect.Detector()
 print("board:", detector.board.id, "chip:", detector.chip.id, "board.D4:", board.D4)
 '
 took
 
-step "the installed publisher with --sensor dht22 and no GPIO chip"
+step "the installed publisher with those sensors and no GPIO chip"
 set +e
 output=$(inside /bin/sh -c 'set -a; . /etc/sensorpipe/publisher.env; set +a;
   BLINKA_SKIP_DEPENDENCY_CHECK=1 STATE_DIRECTORY=/var/lib/sensorpipe exec /opt/sensorpipe/venv/bin/python -m publisher' 2>&1)
@@ -113,5 +118,26 @@ if [ "$code" -ne 1 ] || echo "$output" | grep -q "Traceback"; then
   echo "emulated-pi: FAILED: expected one line and exit status 1, got status $code" >&2
   exit 1
 fi
-echo "emulated-pi: passed (the publisher's exit status: $code)"
+
+step "the installed publisher with ds18b20 and dht-kernel on fake sysfs trees, no broker"
+rm -rf "$root/tmp/sys" && mkdir -p "$root/tmp/sys/w1/28-0316a2794b00" "$root/tmp/sys/iio/iio:device0"
+printf '72 01 4b 46 7f ff 0e 10 57 : crc=57 YES\n72 01 4b 46 7f ff 0e 10 57 t=23125\n' \
+  > "$root/tmp/sys/w1/28-0316a2794b00/w1_slave"
+printf 'dht11@4\n' > "$root/tmp/sys/iio/iio:device0/name"
+printf '21400\n' > "$root/tmp/sys/iio/iio:device0/in_temp_input"
+printf '45100\n' > "$root/tmp/sys/iio/iio:device0/in_humidityrelative_input"
+set +e
+kernel_output=$(inside /usr/bin/env STATE_DIRECTORY=/tmp /usr/bin/timeout -s TERM 40 /opt/sensorpipe/venv/bin/python \
+  -m publisher --device pi-kernel --sensors "dht-kernel ds18b20,name=freezer" --interval 2 --count 3 \
+  --w1-devices /tmp/sys/w1 --iio-devices /tmp/sys/iio --mqtt-url mqtt://127.0.0.1:9 2>&1)
+set -e
+echo "$kernel_output" | grep -E "sensor every|took [0-9]+ readings" | sed 's/^/   /'
+took
+if ! echo "$kernel_output" | grep -q "took 3 readings this run; 3 wait in the outbox" \
+  || echo "$kernel_output" | grep -q "Traceback"; then
+  echo "emulated-pi: FAILED: the kernel-read sensors did not give their 3 readings" >&2
+  echo "$kernel_output" | tail -5 >&2
+  exit 1
+fi
+echo "emulated-pi: passed (the publisher's exit status with the chip sensors: $code)"
 echo "reproduce: scripts/emulated-pi.sh --rebuild"

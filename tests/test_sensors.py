@@ -15,8 +15,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from bridge.influx import InfluxV1
+from common.reading import METRIC_NAME
 from publisher.calibration import Correction, in_force, parse_calibration
 from publisher.sensors import parse_sensors
 from tests.conftest import BridgeProcess, Program
@@ -140,3 +143,79 @@ def test_metric_names_say_which_sensor() -> None:
     room, freezer = parse_sensors("bme280 ds18b20,name=freezer")
     assert room.metrics == ("temperature", "humidity", "pressure", "dew_point", "absolute_humidity")
     assert freezer.metrics == ("freezer_temperature",)
+
+
+TOKENS = st.sampled_from(
+    [
+        "dht22",
+        "dht11",
+        "dht-kernel",
+        "ds18b20",
+        "bme280",
+        "sht4x",
+        "simulated",
+        "name=",
+        "pin=",
+        "id=",
+        "address=",
+        "device=",
+        "model=",
+        "fail_rate=",
+        "a",
+        "freezer",
+        "D4",
+        "D28",
+        "0x76",
+        "0x44",
+        "1e309",
+        "nan",
+        "-1",
+        ",",
+        "=",
+        " ",
+        "28-0123456789ab",
+        "iio:device0",
+        "\udcff",
+        "é",
+    ]
+)
+
+
+@given(st.one_of(st.text(max_size=200), st.lists(TOKENS, max_size=30).map("".join)))
+def test_any_sensors_text_is_specs_or_a_clear_error(text: str) -> None:
+    try:
+        specs = parse_sensors(text)
+    except ValueError as exc:
+        assert str(exc) and "\n" not in str(exc).strip()
+        return
+    metrics = [metric for spec in specs for metric in spec.metrics]
+    assert len(metrics) == len(set(metrics)) and all(METRIC_NAME.fullmatch(metric) for metric in metrics)
+    assert len({spec.key for spec in specs}) == len(specs)
+
+
+NUMBER = st.one_of(st.floats(), st.integers(-(10**400), 10**400)).map(str)
+ENTRY = st.tuples(st.sampled_from(["temperature", "humidity", "x_y", "Temp", ""]), NUMBER, NUMBER, NUMBER, NUMBER)
+
+
+@given(
+    st.one_of(
+        st.text(max_size=200),
+        st.lists(ENTRY.map(lambda e: f"{e[0]}={e[1]}"), max_size=4).map(" ".join),
+        st.lists(ENTRY.map(lambda e: f"{e[0]}={e[1]}:{e[2]},{e[3]}:{e[4]}"), max_size=4).map(" ".join),
+    )
+)
+def test_any_calibration_text_is_finite_corrections_or_a_clear_error(text: str) -> None:
+    try:
+        corrections = parse_calibration(text)
+    except ValueError as exc:
+        assert str(exc)
+        return
+    for metric, correction in corrections.items():
+        assert METRIC_NAME.fullmatch(metric)
+        assert math.isfinite(correction.gain) and math.isfinite(correction.offset) and 0.5 <= correction.gain <= 2
+        assert math.isfinite(correction.apply(20.0))
+
+
+def test_a_correction_whose_offset_overflows_is_refused() -> None:
+    with pytest.raises(ValueError, match="offset is not a finite number"):
+        parse_calibration("t=-1.7e308:1e308,-1.6e308:1.1e308")
