@@ -1,0 +1,268 @@
+"""The numbers of a report (issue "records people can sign"), read from InfluxDB's raw points.
+
+For one device over a range cut into days (the caller's local days): per day and metric the
+count, mean, minimum and maximum with the times they were measured; per day and threshold,
+how many readings were past it; over the whole range, every gap with its cause as the
+readings' own numbering tells it:
+
+- `seq_missing`: the seq numbers jump: readings were taken and numbered but never stored
+  (the outbox was full and dropped them, or they were lost on the way);
+- `not_taken`: the time jumps but the seq does not: nothing was lost, the publisher took no
+  readings then (stopped, its sensor failing, its clock not set);
+- `seq_restarted`: the seq went back (a new outbox: the publisher was installed anew);
+- `none_stored`: nothing stored between the range's start (or end) and the first (last)
+  reading.
+
+Selectors (`min`, `max`) without GROUP BY return the point's own time: one statement per
+metric per day, all days of a device in one request.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from bridge.influx import InfluxRejected, InfluxUnavailable, InfluxV1, quote_ident, quote_string
+from webui.context import HistoryFailed, HistoryUnavailable
+
+log = logging.getLogger(__name__)
+
+NOT_METRICS = frozenset({"seq"})
+DEFAULT_GAP_US = 5 * 60 * 1_000_000  # with no interval known: a gap is five minutes without a reading
+GAP_INTERVALS = 3  # with an interval known: more than this many intervals without a reading
+STATEMENTS_PER_REQUEST = 60
+
+
+@dataclass(frozen=True)
+class Threshold:
+    """A level a rule watches: readings of `metric` `above` (or `below`) `level`."""
+
+    rule: str
+    metric: str
+    kind: str  # above, below
+    level: float
+
+
+@dataclass(frozen=True)
+class MetricDay:
+    count: int
+    mean: float | None
+    min: float | None
+    min_at_ms: float | None
+    max: float | None
+    max_at_ms: float | None
+
+
+@dataclass(frozen=True)
+class Day:
+    start_ms: float
+    end_ms: float
+    metrics: dict[str, MetricDay]
+    outside: dict[str, int]  # rule -> readings past its level that day
+
+
+@dataclass(frozen=True)
+class Gap:
+    start_ms: float  # the last reading before it (or the range's start)
+    end_ms: float  # the first reading after it (or the range's end)
+    cause: str
+    missing: int | None  # readings that would have been there: seq numbers, or intervals
+    seq_from: int | None = None  # the seq numbers that never arrived, for seq_missing
+    seq_to: int | None = None
+
+
+@dataclass(frozen=True)
+class DeviceReport:
+    device: str
+    start_ms: float
+    end_ms: float
+    interval_s: float | None
+    stored: int  # readings stored in the range
+    expected: int | None  # from the interval: the range's length over it
+    missing_seq: int  # readings numbered but never stored
+    days: list[Day]
+    gaps: list[Gap] = field(default_factory=list)
+
+
+class ReportReader:
+    """Reads the report's numbers of one device; raises InfluxUnavailable or InfluxRejected."""
+
+    def __init__(self, influx: InfluxV1, measurement: str) -> None:
+        self._influx = influx
+        self._measurement = quote_ident(measurement)
+
+    def device(
+        self,
+        device: str,
+        day_starts_us: Sequence[int],
+        end_us: int,
+        interval_s: float | None,
+        thresholds: Sequence[Threshold] = (),
+    ) -> DeviceReport:
+        """The report of `device` over [day_starts_us[0], end_us), one Day per start."""
+        start_us = day_starts_us[0]
+        bounds = list(zip(day_starts_us, [*day_starts_us[1:], end_us], strict=True))
+        where_device = f'FROM {self._measurement} WHERE "device" = {quote_string(device)}'
+
+        def span(a: int, b: int) -> str:
+            return f"{where_device} AND time >= {a * 1000} AND time < {b * 1000}"
+
+        [counts] = self._influx.query_many([f"SELECT count(*) {span(start_us, end_us)}"])
+        columns = _row(counts)
+        metrics = sorted(
+            name.removeprefix("count_")
+            for name, value in columns.items()
+            if name.startswith("count_") and value and name.removeprefix("count_") not in NOT_METRICS
+        )
+        stored = max((int(value) for name, value in columns.items() if name.startswith("count_")), default=0)
+        statements: list[str] = []
+        for a, b in bounds:
+            if metrics:
+                aggregates = ", ".join(
+                    f'count({quote_ident(m)}) AS "count_{i}", mean({quote_ident(m)}) AS "mean_{i}"'
+                    for i, m in enumerate(metrics)
+                )
+                statements.append(f"SELECT {aggregates} {span(a, b)}")
+            for metric in metrics:
+                statements.append(f"SELECT min({quote_ident(metric)}) {span(a, b)}")
+                statements.append(f"SELECT max({quote_ident(metric)}) {span(a, b)}")
+            for threshold in thresholds:
+                op = ">" if threshold.kind == "above" else "<"
+                statements.append(
+                    f"SELECT count({quote_ident(threshold.metric)}) {span(a, b)} "
+                    f"AND {quote_ident(threshold.metric)} {op} {threshold.level!r}"
+                )
+        answers = iter(self._query(statements))
+        days = []
+        for a, b in bounds:
+            per_metric: dict[str, MetricDay] = {}
+            if metrics:
+                row = _row(next(answers))
+                for index, metric in enumerate(metrics):
+                    count = int(row.get(f"count_{index}") or 0)
+                    low = _row(next(answers))
+                    high = _row(next(answers))
+                    if count:
+                        per_metric[metric] = MetricDay(
+                            count,
+                            row.get(f"mean_{index}"),
+                            low.get("min"),
+                            low.get("time"),
+                            high.get("max"),
+                            high.get("time"),
+                        )
+            outside = {}
+            for threshold in thresholds:
+                outside[threshold.rule] = int(_row(next(answers)).get("count") or 0)
+            days.append(Day(a / 1000, b / 1000, per_metric, outside))
+        gaps = self._gaps(span(start_us, end_us), start_us, end_us, interval_s) if stored else []
+        if not stored:
+            gaps = [Gap(start_us / 1000, end_us / 1000, "none_stored", _intervals(end_us - start_us, interval_s))]
+        return DeviceReport(
+            device=device,
+            start_ms=start_us / 1000,
+            end_ms=end_us / 1000,
+            interval_s=interval_s,
+            stored=stored,
+            expected=None if not interval_s else int((end_us - start_us) / 1e6 // interval_s),
+            missing_seq=sum(gap.missing or 0 for gap in gaps if gap.cause == "seq_missing"),
+            days=days,
+            gaps=gaps,
+        )
+
+    def _query(self, statements: Sequence[str]) -> list[list[Any]]:
+        """Every statement's answer, a batch per request (a month of days makes hundreds, and
+        they travel in the URL)."""
+        answers: list[list[Any]] = []
+        for index in range(0, len(statements), STATEMENTS_PER_REQUEST):
+            answers.extend(self._influx.query_many(statements[index : index + STATEMENTS_PER_REQUEST], epoch="ms"))
+        return answers
+
+    def _gaps(self, where: str, start_us: int, end_us: int, interval_s: float | None) -> list[Gap]:
+        limit_us = int(interval_s * 1e6 * GAP_INTERVALS) if interval_s else DEFAULT_GAP_US
+        first, last, jumps = self._influx.query_many(
+            [
+                f'SELECT first("seq") {where}',
+                f'SELECT last("seq") {where}',
+                # Computed by the server: only the points after a jump come back, not a month of rows.
+                f'SELECT * FROM (SELECT difference("seq") AS step, elapsed("seq", 1u) AS gap_us {where}) '
+                f"WHERE step <> 1 OR gap_us > {limit_us}",
+            ],
+            epoch="u",
+        )
+        gaps = []
+        first_us = _row(first).get("time")
+        if first_us is not None and first_us - start_us > limit_us:
+            gaps.append(
+                Gap(start_us / 1000, first_us / 1000, "none_stored", _intervals(first_us - start_us, interval_s))
+            )
+        for series in jumps:
+            columns = series["columns"]
+            for values in series["values"]:
+                row = dict(zip(columns, values, strict=True))
+                after_us, step, gap_us = int(row["time"]), int(row["step"]), int(row["gap_us"])
+                before_us = after_us - gap_us
+                if step > 1:
+                    seq_after = self._seq_at(where, after_us)
+                    gaps.append(
+                        Gap(
+                            before_us / 1000,
+                            after_us / 1000,
+                            "seq_missing",
+                            step - 1,
+                            None if seq_after is None else seq_after - step + 1,
+                            None if seq_after is None else seq_after - 1,
+                        )
+                    )
+                elif step < 1:
+                    gaps.append(Gap(before_us / 1000, after_us / 1000, "seq_restarted", None))
+                else:
+                    gaps.append(Gap(before_us / 1000, after_us / 1000, "not_taken", _intervals(gap_us, interval_s, 1)))
+        last_us = _row(last).get("time")
+        if last_us is not None and end_us - last_us > limit_us:
+            gaps.append(Gap(last_us / 1000, end_us / 1000, "none_stored", _intervals(end_us - last_us, interval_s)))
+        return gaps
+
+    def _seq_at(self, where: str, at_us: int) -> int | None:
+        [answer] = self._influx.query_many([f'SELECT "seq" {where} AND time = {at_us * 1000}'], epoch="u")
+        value = _row(answer).get("seq")
+        return None if value is None else int(value)
+
+
+def _row(series: Any) -> dict[str, Any]:
+    """The first row of a statement's answer as a dict (empty when it has none)."""
+    if not series:
+        return {}
+    first = series[0]
+    return dict(zip(first["columns"], first["values"][0], strict=True)) if first.get("values") else {}
+
+
+def _intervals(span_us: int, interval_s: float | None, less: int = 0) -> int | None:
+    """How many readings `span_us` would have held at the interval (less the reading that ends it)."""
+    return None if not interval_s else max(0, round(span_us / 1e6 / interval_s) - less)
+
+
+class WebReports:
+    """The report reader as the web app asks for it: JSON-ready, the web app's own errors."""
+
+    def __init__(self, reader: ReportReader) -> None:
+        self._reader = reader
+
+    def device(
+        self,
+        device: str,
+        day_starts_us: Sequence[int],
+        end_us: int,
+        interval_s: float | None,
+        thresholds: Sequence[dict[str, Any]] = (),
+    ) -> dict[str, Any]:
+        levels = [Threshold(t["rule"], t["metric"], t["kind"], float(t["level"])) for t in thresholds]
+        try:
+            return asdict(self._reader.device(device, day_starts_us, end_us, interval_s, levels))
+        except InfluxUnavailable as exc:
+            raise HistoryUnavailable(f"InfluxDB: {exc}") from None
+        except InfluxRejected as exc:
+            log.error("a report query was refused by InfluxDB: %s", exc)
+            raise HistoryFailed("InfluxDB could not answer this query (the bridge's log says why)") from None

@@ -1,0 +1,182 @@
+"""Reports (bridge/reports.py, webui/reports.py) on a real InfluxDB with a week of known data.
+
+The week, a reading a minute, as a cold room's publisher would have sent it: an excursion
+above 8 °C on the third day, a 3-hour outage whose outbox was replayed afterwards (complete:
+no gap), a 20-minute stretch whose seq numbers never arrived, and a day of failed sensor
+reads (no readings, seq continuous). Every number of the report is checked against a
+reference computed here from the raw points.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import random
+from dataclasses import dataclass
+from datetime import date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from bridge.influx import InfluxV1
+from bridge.lineprotocol import to_line
+from bridge.reports import ReportReader, Threshold
+from common.reading import Reading
+
+ZONE = ZoneInfo("Europe/Berlin")
+FIRST_DAY = date(2026, 11, 2)
+DAYS = 7
+INTERVAL_S = 60
+LIMIT = Threshold("cold-room-warm", "temperature", "above", 8.0)
+
+
+@dataclass(frozen=True)
+class Point:
+    ts_us: int
+    seq: int
+    temperature: float
+    humidity: float
+
+
+def local_midnight_us(day: date) -> int:
+    return int(datetime(day.year, day.month, day.day, tzinfo=ZONE).timestamp() * 1_000_000)
+
+
+def the_week() -> tuple[list[Point], dict[str, Any]]:
+    """The points as stored, and where the planted events are."""
+    rng = random.Random(7)
+    start = local_midnight_us(FIRST_DAY)
+    excursion = (local_midnight_us(FIRST_DAY + timedelta(days=2)) + 10 * 3600 * 10**6, 45)  # 10:00, 45 min
+    lost = (local_midnight_us(FIRST_DAY + timedelta(days=3)) + 14 * 3600 * 10**6, 20)  # 14:00, 20 readings
+    failed_day = FIRST_DAY + timedelta(days=5)
+    points, seq = [], 0
+    for minute in range(DAYS * 1440):
+        ts_us = start + minute * INTERVAL_S * 10**6
+        local_day = datetime.fromtimestamp(ts_us / 1e6, ZONE).date()
+        if local_day == failed_day:
+            continue  # the sensor failed every read: nothing taken, nothing numbered
+        if lost[0] <= ts_us < lost[0] + lost[1] * INTERVAL_S * 10**6:
+            seq += 1  # taken and numbered, never stored
+            continue
+        temperature = 4.0 + 0.6 * math.sin(minute / 300) + rng.gauss(0, 0.05)
+        into = (ts_us - excursion[0]) / (INTERVAL_S * 10**6)
+        if 0 <= into < excursion[1]:
+            temperature = 4.0 + 5.0 * math.sin(math.pi * into / excursion[1])  # up to 9 °C and back
+        points.append(Point(ts_us, seq, round(temperature, 2), round(60 + rng.gauss(0, 2), 1)))
+        seq += 1
+    return points, {"lost_at": lost[0], "failed_day": failed_day}
+
+
+def store(influx: InfluxV1, points: list[Point]) -> None:
+    # The 3-hour outage: its readings arrive after the rest (the outbox replayed), stored as taken.
+    outage = range(2 * 1440 + 20 * 60, 2 * 1440 + 23 * 60)
+    order = [p for i, p in enumerate(points) if i not in outage] + [points[i] for i in outage]
+    lines = [
+        to_line(
+            Reading("cold-room", p.ts_us, {"temperature": p.temperature, "humidity": p.humidity}, p.seq, "dht22"),
+            "environment",
+        )
+        for p in order
+    ]
+    for index in range(0, len(lines), 5000):
+        influx.write(lines[index : index + 5000])
+
+
+def reference_days(points: list[Point]) -> list[dict[str, Any]]:
+    days = []
+    for offset in range(DAYS):
+        a = local_midnight_us(FIRST_DAY + timedelta(days=offset))
+        b = local_midnight_us(FIRST_DAY + timedelta(days=offset + 1))
+        inside = [p for p in points if a <= p.ts_us < b]
+        metrics = {}
+        for metric in ("humidity", "temperature"):
+            values = [(getattr(p, metric), p.ts_us) for p in inside]
+            if values:
+                low = min(values, key=lambda v: (v[0], v[1]))  # the first time of the lowest
+                high = min(values, key=lambda v: (-v[0], v[1]))
+                metrics[metric] = {
+                    "count": len(values),
+                    "mean": sum(v for v, _ in values) / len(values),
+                    "min": low[0],
+                    "min_at_ms": low[1] / 1000,
+                    "max": high[0],
+                    "max_at_ms": high[1] / 1000,
+                }
+        outside = sum(1 for p in inside if p.temperature > LIMIT.level)
+        days.append({"start_ms": a / 1000, "end_ms": b / 1000, "metrics": metrics, "outside": {LIMIT.rule: outside}})
+    return days
+
+
+def reference_gaps(points: list[Point]) -> list[tuple[float, float, str, int | None]]:
+    gaps = []
+    for before, after in itertools.pairwise(points):
+        step, gap_s = after.seq - before.seq, (after.ts_us - before.ts_us) / 1e6
+        if step > 1:
+            gaps.append((before.ts_us / 1000, after.ts_us / 1000, "seq_missing", step - 1))
+        elif gap_s > 3 * INTERVAL_S:
+            gaps.append((before.ts_us / 1000, after.ts_us / 1000, "not_taken", round(gap_s / INTERVAL_S) - 1))
+    return gaps
+
+
+@pytest.fixture
+def week(influx: InfluxV1) -> tuple[list[Point], dict[str, Any]]:
+    points, planted = the_week()
+    store(influx, points)
+    return points, planted
+
+
+def test_a_weeks_report_equals_the_reference_from_the_raw_points(
+    influx: InfluxV1, week: tuple[list[Point], dict[str, Any]]
+) -> None:
+    points, _ = week
+    starts = [local_midnight_us(FIRST_DAY + timedelta(days=d)) for d in range(DAYS)]
+    end = local_midnight_us(FIRST_DAY + timedelta(days=DAYS))
+    report = ReportReader(influx, "environment").device("cold-room", starts, end, INTERVAL_S, [LIMIT])
+
+    assert report.stored == len(points)
+    assert report.expected == DAYS * 1440
+    assert report.missing_seq == 20
+    for got, want in zip(report.days, reference_days(points), strict=True):
+        assert (got.start_ms, got.end_ms, got.outside) == (want["start_ms"], want["end_ms"], want["outside"])
+        assert set(got.metrics) == set(want["metrics"])
+        for metric, expected in want["metrics"].items():
+            stats = got.metrics[metric]
+            assert stats.mean == pytest.approx(expected["mean"], abs=1e-9)
+            assert (stats.count, stats.min, stats.min_at_ms, stats.max, stats.max_at_ms) == (
+                expected["count"],
+                expected["min"],
+                expected["min_at_ms"],
+                expected["max"],
+                expected["max_at_ms"],
+            )
+    assert report.days[2].outside[LIMIT.rule] > 0 and report.days[2].metrics["temperature"].max == 9.0
+    assert not report.days[5].metrics  # the day of failed reads
+    gaps = [(g.start_ms, g.end_ms, g.cause, g.missing) for g in report.gaps]
+    assert gaps == reference_gaps(points)
+    lost = next(g for g in report.gaps if g.cause == "seq_missing")
+    assert lost.missing == 20 and lost.seq_to is not None and lost.seq_from == lost.seq_to - 19
+    assert next(g for g in report.gaps if g.cause == "not_taken").missing == 1440
+    # The replayed outage left no gap: its readings are stored, late, with their own times.
+    assert [g.cause for g in report.gaps] == ["seq_missing", "not_taken"]
+
+
+def test_no_readings_at_all_is_one_gap_not_a_clean_record(influx: InfluxV1) -> None:
+    start = local_midnight_us(FIRST_DAY)
+    report = ReportReader(influx, "environment").device("nobody", [start], start + 86_400_000_000, 60.0)
+    assert report.stored == 0 and report.days[0].metrics == {}
+    assert [(g.cause, g.missing) for g in report.gaps] == [("none_stored", 1440)]
+
+
+def test_readings_that_start_late_and_stop_early_leave_gaps_at_both_ends(influx: InfluxV1) -> None:
+    start = local_midnight_us(FIRST_DAY)
+    noon = start + 12 * 3600 * 10**6
+    influx.write(
+        [to_line(Reading("late", noon + i * 60 * 10**6, {"temperature": 5.0}, i), "environment") for i in range(10)]
+    )
+    report = ReportReader(influx, "environment").device("late", [start], start + 86_400_000_000, 60.0)
+    assert [(g.cause, g.start_ms, g.end_ms) for g in report.gaps] == [
+        ("none_stored", start / 1000, noon / 1000),
+        ("none_stored", (noon + 9 * 60 * 10**6) / 1000, (start + 86_400_000_000) / 1000),
+    ]
+
