@@ -109,7 +109,7 @@ def reference_days(points: list[Point]) -> list[dict[str, Any]]:
 
 
 def reference_gaps(points: list[Point]) -> list[tuple[float, float, str, int | None]]:
-    gaps = []
+    gaps: list[tuple[float, float, str, int | None]] = []
     for before, after in itertools.pairwise(points):
         step, gap_s = after.seq - before.seq, (after.ts_us - before.ts_us) / 1e6
         if step > 1:
