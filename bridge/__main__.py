@@ -33,6 +33,7 @@ from bridge.metrics import AlertCollector, BridgeCollector, metrics_text
 from bridge.pipeline import Pipeline
 from bridge.refusals import RefusalNotifier
 from bridge.rejections import RejectionLog
+from bridge.reports import ReportReader, WebReports
 from bridge.rollups import Rollups
 from bridge.router import Router
 from bridge.settings import BridgeSettings, load_settings
@@ -190,6 +191,9 @@ def serve(settings: BridgeSettings) -> int:
         metrics=metrics_text(registry),
         pipeline=lambda: pipeline_counts(totals(), rejections),
         alerts=WebAlerts(alerts, devices.names),
+        reports=WebReports(ReportReader(influx, settings.influx_measurement)),
+        site=settings.site_name,
+        zone=settings.timezone,
     )
     try:
         app = create_app(

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import ipaddress
 import re
+import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from bridge.alerts.notify import NotifyError, parse_targets
 from bridge.alerts.rules import RuleError, load_rules_file
 from bridge.writers import API_CHOICES
+from common.reading import text_problem
 from common.settings import (
     BrokerSettings,
     Secret,
@@ -131,6 +134,22 @@ def _proxy_from(raw: str) -> tuple[str, ...]:
     return entries
 
 
+def _site_name(raw: str) -> str:
+    problem = text_problem(raw) if raw else None
+    if problem or len(raw) > 100:
+        raise ValueError(problem or "at most 100 characters")
+    return raw
+
+
+def _timezone(raw: str) -> str:
+    if raw:
+        try:
+            ZoneInfo(raw)
+        except (ValueError, ZoneInfoNotFoundError):
+            raise ValueError("not a time zone this machine knows (an IANA name such as Europe/Berlin)") from None
+    return raw
+
+
 @dataclass(frozen=True)
 class BridgeSettings(BrokerSettings):
     """Everything the bridge needs to know, validated: each field is one setting
@@ -240,6 +259,14 @@ class BridgeSettings(BrokerSettings):
         "notifications; empty: http://<web host>:<web port>",
         _public_url,
     )
+    site_name: str = setting(
+        "", "the site's name at the top of every report (a lab, a shop); empty: this machine's host name", _site_name
+    )
+    timezone: str = setting(
+        "",
+        "the time zone reports cut days in and show times in (an IANA name: Europe/Berlin); empty: this machine's",
+        _timezone,
+    )
     web_host: str = setting("127.0.0.1", "address the web UI listens on", _host)
     web_port: int = setting("5000", "port the web UI listens on", parse_port)
     web_threads: int = setting(
@@ -286,6 +313,20 @@ class BridgeSettings(BrokerSettings):
 OPTIONS = options(BridgeSettings)
 
 
+def machine_timezone(localtime: Path = Path("/etc/localtime")) -> str:
+    """This machine's IANA zone, from where /etc/localtime points; UTC when it cannot be told."""
+    try:
+        target = str(localtime.resolve())
+    except OSError:
+        return "UTC"
+    name = target.split("/zoneinfo/", 1)[1] if "/zoneinfo/" in target else "UTC"
+    try:
+        ZoneInfo(name)
+    except (ValueError, ZoneInfoNotFoundError):
+        return "UTC"
+    return name
+
+
 def load_settings(argv: Sequence[str], environ: Mapping[str, str]) -> BridgeSettings:
     """Build the settings; raise SettingsError with one line naming the bad setting."""
     loaded = load_model(
@@ -299,4 +340,9 @@ def load_settings(argv: Sequence[str], environ: Mapping[str, str]) -> BridgeSett
             "SENSORPIPE_ALERT_RULES or SENSORPIPE_ALERT_NOTIFY with SENSORPIPE_SHARE_GROUP needs "
             "SENSORPIPE_REDIS_URL: without it each bridge would judge only its share of the readings"
         )
-    return replace(loaded, alert_db=loaded.alert_db or default_db)
+    return replace(
+        loaded,
+        alert_db=loaded.alert_db or default_db,
+        site_name=loaded.site_name or socket.gethostname(),
+        timezone=loaded.timezone or machine_timezone(),
+    )

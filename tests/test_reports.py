@@ -9,20 +9,27 @@ reference computed here from the raw points.
 
 from __future__ import annotations
 
+import csv
+import io
 import itertools
 import math
 import random
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
+from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import pytest
+import requests
 
 from bridge.influx import InfluxV1
 from bridge.lineprotocol import to_line
 from bridge.reports import ReportReader, Threshold
 from common.reading import Reading
+from tests.conftest import BridgeProcess, Mqtt
+from tests.waiting import wait_until
 
 ZONE = ZoneInfo("Europe/Berlin")
 FIRST_DAY = date(2026, 11, 2)
@@ -180,3 +187,99 @@ def test_readings_that_start_late_and_stop_early_leave_gaps_at_both_ends(influx:
         ("none_stored", (noon + 9 * 60 * 10**6) / 1000, (start + 86_400_000_000) / 1000),
     ]
 
+
+def test_the_report_as_json_csv_and_page_through_a_real_bridge(
+    start_bridge: Callable[..., BridgeProcess],
+    mqtt_client: Mqtt,
+    prefix: str,
+    week: tuple[list[Point], dict[str, Any]],
+    tmp_path: Path,
+    page: Any,
+    artifacts: Path,
+) -> None:
+    points, _ = week
+    rules = tmp_path / "rules.toml"
+    rules.write_text('[[rule]]\nid = "cold-room-warm"\ndevices = ["cold-room"]\nmetric = "temperature"\nabove = 8.0\n')
+    bridge = start_bridge(
+        SENSORPIPE_ALERT_RULES=str(rules), SENSORPIPE_TIMEZONE="Europe/Berlin", SENSORPIPE_SITE_NAME="Lab 3 cold room"
+    )
+    calibration = {"temperature": {"gain": 1.0, "offset": -0.3, "since": "2026-10-01T08:00:00Z"}}
+    health = {"reads_ok": 1, "reads_failed": 0, "last_error": None, "outbox_depth": 0, "uptime_s": 1,
+              "interval_s": 60.0, "sensor": "dht22", "calibration": calibration}  # fmt: skip
+    mqtt_client.publish(f"{prefix}/cold-room/health", health, retain=True)
+    # Known from its stored readings at the bridge's start already: wait for its health.
+    wait_until(lambda: any(d["health"] for d in bridge.get("/api/devices?device=cold-room")), 20, "the device's health")
+    query = f"device=cold-room&from={FIRST_DAY}&to={FIRST_DAY + timedelta(days=DAYS - 1)}"
+
+    report = requests.get(f"{bridge.url}/api/report?{query}", timeout=30).json()
+    assert (report["site"], report["zone"], report["from"]) == ("Lab 3 cold room", "Europe/Berlin", str(FIRST_DAY))
+    [device] = report["devices"]
+    assert device["calibration"] == calibration and device["stored"] == len(points) and device["missing_seq"] == 20
+    reference = reference_days(points)
+    for got, want in zip(device["days"], reference, strict=True):
+        assert got["metrics"].keys() == want["metrics"].keys()
+        for metric, expected in want["metrics"].items():
+            assert got["metrics"][metric] == {**expected, "mean": pytest.approx(expected["mean"], abs=1e-9)}
+        readings = want["outside"][LIMIT.rule]
+        assert got["outside"][LIMIT.rule] == {"readings": readings, "minutes": float(readings)}  # one a minute
+    assert [(g["start_ms"], g["end_ms"], g["cause"], g["missing"]) for g in device["gaps"]] == reference_gaps(points)
+
+    answer = requests.get(f"{bridge.url}/api/report.csv?{query}", timeout=30)
+    assert answer.headers["Content-Type"].startswith("text/csv")
+    rows = list(csv.DictReader(io.StringIO(answer.text)))
+    day_rows = {(row["day"], row["metric"]): row for row in rows if row["record"] == "day"}
+    for want in reference:
+        label = datetime.fromtimestamp(want["start_ms"] / 1000, ZONE).date().isoformat()
+        for metric, expected in want["metrics"].items():
+            row = day_rows.pop((label, metric))
+            assert (int(row["count"]), float(row["min"]), float(row["max"])) == (
+                expected["count"],
+                expected["min"],
+                expected["max"],
+            )
+            assert float(row["mean"]) == pytest.approx(expected["mean"], abs=1e-9)
+            assert datetime.fromisoformat(row["max_at"]).timestamp() * 1000 == expected["max_at_ms"]
+            assert datetime.fromisoformat(row["min_at"]).timestamp() * 1000 == expected["min_at_ms"]
+    assert not day_rows
+    gap_rows = [row for row in rows if row["record"] == "gap"]
+    assert [(row["cause"], int(row["missing"])) for row in gap_rows] == [
+        (cause, missing) for _, _, cause, missing in reference_gaps(points)
+    ]
+
+    page.goto(f"{bridge.url}/report?{query}")
+    page.wait_for_selector("#report")
+    assert "Lab 3 cold room" in page.text_content("#report-title")
+    third = (FIRST_DAY + timedelta(days=2)).isoformat()
+    assert page.text_content(f'tr[data-day="{third}"][data-metric="temperature"] td:nth-child(5)') == "9.00"
+    failed = (FIRST_DAY + timedelta(days=5)).isoformat()
+    assert "no readings stored" in page.text_content(f'tr[data-day="{failed}"].empty')
+    causes = page.evaluate("() => [...document.querySelectorAll('.gaps li')].map((li) => li.dataset.cause)")
+    assert causes == ["seq_missing", "not_taken"]
+    assert "temperature × 1.0 − 0.3 since 2026-10-01T08:00:00Z" in page.text_content(".calibration")
+    page.screenshot(path=str(artifacts / "report.png"), full_page=True)
+
+
+@pytest.mark.parametrize(
+    ("query", "status", "message"),
+    [
+        ("device=cold-room&from=2099-01-01", 400, "the range starts in the future"),
+        ("device=nobody-here&from=2026-11-02", 404, "no such device: nobody-here"),
+        ("location=Attic&from=2026-11-02", 404, "no devices at location 'Attic'"),
+        ("device=cold-room&from=2026-11-09&to=2026-11-02", 400, "from is after to"),
+        ("device=cold-room&from=2026-11-02&tz=Mars/Olympus", 400, "is no time zone"),
+        ("device=cold-room&from=2-11-2026", 400, "a date as YYYY-MM-DD"),
+        ("from=2026-11-02", 400, "say which devices"),
+        ("device=cold-room&from=2024-01-01&to=2026-11-02", 400, "at most 366 days"),
+    ],
+)
+def test_reports_that_cannot_be_made_say_why_and_never_look_clean(
+    start_bridge: Callable[..., BridgeProcess], mqtt_client: Mqtt, prefix: str, query: str, status: int, message: str
+) -> None:
+    bridge = start_bridge()
+    mqtt_client.publish(f"{prefix}/cold-room/reading", {"temperature": 4.0})
+    wait_until(lambda: bridge.get("/api/devices?device=cold-room"), 20, "the device known to the bridge")
+    for path in ("/api/report", "/api/report.csv"):
+        answer = requests.get(f"{bridge.url}{path}?{query}", timeout=30)
+        assert answer.status_code == status and message in answer.json()["error"], answer.text
+    page = requests.get(f"{bridge.url}/report?{query}", timeout=30)
+    assert page.status_code == status and message.replace("'", "&#39;") in page.text

@@ -133,6 +133,8 @@ def test_help_lists_every_setting_with_its_variable_and_flag(program: str) -> No
         ("bridge", ["--influx-url", "http://127.0.0.1:8086/?db=x"], {}, "SENSORPIPE_INFLUX_URL"),
         ("bridge", ["--stall-after-s", "0"], {}, "SENSORPIPE_STALL_AFTER_S"),
         ("bridge", ["--max-devices", "0"], {}, "SENSORPIPE_MAX_DEVICES"),
+        ("bridge", ["--timezone", "Mars/Olympus"], {}, "SENSORPIPE_TIMEZONE"),
+        ("bridge", ["--site-name", "lab\x01"], {}, "SENSORPIPE_SITE_NAME"),
         # A bridge of a group sees only its share: its alerts need the others' readings (Redis).
         ("bridge", ["--share-group", "g", "--alert-notify", "json://127.0.0.1/x"], {}, "SENSORPIPE_REDIS_URL"),
     ],

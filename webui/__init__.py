@@ -16,6 +16,7 @@ from webui.context import WebContext
 from webui.live import LiveBroadcaster
 from webui.pages import AssetsMissing, check_vendor_files, pages
 from webui.proxies import ForwardedFrom
+from webui.reports import reports
 
 __all__ = ["AssetsMissing", "WebAccess", "WebContext", "create_app", "make_socketio"]
 
@@ -57,6 +58,7 @@ def create_app(
     app.register_blueprint(pages)
     app.register_blueprint(api)
     app.register_blueprint(alerts_api)
+    app.register_blueprint(reports)
     # With `message_queue` (a redis:// URL), an emit from any bridge reaches the browsers
     # of every bridge on the same queue and `channel`. Given here, at init_app, not to the
     # constructor: there it would build a second, write-only server first.

@@ -40,6 +40,20 @@ class HistoryView(Protocol):
         ...
 
 
+class ReportsView(Protocol):
+    def device(
+        self,
+        device: str,
+        day_starts_us: list[int],
+        end_us: int,
+        interval_s: float | None,
+        thresholds: list[dict[str, Any]],
+    ) -> dict[str, Any]:
+        """One device's report numbers (bridge/reports.py), JSON-ready; `thresholds`: dicts
+        of rule, metric, kind (above, below) and level. Raises as HistoryView.series()."""
+        ...
+
+
 class AlertRuleError(ValueError):
     """A rule the alerts refuse (400): the message names the rule and the key."""
 
@@ -93,3 +107,6 @@ class WebContext:
     # () -> totals since start (received, stored, rewritten, redelivered, rejected), for /api/pipeline.
     pipeline: Callable[[], dict[str, int]]
     alerts: AlertsView | None = None
+    reports: ReportsView | None = None
+    site: str = "sensorpipe"  # the site's name, on every report
+    zone: str = "UTC"  # the reports' time zone unless one is asked for

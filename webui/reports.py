@@ -1,0 +1,320 @@
+"""Reports: one device, a location's devices or all, over days of a time zone (docs/contract.md).
+
+`/report` is the page (a form, then the report, printable), `/api/report` its numbers as JSON
+and `/api/report.csv` the same as CSV. The numbers come from the bridge (bridge/reports.py);
+here the request is checked, the days are cut in the time zone, and each device's report is
+joined with what the dashboard knows of it: its health (interval, sensor, the calibration in
+force), the alert rules watching it and the alert history of the period.
+
+A report never looks clean when it is not: a range in the future, a device nobody heard of,
+a location without devices are refused with the reason, and a device without readings gets
+a report that says so (one gap over the whole range), not an empty table.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from flask import Blueprint, Response, current_app, jsonify, render_template, request
+from werkzeug.datastructures import MultiDict
+
+from common.reading import now_us
+from common.topics import DEVICE_ID
+from common.version import VERSION
+from webui.context import HistoryFailed, HistoryUnavailable, WebContext
+
+reports = Blueprint("reports", __name__)
+
+MAX_DAYS = 366
+MAX_DEVICES = 50
+CAUSES = {
+    "seq_missing": "readings taken but never stored (their seq numbers never arrived)",
+    "not_taken": "no readings taken (the sensor failed or the publisher was stopped; nothing was lost)",
+    "seq_restarted": "the publisher's numbering started again (a new installation)",
+    "none_stored": "no readings stored",
+}
+
+
+class BadReport(ValueError):
+    """A report that cannot be made as asked: `status` (400 or 404) and the reason."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass(frozen=True)
+class Period:
+    first: date
+    last: date
+    zone: ZoneInfo
+    day_starts_us: list[int]
+    end_us: int  # the end of the last day, or now when that is sooner
+
+
+def _midnight_us(day: date, zone: ZoneInfo) -> int:
+    return int(datetime(day.year, day.month, day.day, tzinfo=zone).timestamp() * 1_000_000)
+
+
+def _date(args: MultiDict[str, str], key: str, default: date) -> date:
+    raw = args.get(key, "")
+    if not raw:
+        return default
+    try:
+        return date.fromisoformat(raw)
+    except ValueError:
+        raise BadReport(f"{key}: a date as YYYY-MM-DD, e.g. {key}={default.isoformat()}") from None
+
+
+def period(args: MultiDict[str, str], default_zone: str, now: int) -> Period:
+    """The days asked for (`from`, `to`: dates; `tz`: a zone), checked; BadReport otherwise."""
+    name = args.get("tz", "") or default_zone
+    try:
+        zone = ZoneInfo(name)
+    except (ValueError, ZoneInfoNotFoundError):
+        raise BadReport(f"tz: {name[:60]!r} is no time zone (an IANA name such as Europe/Berlin)") from None
+    today = datetime.fromtimestamp(now / 1e6, zone).date()
+    last = _date(args, "to", today)
+    first = _date(args, "from", last)
+    if first > today:
+        raise BadReport(
+            f"the range starts in the future (today is {today.isoformat()} in {zone.key}): nothing to report yet"
+        )
+    if first > last:
+        raise BadReport("from is after to")
+    if (last - first).days + 1 > MAX_DAYS:
+        raise BadReport(f"at most {MAX_DAYS} days in one report")
+    days = [first + timedelta(days=n) for n in range((min(last, today) - first).days + 1)]
+    starts = [_midnight_us(day, zone) for day in days]
+    end = min(_midnight_us(last + timedelta(days=1), zone), now)
+    return Period(first, last, zone, starts, end)
+
+
+def chosen_devices(args: MultiDict[str, str], known: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The devices asked for: `device` (repeatable), `location`, or `all=1`; BadReport otherwise."""
+    asked = args.getlist("device")
+    location = args.get("location", "")
+    every = args.get("all", "") == "1"
+    if sum(map(bool, (asked, location, every))) != 1:
+        raise BadReport("say which devices: device=D (repeatable), location=L, or all=1")
+    if asked:
+        for device in asked:
+            if not DEVICE_ID.fullmatch(device):
+                raise BadReport(f"device: {device[:70]!r} is no device id")
+        by_id = {info["device"]: info for info in known}
+        unknown = [device for device in asked if device not in by_id]
+        if unknown:
+            raise BadReport(f"no such device: {', '.join(unknown)} (the bridge has not heard of it)", 404)
+        chosen = [by_id[device] for device in dict.fromkeys(asked)]
+    elif location:
+        chosen = [info for info in known if info.get("location") == location]
+        if not chosen:
+            raise BadReport(f"no devices at location {location[:70]!r}", 404)
+    else:
+        chosen = list(known)
+        if not chosen:
+            raise BadReport("no devices yet: nothing to report", 404)
+    if len(chosen) > MAX_DEVICES:
+        raise BadReport(f"at most {MAX_DEVICES} devices in one report")
+    return chosen
+
+
+def thresholds(context: WebContext, device: str) -> list[dict[str, Any]]:
+    """The above/below rules watching `device`, as the report counts them."""
+    if context.alerts is None:
+        return []
+    found = []
+    for rule in context.alerts.rules(device):
+        for kind in ("above", "below"):
+            if kind in rule and rule.get("metric"):
+                found.append({"rule": rule["id"], "metric": rule["metric"], "kind": kind, "level": rule[kind]})
+    return found
+
+
+def build(context: WebContext, args: MultiDict[str, str]) -> dict[str, Any]:
+    """The whole report as JSON-ready data; BadReport, HistoryUnavailable or HistoryFailed."""
+    if context.reports is None:
+        raise BadReport("reports need the bridge's InfluxDB", 503)
+    now = now_us()
+    span = period(args, context.zone, now)
+    devices = []
+    for info in chosen_devices(args, context.devices.snapshot()):
+        device = info["device"]
+        health = info.get("health") or {}
+        interval = health.get("interval_s")
+        rules = thresholds(context, device)
+        numbers = context.reports.device(device, span.day_starts_us, span.end_us, interval, rules)
+        for day in numbers["days"]:
+            day["outside"] = {
+                rule: {"readings": count, "minutes": None if not interval else round(count * interval / 60, 1)}
+                for rule, count in day["outside"].items()
+            }
+        for gap in numbers["gaps"]:
+            gap["explained"] = CAUSES[gap["cause"]]
+        history = context.alerts.history(span.day_starts_us[0], device) if context.alerts else []
+        devices.append(
+            {
+                **numbers,
+                "location": info.get("location"),
+                "sensor": info.get("sensor"),
+                "calibration": health.get("calibration") or {},
+                "rules": rules,
+                "alerts": [entry for entry in reversed(history) if entry["at"] < span.end_us / 1000],
+            }
+        )
+    return {
+        "site": context.site,
+        "zone": span.zone.key,
+        "from": span.first.isoformat(),
+        "to": span.last.isoformat(),
+        "generated_at": datetime.now(UTC).isoformat(timespec="seconds").replace("+00:00", "Z"),
+        "version": VERSION,
+        "devices": devices,
+    }
+
+
+def _context() -> WebContext:
+    context: WebContext = current_app.extensions["sensorpipe"]
+    return context
+
+
+def _answer(args: MultiDict[str, str]) -> dict[str, Any] | tuple[str, int]:
+    try:
+        return build(_context(), args)
+    except BadReport as exc:
+        return str(exc), exc.status
+    except HistoryUnavailable as exc:
+        return str(exc), 503
+    except HistoryFailed as exc:
+        return str(exc), 500
+
+
+@reports.get("/api/report")
+def report_json() -> Response | tuple[Response, int]:
+    answer = _answer(request.args)
+    if isinstance(answer, tuple):
+        return jsonify(error=answer[0]), answer[1]
+    return jsonify(answer)
+
+
+def local_time(ms: float | None, zone: ZoneInfo) -> str:
+    """An epoch-ms time as the report shows it: local, with its offset, to the second."""
+    if ms is None:
+        return ""
+    return datetime.fromtimestamp(ms / 1000, zone).isoformat(timespec="seconds")
+
+
+CSV_COLUMNS = (
+    "record", "device", "day", "metric", "count", "mean", "min", "min_at", "max", "max_at",
+    "rule", "readings_outside", "minutes_outside", "start", "end", "cause", "missing",
+)  # fmt: skip
+
+
+def to_csv(report: dict[str, Any]) -> str:
+    """One row per device summary, per day and metric, per day and rule, per gap (`record`)."""
+    zone = ZoneInfo(report["zone"])
+    out = io.StringIO()
+    writer = csv.DictWriter(out, CSV_COLUMNS, lineterminator="\n")
+    writer.writeheader()
+    for device in report["devices"]:
+        name = device["device"]
+        writer.writerow(
+            {
+                "record": "summary",
+                "device": name,
+                "count": device["stored"],
+                "missing": device["missing_seq"],
+                "start": local_time(device["start_ms"], zone),
+                "end": local_time(device["end_ms"], zone),
+            }
+        )
+        for day in device["days"]:
+            label = local_time(day["start_ms"], zone)[:10]
+            for metric, stats in day["metrics"].items():
+                writer.writerow(
+                    {
+                        "record": "day",
+                        "device": name,
+                        "day": label,
+                        "metric": metric,
+                        "count": stats["count"],
+                        "mean": repr(stats["mean"]),
+                        "min": repr(stats["min"]),
+                        "min_at": local_time(stats["min_at_ms"], zone),
+                        "max": repr(stats["max"]),
+                        "max_at": local_time(stats["max_at_ms"], zone),
+                    }
+                )
+            for rule, outside in day["outside"].items():
+                writer.writerow(
+                    {
+                        "record": "outside",
+                        "device": name,
+                        "day": label,
+                        "rule": rule,
+                        "readings_outside": outside["readings"],
+                        "minutes_outside": "" if outside["minutes"] is None else outside["minutes"],
+                    }
+                )
+        for gap in device["gaps"]:
+            writer.writerow(
+                {
+                    "record": "gap",
+                    "device": name,
+                    "start": local_time(gap["start_ms"], zone),
+                    "end": local_time(gap["end_ms"], zone),
+                    "cause": gap["cause"],
+                    "missing": "" if gap["missing"] is None else gap["missing"],
+                }
+            )
+    return out.getvalue()
+
+
+def _filename(report: dict[str, Any], extension: str) -> str:
+    names = "-".join(device["device"] for device in report["devices"][:3])
+    return f"report-{names}-{report['from']}-{report['to']}.{extension}"
+
+
+@reports.get("/api/report.csv")
+def report_csv() -> Response | tuple[Response, int]:
+    answer = _answer(request.args)
+    if isinstance(answer, tuple):
+        return jsonify(error=answer[0]), answer[1]
+    return Response(
+        to_csv(answer),
+        mimetype="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="{_filename(answer, "csv")}"'},
+    )
+
+
+@reports.get("/report")
+def report_page() -> str | tuple[str, int]:
+    context = _context()
+    known = sorted(info["device"] for info in context.devices.snapshot())
+    locations = sorted({info["location"] for info in context.devices.snapshot() if info.get("location")})
+    page: dict[str, Any] = {
+        "known": known,
+        "locations": locations,
+        "args": request.args,
+        "zone_default": context.zone,
+        "signed_in": current_app.extensions["sensorpipe.access"].enabled,
+    }
+    if not request.args:
+        return render_template("report.html", report=None, error=None, **page)
+    answer = _answer(request.args)
+    if isinstance(answer, tuple):
+        return render_template("report.html", report=None, error=answer[0], **page), answer[1]
+    zone = ZoneInfo(answer["zone"])
+    return render_template(
+        "report.html",
+        report=answer,
+        error=None,
+        when=lambda ms: local_time(ms, zone).replace("T", " "),
+        csv_query=request.query_string.decode(),
+        **page,
+    )
