@@ -92,7 +92,11 @@ fi
 # compiler where gpiod has no wheel); ds18b20 and dht-kernel are read through the kernel.
 extras=""
 if [ -n "$sensors" ]; then drivers=$(for entry in $sensors; do echo "${entry%%,*}"; done); else drivers=${sensor:-dht22}; fi
-for driver in $drivers; do case "$driver" in dht22|dht11|bme280|sht4x) extras="[pi]" ;; esac; done
+for driver in $drivers; do case "$driver" in dht22|dht11|bme280|sht4x) extras="pi" ;; esac; done
+pi_extras=$extras
+# The dashboard's reports render PDFs with WeasyPrint.
+[ "$server" -eq 1 ] && extras="${extras:+$extras,}pdf"
+[ -n "$extras" ] && extras="[$extras]"
 with_systemd() { if [ "$systemctl" -eq 1 ]; then systemctl "$@"; fi; }
 
 if [ "$remove" -eq 1 ]; then
@@ -135,8 +139,9 @@ fi
 
 # --- Debian packages ----------------------------------------------------------------------
 packages=(python3-venv)
-[ -n "$extras" ] && packages+=(python3-dev gcc)
-[ "$server" -eq 1 ] && packages+=(mosquitto influxdb)
+[ -n "$pi_extras" ] && packages+=(python3-dev gcc)
+# With the dashboard: Pango and a font for the reports' PDF (WeasyPrint).
+[ "$server" -eq 1 ] && packages+=(mosquitto influxdb libpango-1.0-0 libpangoft2-1.0-0 fonts-dejavu-core)
 vendor=(uplot/dist/uPlot.iife.min.js uplot/dist/uPlot.min.css socket.io-client/dist/socket.io.min.js)
 have_vendor=1
 for file in "${vendor[@]}"; do [ -f "$repo/webui/node_modules/$file" ] || have_vendor=0; done
@@ -188,7 +193,7 @@ if [ "$(cat /opt/sensorpipe/.installed 2>/dev/null)" != "$stamp" ]; then
   [ -x /opt/sensorpipe/venv/bin/python ] || "$python" -m venv /opt/sensorpipe/venv
   /opt/sensorpipe/venv/bin/pip install -q --disable-pip-version-check --upgrade pip
   constraints=(-c "$repo/requirements.lock")
-  [ -n "$extras" ] && constraints+=(-c "$repo/requirements-pi.lock")
+  [ -n "$pi_extras" ] && constraints+=(-c "$repo/requirements-pi.lock")
   /opt/sensorpipe/venv/bin/pip install -q --disable-pip-version-check "${constraints[@]}" "/opt/sensorpipe/src$extras"
   if [ "$server" -eq 1 ]; then
     /opt/sensorpipe/venv/bin/python -c 'from webui.pages import check_vendor_files; check_vendor_files()'

@@ -16,9 +16,12 @@ as_root() {
 }
 
 packages=(mosquitto mosquitto-clients influxdb influxdb-client python3-venv)
+# The reports' PDF: WeasyPrint lays text out with Pango, in a font fontconfig finds.
+packages+=(libpango-1.0-0 libpangoft2-1.0-0 fonts-dejavu-core)
 # systemd for systemd-analyze (checks the service unit), openssl for the TLS listener test,
 # redis-server for the tests with several bridges, faketime for a publisher whose clock is ahead.
-[ "$purpose" = test ] && packages+=(chromium docker-compose systemd openssl redis-server faketime)
+# poppler-utils for pdftotext (the tests read the reports' PDFs back).
+[ "$purpose" = test ] && packages+=(chromium docker-compose systemd openssl redis-server faketime poppler-utils)
 # gpiod and sysv_ipc build from source where PyPI has no wheel for this machine.
 [ "$extras" = pi ] && packages+=(python3-dev gcc)
 # Raspberry Pi OS may already have its own build under the older name: use that one.

@@ -14,6 +14,7 @@ import io
 import itertools
 import math
 import random
+import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -28,6 +29,7 @@ from bridge.influx import InfluxV1
 from bridge.lineprotocol import to_line
 from bridge.reports import ReportReader, Threshold
 from common.reading import Reading
+from common.version import VERSION
 from tests.conftest import BridgeProcess, Mqtt
 from tests.waiting import wait_until
 
@@ -257,6 +259,26 @@ def test_the_report_as_json_csv_and_page_through_a_real_bridge(
     assert causes == ["seq_missing", "not_taken"]
     assert "temperature × 1.0 − 0.3 since 2026-10-01T08:00:00Z" in page.text_content(".calibration")
     page.screenshot(path=str(artifacts / "report.png"), full_page=True)
+
+    answer = requests.get(f"{bridge.url}/api/report.pdf?{query}", timeout=60)
+    assert answer.status_code == 200 and answer.headers["Content-Type"] == "application/pdf"
+    (artifacts / "report.pdf").write_bytes(answer.content)
+    text = subprocess.run(
+        ["pdftotext", "-layout", "-", "-"], input=answer.content, capture_output=True, check=True
+    ).stdout.decode()
+    lines = {" ".join(line.split()) for line in text.splitlines()}
+    flat = " ".join(text.split())
+    for needed in ("Lab 3 cold room", f"{FIRST_DAY} to {FIRST_DAY + timedelta(days=DAYS - 1)}", "Europe/Berlin"):
+        assert needed in flat
+    assert f"sensorpipe {VERSION}" in flat and "temperature × 1.0 − 0.3 since 2026-10-01T08:00:00Z" in flat
+    assert "Checked by" in flat and "CSV" not in flat  # the links are for the screen only
+    for want in reference:
+        label = datetime.fromtimestamp(want["start_ms"] / 1000, ZONE).date().isoformat()
+        for metric, e in want["metrics"].items():
+            at = [datetime.fromtimestamp(e[k] / 1000, ZONE).strftime("%H:%M:%S") for k in ("min_at_ms", "max_at_ms")]
+            row = f"{label} {metric} {e['min']:.2f} {at[0]} {e['max']:.2f} {at[1]} {e['mean']:.2f} {e['count']}"
+            assert row in lines, row
+    assert "readings taken but never stored (their seq numbers never arrived), 20 readings" in flat
 
 
 @pytest.mark.parametrize(

@@ -27,6 +27,7 @@ from common.reading import now_us
 from common.topics import DEVICE_ID
 from common.version import VERSION
 from webui.context import HistoryFailed, HistoryUnavailable, WebContext
+from webui.pdf import PdfUnavailable, render_pdf
 
 reports = Blueprint("reports", __name__)
 
@@ -292,29 +293,53 @@ def report_csv() -> Response | tuple[Response, int]:
     )
 
 
-@reports.get("/report")
-def report_page() -> str | tuple[str, int]:
+@reports.get("/api/report.pdf")
+def report_pdf() -> Response | tuple[Response, int]:
+    """The report as the page prints it, rendered here; an error is JSON, never a PDF."""
+    answer = _answer(request.args)
+    if isinstance(answer, tuple):
+        return jsonify(error=answer[0]), answer[1]
+    html = _render(answer, request.query_string.decode())
+    try:
+        pdf = render_pdf(html)
+    except PdfUnavailable as exc:
+        return jsonify(error=str(exc)), 503
+    return Response(
+        pdf,
+        mimetype="application/pdf",
+        headers={"Content-Disposition": f'attachment; filename="{_filename(answer, "pdf")}"'},
+    )
+
+
+def _page_context() -> dict[str, Any]:
     context = _context()
-    known = sorted(info["device"] for info in context.devices.snapshot())
-    locations = sorted({info["location"] for info in context.devices.snapshot() if info.get("location")})
-    page: dict[str, Any] = {
-        "known": known,
-        "locations": locations,
+    snapshot = context.devices.snapshot()
+    return {
+        "known": sorted(info["device"] for info in snapshot),
+        "locations": sorted({info["location"] for info in snapshot if info.get("location")}),
         "args": request.args,
         "zone_default": context.zone,
         "signed_in": current_app.extensions["sensorpipe.access"].enabled,
     }
-    if not request.args:
-        return render_template("report.html", report=None, error=None, **page)
-    answer = _answer(request.args)
-    if isinstance(answer, tuple):
-        return render_template("report.html", report=None, error=answer[0], **page), answer[1]
-    zone = ZoneInfo(answer["zone"])
+
+
+def _render(report: dict[str, Any], query: str) -> str:
+    zone = ZoneInfo(report["zone"])
     return render_template(
         "report.html",
-        report=answer,
+        report=report,
         error=None,
         when=lambda ms: local_time(ms, zone).replace("T", " "),
-        csv_query=request.query_string.decode(),
-        **page,
+        csv_query=query,
+        **_page_context(),
     )
+
+
+@reports.get("/report")
+def report_page() -> str | tuple[str, int]:
+    if not request.args:
+        return render_template("report.html", report=None, error=None, **_page_context())
+    answer = _answer(request.args)
+    if isinstance(answer, tuple):
+        return render_template("report.html", report=None, error=answer[0], **_page_context()), answer[1]
+    return _render(answer, request.query_string.decode())
