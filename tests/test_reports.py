@@ -190,33 +190,46 @@ def test_readings_that_start_late_and_stop_early_leave_gaps_at_both_ends(influx:
     ]
 
 
-def test_the_report_as_json_csv_and_page_through_a_real_bridge(
+@dataclass(frozen=True)
+class Reporting:
+    bridge: BridgeProcess
+    query: str
+    points: list[Point]
+
+
+CALIBRATION = {"temperature": {"gain": 1.0, "offset": -0.3, "since": "2026-10-01T08:00:00Z"}}
+
+
+@pytest.fixture
+def reporting(
     start_bridge: Callable[..., BridgeProcess],
     mqtt_client: Mqtt,
     prefix: str,
     week: tuple[list[Point], dict[str, Any]],
     tmp_path: Path,
-    page: Any,
-    artifacts: Path,
-) -> None:
-    points, _ = week
+) -> Reporting:
+    """A bridge on the week's database with a rule on it and the device's health (its interval
+    and calibration), as a publisher would have left it retained."""
     rules = tmp_path / "rules.toml"
     rules.write_text('[[rule]]\nid = "cold-room-warm"\ndevices = ["cold-room"]\nmetric = "temperature"\nabove = 8.0\n')
     bridge = start_bridge(
         SENSORPIPE_ALERT_RULES=str(rules), SENSORPIPE_TIMEZONE="Europe/Berlin", SENSORPIPE_SITE_NAME="Lab 3 cold room"
     )
-    calibration = {"temperature": {"gain": 1.0, "offset": -0.3, "since": "2026-10-01T08:00:00Z"}}
     health = {"reads_ok": 1, "reads_failed": 0, "last_error": None, "outbox_depth": 0, "uptime_s": 1,
-              "interval_s": 60.0, "sensor": "dht22", "calibration": calibration}  # fmt: skip
+              "interval_s": 60.0, "sensor": "dht22", "calibration": CALIBRATION}  # fmt: skip
     mqtt_client.publish(f"{prefix}/cold-room/health", health, retain=True)
     # Known from its stored readings at the bridge's start already: wait for its health.
     wait_until(lambda: any(d["health"] for d in bridge.get("/api/devices?device=cold-room")), 20, "the device's health")
     query = f"device=cold-room&from={FIRST_DAY}&to={FIRST_DAY + timedelta(days=DAYS - 1)}"
+    return Reporting(bridge, query, week[0])
 
+
+def test_the_report_as_json_and_csv_through_a_real_bridge(reporting: Reporting) -> None:
+    bridge, query, points = reporting.bridge, reporting.query, reporting.points
     report = requests.get(f"{bridge.url}/api/report?{query}", timeout=30).json()
     assert (report["site"], report["zone"], report["from"]) == ("Lab 3 cold room", "Europe/Berlin", str(FIRST_DAY))
     [device] = report["devices"]
-    assert device["calibration"] == calibration and device["stored"] == len(points) and device["missing_seq"] == 20
+    assert device["calibration"] == CALIBRATION and device["stored"] == len(points) and device["missing_seq"] == 20
     reference = reference_days(points)
     for got, want in zip(device["days"], reference, strict=True):
         assert got["metrics"].keys() == want["metrics"].keys()
@@ -248,7 +261,9 @@ def test_the_report_as_json_csv_and_page_through_a_real_bridge(
         (cause, missing) for _, _, cause, missing in reference_gaps(points)
     ]
 
-    page.goto(f"{bridge.url}/report?{query}")
+
+def test_the_report_page_in_chromium(reporting: Reporting, page: Any, artifacts: Path) -> None:
+    page.goto(f"{reporting.bridge.url}/report?{reporting.query}")
     page.wait_for_selector("#report")
     assert "Lab 3 cold room" in page.text_content("#report-title")
     third = (FIRST_DAY + timedelta(days=2)).isoformat()
@@ -260,7 +275,9 @@ def test_the_report_as_json_csv_and_page_through_a_real_bridge(
     assert "temperature × 1.0 − 0.3 since 2026-10-01T08:00:00Z" in page.text_content(".calibration")
     page.screenshot(path=str(artifacts / "report.png"), full_page=True)
 
-    answer = requests.get(f"{bridge.url}/api/report.pdf?{query}", timeout=60)
+
+def test_the_report_as_pdf_holds_the_same_numbers(reporting: Reporting, artifacts: Path) -> None:
+    answer = requests.get(f"{reporting.bridge.url}/api/report.pdf?{reporting.query}", timeout=60)
     assert answer.status_code == 200 and answer.headers["Content-Type"] == "application/pdf"
     (artifacts / "report.pdf").write_bytes(answer.content)
     text = subprocess.run(
@@ -272,12 +289,12 @@ def test_the_report_as_json_csv_and_page_through_a_real_bridge(
         assert needed in flat
     assert f"sensorpipe {VERSION}" in flat and "temperature × 1.0 − 0.3 since 2026-10-01T08:00:00Z" in flat
     assert "Checked by" in flat and "CSV" not in flat  # the links are for the screen only
-    for want in reference:
+    for want in reference_days(reporting.points):
         label = datetime.fromtimestamp(want["start_ms"] / 1000, ZONE).date().isoformat()
         for metric, e in want["metrics"].items():
             at = [datetime.fromtimestamp(e[k] / 1000, ZONE).strftime("%H:%M:%S") for k in ("min_at_ms", "max_at_ms")]
-            row = f"{label} {metric} {e['min']:.2f} {at[0]} {e['max']:.2f} {at[1]} {e['mean']:.2f} {e['count']}"
-            assert row in lines, row
+            line = f"{label} {metric} {e['min']:.2f} {at[0]} {e['max']:.2f} {at[1]} {e['mean']:.2f} {e['count']}"
+            assert line in lines, line
     assert "readings taken but never stored (their seq numbers never arrived), 20 readings" in flat
 
 
