@@ -11,6 +11,7 @@ import sys
 from collections.abc import Callable, Sequence
 from types import FrameType
 from urllib.parse import quote
+from zoneinfo import ZoneInfo
 
 import redis
 from flask import Flask
@@ -33,6 +34,7 @@ from bridge.metrics import AlertCollector, BridgeCollector, metrics_text
 from bridge.pipeline import Pipeline
 from bridge.refusals import RefusalNotifier
 from bridge.rejections import RejectionLog
+from bridge.report_schedule import ReportSchedule
 from bridge.reports import ReportReader, WebReports
 from bridge.rollups import Rollups
 from bridge.router import Router
@@ -47,6 +49,7 @@ from common.settings import SettingsError, exit_bad_setting
 from common.topics import Topics
 from webui import AssetsMissing, WebAccess, WebContext, create_app, make_socketio
 from webui.access import SESSION_LIFETIME_S
+from webui.reports import scheduled_report
 
 # Seconds a connection may take to send a request's head, or stay idle between requests.
 WEB_IDLE_TIMEOUT_S = 10
@@ -211,7 +214,24 @@ def serve(settings: BridgeSettings) -> int:
         return 1
     prepare_influx(influx, history, devices, settings.raw_retention)
     warn_of_unwatched(alerts, devices)
-    return run(app, socketio, settings, stages, alerts, influx)
+    schedules = [s for s in (settings.report_daily, settings.report_weekly) if s is not None]
+    report_targets = parse_targets(settings.report_notify.reveal() or settings.alert_notify.reveal())
+    if schedules and not report_targets:
+        log.warning(
+            "scheduled reports are set, but no SENSORPIPE_REPORT_NOTIFY or SENSORPIPE_ALERT_NOTIFY to send them to"
+        )
+    reports = ReportSchedule(
+        schedules,
+        ZoneInfo(settings.timezone),
+        report_targets,
+        functools.partial(scheduled_report, app),
+        settings.alert_db.with_name(f"reports-sent-{settings.mqtt_client_id}.json"),
+    )
+    reports.start()
+    try:
+        return run(app, socketio, settings, stages, alerts, influx)
+    finally:
+        reports.stop()
 
 
 def run(

@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from bridge.alerts.notify import NotifyError, parse_targets
 from bridge.alerts.rules import RuleError, load_rules_file
+from bridge.report_schedule import Schedule, parse_daily, parse_weekly
 from bridge.writers import API_CHOICES
 from common.reading import text_problem
 from common.settings import (
@@ -266,6 +267,23 @@ class BridgeSettings(BrokerSettings):
         "",
         "the time zone reports cut days in and show times in (an IANA name: Europe/Berlin); empty: this machine's",
         _timezone,
+    )
+    report_daily: Schedule | None = setting(
+        "",
+        "send yesterday's report (all devices, PDF attached) every day at this local time, HH:MM; empty: no",
+        parse_daily,
+    )
+    report_weekly: Schedule | None = setting(
+        "",
+        "send last week's report (Monday to Sunday) every week at this weekday and time, e.g. mon 07:00",
+        parse_weekly,
+    )
+    report_notify: Secret = setting(
+        "",
+        "Apprise URLs for the scheduled reports, separated by spaces (mailto:// attaches the PDF); "
+        "empty: those of SENSORPIPE_ALERT_NOTIFY",
+        _notify,
+        secret=True,
     )
     web_host: str = setting("127.0.0.1", "address the web UI listens on", _host)
     web_port: int = setting("5000", "port the web UI listens on", parse_port)

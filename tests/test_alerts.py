@@ -23,7 +23,6 @@ import paho.mqtt.client as mqtt
 import pytest
 import redis
 import requests
-from aiosmtpd.controller import Controller
 from paho.mqtt.enums import CallbackAPIVersion
 
 from bridge.alerts.engine import LATE_AFTER_US, Alert, AlertEngine, Change
@@ -31,8 +30,8 @@ from bridge.alerts.journal import AlertJournal, Journal
 from bridge.alerts.rules import Rule, RuleError, load_rules_file, parse_duration, rule_from_json
 from bridge.alerts.shared import Deposed, Lease, RedisJournal
 from common.reading import Reading, format_ts, now_us
-from devstack.servers import free_port
 from tests.conftest import ROOT, BridgeProcess, Mqtt, Program, points, replicas
+from tests.mailbox import Mailbox
 from tests.waiting import wait_until
 
 S = 1_000_000
@@ -694,29 +693,6 @@ def test_rules_through_the_api_persist_and_provisioned_ones_are_read_only(
         what="the retained alert cleared",
     )
     assert again.get("/api/alerts")["alerts"] == []
-
-
-class Mailbox:
-    """A real SMTP server (aiosmtpd) on a free loopback port, keeping what it receives."""
-
-    def __init__(self) -> None:
-        self.messages: list[tuple[str, list[str], str]] = []
-        mailbox = self
-
-        class Handler:
-            async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802 (aiosmtpd)
-                mailbox.messages.append(
-                    (envelope.mail_from, envelope.rcpt_tos, envelope.content.decode(errors="replace"))
-                )
-                return "250 OK"
-
-        self.port = free_port()
-        self.controller = Controller(Handler(), hostname="127.0.0.1", port=self.port)
-        self.controller.start()
-
-    @property
-    def url(self) -> str:
-        return f"mailto://127.0.0.1:{self.port}?from=bridge@lab.example&to=coldroom@lab.example"
 
 
 def test_e_mail_and_a_webhook_each_get_it_once_while_the_other_is_down(

@@ -10,6 +10,7 @@ reference computed here from the raw points.
 from __future__ import annotations
 
 import csv
+import email
 import io
 import itertools
 import math
@@ -27,10 +28,12 @@ import requests
 
 from bridge.influx import InfluxV1
 from bridge.lineprotocol import to_line
+from bridge.report_schedule import parse_daily, parse_weekly
 from bridge.reports import ReportReader, Threshold
 from common.reading import Reading
 from common.version import VERSION
 from tests.conftest import BridgeProcess, Mqtt
+from tests.mailbox import Mailbox
 from tests.waiting import wait_until
 
 ZONE = ZoneInfo("Europe/Berlin")
@@ -322,3 +325,81 @@ def test_reports_that_cannot_be_made_say_why_and_never_look_clean(
         assert answer.status_code == status and message in answer.json()["error"], answer.text
     page = requests.get(f"{bridge.url}/report?{query}", timeout=30)
     assert page.status_code == status and message.replace("'", "&#39;") in page.text
+
+
+def test_the_daily_report_arrives_by_e_mail_with_its_pdf_and_only_once(
+    start_bridge: Callable[..., BridgeProcess], influx: InfluxV1, mqtt_client: Mqtt, prefix: str
+) -> None:
+    """A real SMTP server (aiosmtpd): yesterday's report, due at 00:00, is sent when the bridge
+    starts; a restart sends it no second time."""
+    today = datetime.now(ZONE).date()
+    yesterday = today - timedelta(days=1)
+    start = local_midnight_us(yesterday)
+    minutes = (local_midnight_us(today) - start) // (60 * 10**6)
+    rng = random.Random(3)
+    points = [
+        Point(start + i * 60 * 10**6, i, round(4 + rng.gauss(0, 0.3), 2), 60.0) for i in range(minutes) if i != 100
+    ]
+    influx.write(
+        [to_line(Reading("freezer", p.ts_us, {"temperature": p.temperature}, p.seq), "environment") for p in points]
+    )
+    mailbox = Mailbox()
+    settings = {
+        "SENSORPIPE_TIMEZONE": "Europe/Berlin",
+        "SENSORPIPE_SITE_NAME": "Vaccine fridge",
+        "SENSORPIPE_REPORT_DAILY": "00:00",
+        "SENSORPIPE_REPORT_NOTIFY": mailbox.url,
+    }
+    try:
+        bridge = start_bridge(**settings)
+        wait_until(lambda: mailbox.messages, 60, "the daily report's e-mail")
+        _, recipients, content = mailbox.messages[0]
+        assert recipients == ["coldroom@lab.example"]
+        mail = email.message_from_string(content)
+        assert mail["Subject"] == f"Vaccine fridge: report {yesterday.isoformat()}"
+        [pdf] = [part.get_payload(decode=True) for part in mail.walk() if part.get_content_type() == "application/pdf"]
+        assert isinstance(pdf, bytes) and pdf.startswith(b"%PDF")
+        text = " ".join(
+            subprocess.run(["pdftotext", "-layout", "-", "-"], input=pdf, capture_output=True, check=True)
+            .stdout.decode()
+            .split()
+        )
+        values = [p.temperature for p in points]
+        low, high = min(values), max(values)
+        mean = sum(values) / len(values)
+        assert f"{yesterday.isoformat()} temperature {low:.2f}" in text and f"{high:.2f}" in text
+        assert f"{mean:.2f} {len(points)}" in text
+        assert "readings taken but never stored (their seq numbers never arrived), 1 reading" in text
+        body = next(p for p in mail.walk() if p.get_content_type() == "text/plain").get_payload(decode=True)
+        assert isinstance(body, bytes)
+        assert (
+            f"freezer: {len(points)} readings stored, 1 never stored, 1 gaps, 0 readings past an alert level"
+            in body.decode()
+        )
+
+        bridge.stop()
+        again = start_bridge(**settings)
+        wait_until(lambda: "was sent already" in again.log(), 30, "the second bridge finding it sent")
+        assert len(mailbox.messages) == 1
+    finally:
+        mailbox.controller.stop()
+
+
+@pytest.mark.parametrize(
+    ("setting", "now", "period"),
+    [
+        ("07:00", datetime(2026, 12, 2, 6, 59), ("2026-11-30", "2026-11-30")),
+        ("07:00", datetime(2026, 12, 2, 7, 0), ("2026-12-01", "2026-12-01")),
+        ("mon 07:00", datetime(2026, 12, 2, 10, 0), ("2026-11-23", "2026-11-29")),
+        ("mon 07:00", datetime(2026, 11, 30, 6, 0), ("2026-11-16", "2026-11-22")),
+        ("mon 07:00", datetime(2026, 11, 30, 7, 0), ("2026-11-23", "2026-11-29")),
+        ("sun 23:30", datetime(2026, 11, 29, 23, 45), ("2026-11-16", "2026-11-22")),
+        ("sun 23:30", datetime(2026, 11, 30, 0, 15), ("2026-11-16", "2026-11-22")),
+    ],
+)
+def test_which_report_is_due(setting: str, now: datetime, period: tuple[str, str]) -> None:
+    schedule = parse_weekly(setting) if " " in setting else parse_daily(setting)
+    assert schedule is not None
+    first, last = schedule.due(now)
+    assert (first.isoformat(), last.isoformat()) == period
+    assert first.weekday() == 0 or schedule.kind == "daily"

@@ -134,6 +134,10 @@ def test_help_lists_every_setting_with_its_variable_and_flag(program: str) -> No
         ("bridge", ["--stall-after-s", "0"], {}, "SENSORPIPE_STALL_AFTER_S"),
         ("bridge", ["--max-devices", "0"], {}, "SENSORPIPE_MAX_DEVICES"),
         ("bridge", ["--timezone", "Mars/Olympus"], {}, "SENSORPIPE_TIMEZONE"),
+        ("bridge", ["--report-daily", "7am"], {}, "SENSORPIPE_REPORT_DAILY"),
+        ("bridge", ["--report-weekly", "monday 07:00"], {}, "SENSORPIPE_REPORT_WEEKLY"),
+        ("bridge", ["--report-notify", "nonsense"], {}, "SENSORPIPE_REPORT_NOTIFY"),
+        ("bridge", ["--alert-notify", "nonsense://x"], {}, "SENSORPIPE_ALERT_NOTIFY"),
         ("bridge", ["--site-name", "lab\x01"], {}, "SENSORPIPE_SITE_NAME"),
         # A bridge of a group sees only its share: its alerts need the others' readings (Redis).
         ("bridge", ["--share-group", "g", "--alert-notify", "json://127.0.0.1/x"], {}, "SENSORPIPE_REDIS_URL"),

@@ -20,7 +20,7 @@ from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from flask import Blueprint, Response, current_app, jsonify, render_template, request
+from flask import Blueprint, Flask, Response, current_app, jsonify, render_template, request
 from werkzeug.datastructures import MultiDict
 
 from common.reading import now_us
@@ -343,3 +343,23 @@ def report_page() -> str | tuple[str, int]:
     if isinstance(answer, tuple):
         return render_template("report.html", report=None, error=answer[0], **_page_context()), answer[1]
     return _render(answer, request.query_string.decode())
+
+
+def scheduled_report(app: Flask, first: date, last: date) -> tuple[str, str, bytes]:
+    """All devices' report from `first` to `last` for sending: (title, body, PDF). Raises
+    BadReport (no devices yet), HistoryUnavailable or HistoryFailed, PdfUnavailable."""
+    query = f"all=1&from={first.isoformat()}&to={last.isoformat()}"
+    with app.test_request_context(f"/api/report.pdf?{query}"):
+        context = _context()
+        report = build(context, request.args)
+        pdf = render_pdf(_render(report, query))
+    period = first.isoformat() if first == last else f"{first.isoformat()} to {last.isoformat()}"
+    lines = [f"{report['site']}: the report of {period} ({report['zone']}) is attached.", ""]
+    for device in report["devices"]:
+        outside = sum(o["readings"] for day in device["days"] for o in day["outside"].values())
+        expected = f" of {device['expected']}" if device["expected"] is not None else ""
+        lines.append(
+            f"{device['device']}: {device['stored']}{expected} readings stored, {device['missing_seq']} never stored, "
+            f"{len(device['gaps'])} gaps, {outside} readings past an alert level"
+        )
+    return f"{report['site']}: report {period}", "\n".join(lines), pdf

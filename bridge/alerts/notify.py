@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 import apprise
 
@@ -45,15 +46,27 @@ def parse_targets(text: str) -> list[Target]:
     position and scheme only (the rest of such a URL is often a token or a password)."""
     targets = []
     for number, url in enumerate(text.split(), start=1):
-        plugin = apprise.Apprise.instantiate(url)
+        plugin = _quietly_instantiate(url)
         if plugin is None:
             scheme = url.split("://", 1)[0][:20] if "://" in url else "no scheme"
             raise NotifyError(f"URL number {number} ({scheme}://...) is not an Apprise URL it can use")
         service = apprise.Apprise()
         service.add(plugin)
-        masked: str = plugin.url(privacy=True)  # type: ignore[no-untyped-call]  # untyped in Apprise 2.3
+        masked: str = plugin.url(privacy=True)
         targets.append(Target(masked.split("?", 1)[0], service))
     return targets
+
+
+def _quietly_instantiate(url: str) -> Any:
+    """Apprise's plugin for `url`, or None; Apprise's own log line about a bad URL (which can
+    hold the URL's secrets, and would make a bad setting two lines) is held back."""
+    apprise_log = logging.getLogger("apprise")
+    was = apprise_log.disabled
+    apprise_log.disabled = True
+    try:
+        return apprise.Apprise.instantiate(url)
+    finally:
+        apprise_log.disabled = was
 
 
 def message(event: dict[str, object], link: str) -> tuple[str, str]:
