@@ -39,33 +39,13 @@ from playwright.sync_api import sync_playwright  # noqa: E402
 
 from bridge.influx import InfluxTarget, InfluxV1  # noqa: E402
 from bridge.rebuild import Rebuild  # noqa: E402
-from common.reading import now_us  # noqa: E402
 from devstack.browser import chromium_executable  # noqa: E402
+from devstack.loadgen import fill_raw as fill  # noqa: E402
 from devstack.loadgen import start_bridge  # noqa: E402
 from devstack.servers import influxdb, mosquitto, wait_influx_ready  # noqa: E402
 
 PREFIX = "bench"
 DAY_S = 86_400
-
-
-def fill(influx: InfluxV1, device: str, days: int, every_s: int) -> int:
-    """Raw points of one device, every `every_s` seconds for `days` days up to now."""
-    end = now_us() // 1_000_000
-    start = end - days * DAY_S
-    lines: list[bytes] = []
-    written = 0
-    for n, second in enumerate(range(start, end, every_s)):
-        temperature = 4.0 + (n % 600) / 100
-        lines.append(
-            b"environment,device=%s temperature=%r,humidity=%r,seq=%di %d000000"
-            % (device.encode(), temperature, 55.0 + n % 17, n, second)
-        )
-        if len(lines) >= 50_000:
-            influx.write(lines)
-            written += len(lines)
-            lines = []
-    influx.write(lines)
-    return written + len(lines)
 
 
 def folder_mib(folder: Path, pattern: str = "*") -> float:

@@ -194,7 +194,9 @@ def serve(settings: BridgeSettings) -> int:
         metrics=metrics_text(registry),
         pipeline=lambda: pipeline_counts(totals(), rejections),
         alerts=WebAlerts(alerts, devices.names),
-        reports=WebReports(ReportReader(influx, settings.influx_measurement)),
+        reports=WebReports(
+            ReportReader(influx, settings.influx_measurement, rollups=lambda: settings.rollups and writer.reads_back())
+        ),
         site=settings.site_name,
         zone=settings.timezone,
     )

@@ -20,11 +20,12 @@ metric per day, all days of a device in one request.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from bridge.influx import InfluxRejected, InfluxUnavailable, InfluxV1, quote_ident, quote_string
+from bridge.rollups import HOUR_US, MINUTE_US, rollup_measurement
 from webui.context import HistoryFailed, HistoryUnavailable
 
 log = logging.getLogger(__name__)
@@ -87,11 +88,21 @@ class DeviceReport:
 
 
 class ReportReader:
-    """Reads the report's numbers of one device; raises InfluxUnavailable or InfluxRejected."""
+    """Reads the report's numbers of one device; raises InfluxUnavailable or InfluxRejected.
 
-    def __init__(self, influx: InfluxV1, measurement: str) -> None:
+    With `rollups` (a callable: asked at each report, as the bridge learns whether it keeps
+    them), the numbers come from the 1-hour rollups where they give them exactly, and the
+    raw points are read only where they must be: the hour of each day's minimum and maximum
+    (for its time), the hours past a rule's level (to count the readings), and the hours
+    around a gap (for its seq numbers). A day that does not start on the hour (a zone
+    offset of minutes) is read from the 1-minute rollups.
+    """
+
+    def __init__(self, influx: InfluxV1, measurement: str, rollups: bool | Callable[[], bool] = False) -> None:
         self._influx = influx
+        self._name = measurement
         self._measurement = quote_ident(measurement)
+        self._rollups = rollups
 
     def device(
         self,
@@ -102,6 +113,9 @@ class ReportReader:
         thresholds: Sequence[Threshold] = (),
     ) -> DeviceReport:
         """The report of `device` over [day_starts_us[0], end_us), one Day per start."""
+        use_rollups = self._rollups() if callable(self._rollups) else self._rollups
+        if use_rollups:
+            return self._from_rollups(device, day_starts_us, end_us, interval_s, thresholds)
         start_us = day_starts_us[0]
         bounds = list(zip(day_starts_us, [*day_starts_us[1:], end_us], strict=True))
         where_device = f'FROM {self._measurement} WHERE "device" = {quote_string(device)}'
@@ -172,12 +186,161 @@ class ReportReader:
             gaps=gaps,
         )
 
-    def _query(self, statements: Sequence[str]) -> list[list[Any]]:
+    def _from_rollups(
+        self,
+        device: str,
+        day_starts_us: Sequence[int],
+        end_us: int,
+        interval_s: float | None,
+        thresholds: Sequence[Threshold],
+    ) -> DeviceReport:
+        start_us = day_starts_us[0]
+        bounds = list(zip(day_starts_us, [*day_starts_us[1:], end_us], strict=True))
+        device_is = f'"device" = {quote_string(device)}'
+
+        def rollup(a: int, b: int) -> str:
+            source = rollup_measurement(self._name, "1h" if a % HOUR_US == 0 and b % HOUR_US == 0 else "1m")
+            return f"FROM {source} WHERE {device_is} AND time >= {a * 1000} AND time < {b * 1000}"
+
+        def raw(a: int, b: int) -> str:
+            return f"FROM {self._measurement} WHERE {device_is} AND time >= {a * 1000} AND time < {b * 1000}"
+
+        per_hour, metrics = self._hours(device_is, start_us, end_us)
+        statements: list[str] = []
+        for a, b in bounds:
+            for metric in metrics:
+                q = quote_ident
+                statements.append(
+                    f'SELECT sum({q(metric + "_count")}) AS "count", sum({q(metric + "_sum")}) AS "sum" {rollup(a, b)}'
+                )
+                statements.append(f'SELECT min({q(metric + "_min")}) AS "min" {rollup(a, b)}')
+                statements.append(f'SELECT max({q(metric + "_max")}) AS "max" {rollup(a, b)}')
+            for threshold in thresholds:
+                field, op = (
+                    (f"{threshold.metric}_max", ">") if threshold.kind == "above" else (f"{threshold.metric}_min", "<")
+                )
+                statements.append(
+                    f"SELECT {quote_ident(field)} {rollup(a, b)} AND {quote_ident(field)} {op} {threshold.level!r}"
+                )
+        answers = iter(self._query(statements, epoch="u"))
+        # The raw reads: the bucket of each extreme (its first reading at that value), and the
+        # buckets past a level (their readings past it).
+        exact: list[str] = []
+        plan: list[tuple[int, int, dict[str, Any], list[tuple[str, int]]]] = []
+        for index, (a, b) in enumerate(bounds):
+            width = HOUR_US if a % HOUR_US == 0 and b % HOUR_US == 0 else MINUTE_US
+            found: dict[str, Any] = {}
+            for metric in metrics:
+                totals, low, high = _row(next(answers)), _row(next(answers)), _row(next(answers))
+                count = int(totals.get("count") or 0)
+                if not count:
+                    continue
+                found[metric] = (count, totals["sum"], low.get("min"), high.get("max"))
+                for selector, row in (("min", low), ("max", high)):
+                    bucket = int(row["time"])
+                    exact.append(
+                        f"SELECT {selector}({quote_ident(metric)}) {raw(max(a, bucket), min(b, bucket + width))}"
+                    )
+            past: list[tuple[str, int]] = []
+            for threshold in thresholds:
+                for series in next(answers):
+                    for values in series["values"]:
+                        bucket = int(values[0])
+                        op = ">" if threshold.kind == "above" else "<"
+                        metric = quote_ident(threshold.metric)
+                        within = raw(max(a, bucket), min(b, bucket + width))
+                        exact.append(f"SELECT count({metric}) {within} AND {metric} {op} {threshold.level!r}")
+                        past.append((threshold.rule, 1))
+            plan.append((index, width, found, past))
+        exact_answers = iter(self._query(exact, epoch="ms"))
+        days = []
+        for (a, b), (_, _, found, past) in zip(bounds, plan, strict=True):
+            per_metric: dict[str, MetricDay] = {}
+            for metric, (count, total, low, high) in found.items():
+                low_row, high_row = _row(next(exact_answers)), _row(next(exact_answers))
+                per_metric[metric] = MetricDay(
+                    count, total / count, low, low_row.get("time"), high, high_row.get("time")
+                )
+            outside = {threshold.rule: 0 for threshold in thresholds}
+            for rule, _ in past:
+                outside[rule] += int(_row(next(exact_answers)).get("count") or 0)
+            days.append(Day(a / 1000, b / 1000, per_metric, outside))
+        stored = sum(per_hour.values())
+        gaps = self._gaps_near(device_is, per_hour, start_us, end_us, interval_s) if stored else []
+        if not stored:
+            gaps = [Gap(start_us / 1000, end_us / 1000, "none_stored", _intervals(end_us - start_us, interval_s))]
+        return DeviceReport(
+            device=device,
+            start_ms=start_us / 1000,
+            end_ms=end_us / 1000,
+            interval_s=interval_s,
+            stored=stored,
+            expected=None if not interval_s else int((end_us - start_us) / 1e6 // interval_s),
+            missing_seq=sum(gap.missing or 0 for gap in gaps if gap.cause == "seq_missing"),
+            days=days,
+            gaps=gaps,
+        )
+
+    def _hours(self, device_is: str, start_us: int, end_us: int) -> tuple[dict[int, int], list[str]]:
+        """Every hour of the range from the 1-hour rollups: its readings (the most of any
+        metric's count, over the device's series), and the metrics seen."""
+        [hours] = self._influx.query_many(
+            [f"SELECT * FROM {rollup_measurement(self._name, '1h')} WHERE {device_is} "
+             f"AND time >= {start_us // HOUR_US * HOUR_US * 1000} AND time < {end_us * 1000}"],
+            epoch="u",
+        )  # fmt: skip
+        per_hour: dict[int, int] = {}
+        seen: set[str] = set()
+        for series in hours:
+            columns = series["columns"]
+            for values in series["values"]:
+                row = dict(zip(columns, values, strict=True))
+                counts = {k.removesuffix("_count"): int(v) for k, v in row.items() if k.endswith("_count") and v}
+                seen.update(counts)
+                hour = int(row["time"])
+                per_hour[hour] = per_hour.get(hour, 0) + max(counts.values(), default=0)
+        return per_hour, sorted(seen - NOT_METRICS)
+
+    def _gaps_near(
+        self, device_is: str, per_hour: dict[int, int], start_us: int, end_us: int, interval_s: float | None
+    ) -> list[Gap]:
+        """The gaps, read from the raw points of the hours that may hold one: an hour with
+        fewer readings than the interval gives (or none), with the hour on each side."""
+        first_hour = start_us // HOUR_US * HOUR_US
+        last_hour = (end_us - 1) // HOUR_US * HOUR_US
+        full = 3600 / interval_s if interval_s else None
+        suspect = []
+        for hour in range(first_hour, last_hour + 1, HOUR_US):
+            span = min(hour + HOUR_US, end_us) - max(hour, start_us)
+            wanted = None if full is None else full * span / HOUR_US
+            got = per_hour.get(hour, 0)
+            # Without an interval every hour is read: the rollups cannot say what is missing.
+            if wanted is None or got < wanted - 0.5 or hour in (first_hour, last_hour):
+                suspect.append(hour)
+        windows: list[list[int]] = []
+        for hour in suspect:
+            a, b = max(start_us, hour - HOUR_US), min(end_us, hour + 2 * HOUR_US)
+            if windows and a <= windows[-1][1]:
+                windows[-1][1] = max(windows[-1][1], b)
+            else:
+                windows.append([a, b])
+        gaps: list[Gap] = []
+        for a, b in windows:
+            where = f"FROM {self._measurement} WHERE {device_is} AND time >= {a * 1000} AND time < {b * 1000}"
+            for gap in self._gaps(where, a, b, interval_s):
+                edge = gap.cause == "none_stored" and (
+                    (gap.start_ms == a / 1000 and a != start_us) or (gap.end_ms == b / 1000 and b != end_us)
+                )
+                if not edge and gap not in gaps:  # a window's own edges are no gap of the range
+                    gaps.append(gap)
+        return gaps
+
+    def _query(self, statements: Sequence[str], epoch: str = "ms") -> list[list[Any]]:
         """Every statement's answer, a batch per request (a month of days makes hundreds, and
         they travel in the URL)."""
         answers: list[list[Any]] = []
         for index in range(0, len(statements), STATEMENTS_PER_REQUEST):
-            answers.extend(self._influx.query_many(statements[index : index + STATEMENTS_PER_REQUEST], epoch="ms"))
+            answers.extend(self._influx.query_many(statements[index : index + STATEMENTS_PER_REQUEST], epoch=epoch))
         return answers
 
     def _gaps(self, where: str, start_us: int, end_us: int, interval_s: float | None) -> list[Gap]:

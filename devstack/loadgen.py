@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import paho.mqtt.client as mqtt
 import requests
@@ -16,6 +17,11 @@ from paho.mqtt.enums import CallbackAPIVersion
 
 from common.reading import Reading, encode_reading, now_us
 from devstack.servers import free_port
+
+if TYPE_CHECKING:
+    from bridge.influx import InfluxV1
+
+DAY_S = 86_400
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -168,3 +174,24 @@ def stored_count(influx_url: str, database: str = "sensors") -> int:
     )
     series = response.json()["results"][0].get("series")
     return int(series[0]["values"][0][1]) if series else 0
+
+
+def fill_raw(influx: InfluxV1, device: str, days: int, every_s: int) -> int:
+    """Raw points of one device, every `every_s` seconds for `days` days up to now, written as
+    line protocol straight into InfluxDB (the way an older bridge left them); how many."""
+    end = now_us() // 1_000_000
+    start = end - days * DAY_S
+    lines: list[bytes] = []
+    written = 0
+    for n, second in enumerate(range(start, end, every_s)):
+        temperature = 4.0 + (n % 600) / 100
+        lines.append(
+            b"environment,device=%s temperature=%r,humidity=%r,seq=%di %d000000"
+            % (device.encode(), temperature, 55.0 + n % 17, n, second)
+        )
+        if len(lines) >= 50_000:
+            influx.write(lines)
+            written += len(lines)
+            lines = []
+    influx.write(lines)
+    return written + len(lines)

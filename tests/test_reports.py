@@ -28,6 +28,7 @@ import requests
 
 from bridge.influx import InfluxV1
 from bridge.lineprotocol import to_line
+from bridge.rebuild import Rebuild
 from bridge.report_schedule import parse_daily, parse_weekly
 from bridge.reports import ReportReader, Threshold
 from common.reading import Reading
@@ -138,13 +139,19 @@ def week(influx: InfluxV1) -> tuple[list[Point], dict[str, Any]]:
     return points, planted
 
 
+@pytest.mark.parametrize("rollups", [False, True], ids=["raw", "rollups"])
 def test_a_weeks_report_equals_the_reference_from_the_raw_points(
-    influx: InfluxV1, week: tuple[list[Point], dict[str, Any]]
+    influx: InfluxV1, week: tuple[list[Point], dict[str, Any]], rollups: bool, tmp_path: Path
 ) -> None:
+    """From the raw points alone, and from the rollups with the raw points read only where
+    they must be: the same numbers."""
     points, _ = week
+    if rollups:  # the rollups a bridge keeps as it stores, made here from what was written raw
+        with (tmp_path / "rebuild.log").open("w") as out:
+            Rebuild(influx, "environment", tmp_path / "rebuild.json", out).run(None, restart=True)
     starts = [local_midnight_us(FIRST_DAY + timedelta(days=d)) for d in range(DAYS)]
     end = local_midnight_us(FIRST_DAY + timedelta(days=DAYS))
-    report = ReportReader(influx, "environment").device("cold-room", starts, end, INTERVAL_S, [LIMIT])
+    report = ReportReader(influx, "environment", rollups).device("cold-room", starts, end, INTERVAL_S, [LIMIT])
 
     assert report.stored == len(points)
     assert report.expected == DAYS * 1440
@@ -173,20 +180,27 @@ def test_a_weeks_report_equals_the_reference_from_the_raw_points(
     assert [g.cause for g in report.gaps] == ["seq_missing", "not_taken"]
 
 
-def test_no_readings_at_all_is_one_gap_not_a_clean_record(influx: InfluxV1) -> None:
+@pytest.mark.parametrize("rollups", [False, True], ids=["raw", "rollups"])
+def test_no_readings_at_all_is_one_gap_not_a_clean_record(influx: InfluxV1, rollups: bool) -> None:
     start = local_midnight_us(FIRST_DAY)
-    report = ReportReader(influx, "environment").device("nobody", [start], start + 86_400_000_000, 60.0)
+    report = ReportReader(influx, "environment", rollups).device("nobody", [start], start + 86_400_000_000, 60.0)
     assert report.stored == 0 and report.days[0].metrics == {}
     assert [(g.cause, g.missing) for g in report.gaps] == [("none_stored", 1440)]
 
 
-def test_readings_that_start_late_and_stop_early_leave_gaps_at_both_ends(influx: InfluxV1) -> None:
+@pytest.mark.parametrize("rollups", [False, True], ids=["raw", "rollups"])
+def test_readings_that_start_late_and_stop_early_leave_gaps_at_both_ends(
+    influx: InfluxV1, rollups: bool, tmp_path: Path
+) -> None:
     start = local_midnight_us(FIRST_DAY)
     noon = start + 12 * 3600 * 10**6
     influx.write(
         [to_line(Reading("late", noon + i * 60 * 10**6, {"temperature": 5.0}, i), "environment") for i in range(10)]
     )
-    report = ReportReader(influx, "environment").device("late", [start], start + 86_400_000_000, 60.0)
+    if rollups:
+        with (tmp_path / "rebuild.log").open("w") as out:
+            Rebuild(influx, "environment", tmp_path / "rebuild.json", out).run(None, restart=True)
+    report = ReportReader(influx, "environment", rollups).device("late", [start], start + 86_400_000_000, 60.0)
     assert [(g.cause, g.start_ms, g.end_ms) for g in report.gaps] == [
         ("none_stored", start / 1000, noon / 1000),
         ("none_stored", (noon + 9 * 60 * 10**6) / 1000, (start + 86_400_000_000) / 1000),
