@@ -115,7 +115,9 @@ class ReportReader:
         """The report of `device` over [day_starts_us[0], end_us), one Day per start."""
         use_rollups = self._rollups() if callable(self._rollups) else self._rollups
         if use_rollups:
-            return self._from_rollups(device, day_starts_us, end_us, interval_s, thresholds)
+            report = self._from_rollups(device, day_starts_us, end_us, interval_s, thresholds)
+            if report is not None:
+                return report
         start_us = day_starts_us[0]
         bounds = list(zip(day_starts_us, [*day_starts_us[1:], end_us], strict=True))
         where_device = f'FROM {self._measurement} WHERE "device" = {quote_string(device)}'
@@ -193,7 +195,9 @@ class ReportReader:
         end_us: int,
         interval_s: float | None,
         thresholds: Sequence[Threshold],
-    ) -> DeviceReport:
+    ) -> DeviceReport | None:
+        """None when the rollups hold nothing of the range (not kept for it: written before
+        the bridge kept them, until `python -m bridge rollups rebuild`): the raw points answer."""
         start_us = day_starts_us[0]
         bounds = list(zip(day_starts_us, [*day_starts_us[1:], end_us], strict=True))
         device_is = f'"device" = {quote_string(device)}'
@@ -206,6 +210,8 @@ class ReportReader:
             return f"FROM {self._measurement} WHERE {device_is} AND time >= {a * 1000} AND time < {b * 1000}"
 
         per_hour, metrics = self._hours(device_is, start_us, end_us)
+        if not per_hour:
+            return None
         statements: list[str] = []
         for a, b in bounds:
             for metric in metrics:
@@ -266,9 +272,7 @@ class ReportReader:
                 outside[rule] += int(_row(next(exact_answers)).get("count") or 0)
             days.append(Day(a / 1000, b / 1000, per_metric, outside))
         stored = sum(per_hour.values())
-        gaps = self._gaps_near(device_is, per_hour, start_us, end_us, interval_s) if stored else []
-        if not stored:
-            gaps = [Gap(start_us / 1000, end_us / 1000, "none_stored", _intervals(end_us - start_us, interval_s))]
+        gaps = self._gaps_near(device_is, per_hour, start_us, end_us, interval_s)
         return DeviceReport(
             device=device,
             start_ms=start_us / 1000,

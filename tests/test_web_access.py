@@ -40,9 +40,18 @@ def test_requests_from_another_site_are_refused(start_bridge: Callable[..., Brid
 
 def test_with_a_password_everything_but_healthz_needs_it(start_bridge: Callable[..., BridgeProcess]) -> None:
     bridge = start_bridge(SENSORPIPE_WEB_PASSWORD=PASSWORD)
-    page = requests.get(bridge.url + "/", allow_redirects=False, timeout=10)
-    assert page.status_code == 302 and page.headers["Location"].startswith("/login")
-    for path in ("/api/devices", "/api/rejections", "/api/history?device=d&metric=temperature", "/metrics"):
+    for path in ("/", "/report?device=d"):
+        page = requests.get(bridge.url + path, allow_redirects=False, timeout=10)
+        assert page.status_code == 302 and page.headers["Location"].startswith("/login"), path
+    for path in (
+        "/api/devices",
+        "/api/rejections",
+        "/api/history?device=d&metric=temperature",
+        "/metrics",
+        "/api/report?device=d",
+        "/api/report.csv?device=d",
+        "/api/report.pdf?device=d",
+    ):
         assert requests.get(bridge.url + path, timeout=10).status_code == 401, path
     assert requests.get(bridge.url + "/healthz", timeout=10).status_code == 200
     bearer = {"Authorization": f"Bearer {PASSWORD}"}
@@ -171,6 +180,9 @@ def test_no_server_credential_reaches_the_browser(
             "/api/pipeline",
             "/healthz",
             "/metrics",
+            "/report?device=desk",
+            "/api/report?device=desk",
+            "/api/report.pdf?device=desk",
         )
     ]
     assert [a.url for a in answers if a.status_code != 200] == []

@@ -41,6 +41,7 @@ from flask.typing import ResponseReturnValue
 access = Blueprint("access", __name__)
 
 OPEN_ENDPOINTS = {"access.login", "access.login_post", "api.healthz", "static"}
+PAGES = {"reports.report_page"}  # pages outside the pages blueprint: to the login form, not a 401
 FAILURES_ALLOWED = 10  # wrong passwords per client address ...
 FAILURE_WINDOW_S = 600.0  # ... within this long, then 429 until the oldest ages out
 FAILURE_CLIENTS = 10_000  # addresses remembered by the throttle; the least recent go first
@@ -177,7 +178,7 @@ def install(app: Flask, web_access: WebAccess, secure_cookie: bool) -> None:
             return jsonify(error="requests from other sites are not accepted"), 403
         if request.endpoint in OPEN_ENDPOINTS or web_access.authorized():
             return None
-        if request.endpoint is not None and request.endpoint.startswith("pages."):
+        if request.endpoint is not None and (request.endpoint.startswith("pages.") or request.endpoint in PAGES):
             return redirect(url_for("access.login", next=request.full_path.rstrip("?")))
         return jsonify(error="sign in first, or send Authorization: Bearer <password>"), 401
 
