@@ -18,7 +18,7 @@ from flask import Flask
 from flask_socketio import SocketIO
 from prometheus_client import CollectorRegistry
 
-from bridge import rebuild, webserver
+from bridge import accounts_cli, rebuild, webserver
 from bridge.alerts.journal import AlertJournal, Journal
 from bridge.alerts.notify import Notifier, parse_targets
 from bridge.alerts.rules import RuleError
@@ -49,6 +49,7 @@ from common.settings import SettingsError, exit_bad_setting
 from common.topics import Topics
 from webui import AssetsMissing, WebAccess, WebContext, create_app, make_socketio
 from webui.access import SESSION_LIFETIME_S
+from webui.accounts import AccountStore
 from webui.reports import scheduled_report
 
 # Seconds a connection may take to send a request's head, or stay idle between requests.
@@ -166,7 +167,8 @@ def serve(settings: BridgeSettings) -> int:
         influx, settings.influx_measurement, rollups=lambda: settings.rollups and writer.reads_back()
     )
     ended = RedisEndedSessions(shared, namespace, SESSION_LIFETIME_S) if shared else None
-    web_access = WebAccess(settings.web_password.reveal(), settings.web_secret.reveal(), ended)
+    accounts = AccountStore(settings.accounts_db)
+    web_access = WebAccess(settings.web_password.reveal(), settings.web_secret.reveal(), ended, accounts)
     # Readings reach the browsers before InfluxDB: a page keeps what its history lacks from
     # the replay of the last few write intervals (webui/live.py).
     replay_s = 5 + 3 * settings.write_interval_ms / 1000
@@ -286,6 +288,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else list(argv)
     if args[:2] == ["rollups", "rebuild"]:  # a one-time job, not the bridge
         return rebuild.main(args[2:], os.environ)
+    if args[:1] == ["accounts"]:  # the dashboard's accounts, not the bridge
+        return accounts_cli.main(args[1:], os.environ)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         settings = load_settings(args, os.environ)

@@ -20,6 +20,7 @@ metric per day, all days of a device in one request.
 from __future__ import annotations
 
 import logging
+import statistics
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -312,14 +313,13 @@ class ReportReader:
         fewer readings than the interval gives (or none), with the hour on each side."""
         first_hour = start_us // HOUR_US * HOUR_US
         last_hour = (end_us - 1) // HOUR_US * HOUR_US
-        full = 3600 / interval_s if interval_s else None
+        # Readings in a whole hour: from the interval, or without one (no health heard) the
+        # most common count of the range's hours, which a gap-free hour has.
+        full = 3600 / interval_s if interval_s else statistics.median_high(per_hour.values())
         suspect = []
         for hour in range(first_hour, last_hour + 1, HOUR_US):
             span = min(hour + HOUR_US, end_us) - max(hour, start_us)
-            wanted = None if full is None else full * span / HOUR_US
-            got = per_hour.get(hour, 0)
-            # Without an interval every hour is read: the rollups cannot say what is missing.
-            if wanted is None or got < wanted - 0.5 or hour in (first_hour, last_hour):
+            if per_hour.get(hour, 0) < full * span / HOUR_US - 0.5 or hour in (first_hour, last_hour):
                 suspect.append(hour)
         windows: list[list[int]] = []
         for hour in suspect:

@@ -247,6 +247,12 @@ class BridgeSettings(BrokerSettings):
         _notify,
         secret=True,
     )
+    accounts_db: Path = setting(
+        "",
+        "the SQLite file of the dashboard's named accounts and roles (python -m bridge accounts; "
+        "default: accounts.sqlite in $STATE_DIRECTORY, else ~/.local/state/sensorpipe)",
+        parse_optional_path,
+    )
     alert_db: Path = setting(
         "",
         "the SQLite file that keeps the alerts' state, history and undelivered notifications "
@@ -361,6 +367,7 @@ def load_settings(argv: Sequence[str], environ: Mapping[str, str]) -> BridgeSett
     return replace(
         loaded,
         alert_db=loaded.alert_db or default_db,
+        accounts_db=loaded.accounts_db or state_folder(environ) / "accounts.sqlite",
         site_name=loaded.site_name or socket.gethostname(),
         timezone=loaded.timezone or machine_timezone(),
     )

@@ -417,3 +417,19 @@ def test_which_report_is_due(setting: str, now: datetime, period: tuple[str, str
     first, last = schedule.due(now)
     assert (first.isoformat(), last.isoformat()) == period
     assert first.weekday() == 0 or schedule.kind == "daily"
+
+
+def test_without_an_interval_the_rollups_still_find_every_gap(
+    influx: InfluxV1, week: tuple[list[Point], dict[str, Any]], tmp_path: Path
+) -> None:
+    """No health heard, so no interval: the hours' usual count stands in for it."""
+    points, _ = week
+    with (tmp_path / "rebuild.log").open("w") as out:
+        Rebuild(influx, "environment", tmp_path / "rebuild.json", out).run(None, restart=True)
+    starts = [local_midnight_us(FIRST_DAY + timedelta(days=d)) for d in range(DAYS)]
+    end = local_midnight_us(FIRST_DAY + timedelta(days=DAYS))
+    report = ReportReader(influx, "environment", True).device("cold-room", starts, end, None)
+    assert report.expected is None and report.missing_seq == 20
+    assert [(g.start_ms, g.end_ms, g.cause) for g in report.gaps] == [
+        (start, end, cause) for start, end, cause, _ in reference_gaps(points)
+    ]

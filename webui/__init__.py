@@ -10,6 +10,7 @@ from flask.json.provider import DefaultJSONProvider
 from flask_socketio import SocketIO
 
 from webui.access import WebAccess, install
+from webui.accounts_web import accounts
 from webui.alerts import alerts_api
 from webui.api import api
 from webui.context import WebContext
@@ -59,6 +60,7 @@ def create_app(
     app.register_blueprint(api)
     app.register_blueprint(alerts_api)
     app.register_blueprint(reports)
+    app.register_blueprint(accounts)
     # With `message_queue` (a redis:// URL), an emit from any bridge reaches the browsers
     # of every bridge on the same queue and `channel`. Given here, at init_app, not to the
     # constructor: there it would build a second, write-only server first.

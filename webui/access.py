@@ -38,10 +38,15 @@ from flask import (
 )
 from flask.typing import ResponseReturnValue
 
+from webui.accounts import AccountStore, at_least
+
 access = Blueprint("access", __name__)
 
 OPEN_ENDPOINTS = {"access.login", "access.login_post", "api.healthz", "static"}
-PAGES = {"reports.report_page"}  # pages outside the pages blueprint: to the login form, not a 401
+PAGES = {
+    "reports.report_page",
+    "accounts.accounts_page",
+}  # pages outside the pages blueprint: to the login form, not a 401
 FAILURES_ALLOWED = 10  # wrong passwords per client address ...
 FAILURE_WINDOW_S = 600.0  # ... within this long, then 429 until the oldest ages out
 FAILURE_CLIENTS = 10_000  # addresses remembered by the throttle; the least recent go first
@@ -80,19 +85,49 @@ class MemoryEndedSessions:
             return sid in self._ended
 
 
-class WebAccess:
-    """The password (if any), the login throttle and the ended sessions; one per app."""
+# What each action needs (webui/accounts.py): everything else a viewer may do.
+NEEDS = {
+    "alerts.acknowledge": "operator",
+    "alerts.create_rule": "admin",
+    "alerts.change_rule": "admin",
+    "alerts.delete_rule": "admin",
+}
+ADMIN_BLUEPRINTS = ("accounts.",)  # the accounts page and API
 
-    def __init__(self, password: str | None, secret: str = "", ended: EndedSessions | None = None) -> None:
+
+def needed_role(endpoint: str | None) -> str:
+    if endpoint is None:
+        return "viewer"
+    if endpoint.startswith(ADMIN_BLUEPRINTS):
+        return "admin"
+    return NEEDS.get(endpoint, "viewer")
+
+
+class WebAccess:
+    """The password (if any), the accounts (if any), the login throttle and the ended
+    sessions; one per app."""
+
+    def __init__(
+        self,
+        password: str | None,
+        secret: str = "",
+        ended: EndedSessions | None = None,
+        accounts: AccountStore | None = None,
+    ) -> None:
         self.password = password or None
-        self._secret = secret
+        self.accounts = accounts
+        # Without the shared password the cookie key needs a secret of its own: the accounts
+        # file keeps a random one (with a password, the key is made from it, as before).
+        self._secret = secret or (accounts.secret() if accounts is not None and not self.password else "")
         self._ended = ended or MemoryEndedSessions()
         self._failures: OrderedDict[str, deque[float]] = OrderedDict()
         self._lock = threading.Lock()
 
     @property
     def enabled(self) -> bool:
-        return self.password is not None
+        """Sign-in is on: a shared password is set, or an account exists (asked each time:
+        `python -m bridge accounts add` may have made the first one meanwhile)."""
+        return self.password is not None or (self.accounts is not None and bool(self.accounts.accounts()))
 
     def secret_key(self) -> bytes:
         """The cookie-signing key: from the password, so a new password ends every session,
@@ -122,12 +157,18 @@ class WebAccess:
             while len(self._failures) > FAILURE_CLIENTS:
                 self._failures.popitem(last=False)
 
-    def sign_in(self) -> None:
-        """Start a session for the current browser (after the right password)."""
+    def sign_in(self, user: str | None = None) -> None:
+        """Start a session for the current browser (after the right password): of the
+        account `user`, or of the shared password when None."""
         session.clear()
         session["signed_in"] = True
         session["sid"] = secrets.token_urlsafe(18)
+        if user is not None:
+            session["user"] = user
         session.permanent = True  # 31 days (Flask's default lifetime)
+
+    def account_password(self, name: str, password: str) -> bool:
+        return self.accounts is not None and self.accounts.verify(name, password) is not None
 
     def sign_out(self) -> None:
         """End the current browser's session, also for any copy of its cookie."""
@@ -138,13 +179,29 @@ class WebAccess:
 
     def authorized(self) -> bool:
         """May the current request (page, API call or Socket.IO handshake) go ahead?"""
+        return self.role() is not None
+
+    def role(self) -> str | None:
+        """The current request's role: admin without sign-in or with the shared password,
+        the account's own role (as it is now: a removed account's session ends with it), or
+        None when not signed in."""
         if not self.enabled:
-            return True
+            return "admin"
         sid = session.get("sid")
         if session.get("signed_in") is True and isinstance(sid, str) and not self._ended.ended(sid):
-            return True
+            user = session.get("user")
+            if user is None:
+                return "admin" if self.password is not None else None
+            return self.accounts.role_of(user) if self.accounts is not None and isinstance(user, str) else None
         header = request.headers.get("Authorization", "")
-        return header.startswith("Bearer ") and self.correct(header.removeprefix("Bearer "))
+        if header.startswith("Bearer ") and self.correct(header.removeprefix("Bearer ")):
+            return "admin"
+        return None
+
+    def who(self) -> str | None:
+        """The signed-in account's name (None: no account, the shared password or none)."""
+        user = session.get("user")
+        return user if isinstance(user, str) and self.role() is not None else None
 
 
 def same_origin(origin: str) -> bool:
@@ -176,8 +233,14 @@ def install(app: Flask, web_access: WebAccess, secure_cookie: bool) -> None:
         origin = request.headers.get("Origin")
         if origin is not None and not same_origin(origin):
             return jsonify(error="requests from other sites are not accepted"), 403
-        if request.endpoint in OPEN_ENDPOINTS or web_access.authorized():
+        if request.endpoint in OPEN_ENDPOINTS:
             return None
+        role = web_access.role()
+        if role is not None:
+            needed = needed_role(request.endpoint)
+            if at_least(role, needed):
+                return None
+            return jsonify(error=f"this needs the {needed} role; you are signed in as {role}"), 403
         if request.endpoint is not None and (request.endpoint.startswith("pages.") or request.endpoint in PAGES):
             return redirect(url_for("access.login", next=request.full_path.rstrip("?")))
         return jsonify(error="sign in first, or send Authorization: Bearer <password>"), 401
@@ -193,11 +256,18 @@ def _safe_next(target: str | None) -> str:
     return target
 
 
+def _has_accounts() -> bool:
+    accounts = _access().accounts
+    return accounts is not None and bool(accounts.accounts())
+
+
 @access.get("/login")
 def login() -> ResponseReturnValue:
     if not _access().enabled:
         return redirect("/")
-    return render_template("login.html", next=_safe_next(request.args.get("next")), error=None)
+    return render_template(
+        "login.html", accounts=_has_accounts(), next=_safe_next(request.args.get("next")), error=None
+    )
 
 
 @access.post("/login")
@@ -209,10 +279,20 @@ def login_post() -> ResponseReturnValue:
     next_path = _safe_next(request.form.get("next"))
     if web_access.throttled(client):
         message = "Too many wrong passwords from here: try again in a few minutes."
-        return render_template("login.html", next=next_path, error=message), 429
-    if not web_access.correct(request.form.get("password", "")):
+        return render_template("login.html", accounts=_has_accounts(), next=next_path, error=message), 429
+    name = request.form.get("name", "").strip()
+    password = request.form.get("password", "")
+    if name:
+        if not web_access.account_password(name, password):
+            web_access.failed(client)
+            return render_template(
+                "login.html", accounts=_has_accounts(), next=next_path, error="Wrong name or password."
+            ), 401
+        web_access.sign_in(name)
+        return redirect(next_path)
+    if not web_access.correct(password):
         web_access.failed(client)
-        return render_template("login.html", next=next_path, error="Wrong password."), 401
+        return render_template("login.html", accounts=_has_accounts(), next=next_path, error="Wrong password."), 401
     web_access.sign_in()
     return redirect(next_path)
 

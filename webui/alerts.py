@@ -94,7 +94,8 @@ def acknowledge(alert_id: str) -> Response | tuple[Response, int]:
     no bridge leads the alerts (several bridges; the request stays queued for the next one)."""
     view = _alerts()
     body = _json_body()
-    by = _text(body, "by", MAX_BY, required=True)
+    # Signed in with an account: the acknowledgement is that account's, whatever the body says.
+    by = current_app.extensions["sensorpipe.access"].who() or _text(body, "by", MAX_BY, required=True)
     comment = _text(body, "comment", MAX_COMMENT, required=False, lines=True)
     if view is None:
         return _error(f"no alert {alert_id!r}", 404)

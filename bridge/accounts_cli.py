@@ -1,0 +1,74 @@
+"""`python -m bridge accounts ...`: the dashboard's named accounts, from the machine itself.
+
+    python -m bridge accounts list
+    python -m bridge accounts add NAME viewer|operator|admin    (the password: asked, or one line on stdin)
+    python -m bridge accounts role NAME ROLE
+    python -m bridge accounts password NAME
+    python -m bridge accounts remove NAME
+
+The file is SENSORPIPE_ACCOUNTS_DB (or --db), as the bridge has it: run it as the user the
+bridge runs as (sudo -u sensorpipe) so the file stays theirs. A running bridge sees changes
+at once: a removed account's sessions end, a changed role applies to the next request.
+Exit status 2 with one line for a bad name, role or password, or an unknown account.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from common.settings import state_folder
+from webui.accounts import ROLES, AccountError, AccountStore
+
+
+def _password(prompt: str) -> str:
+    """Asked twice at a terminal; else the first line of stdin."""
+    if sys.stdin.isatty():
+        first = getpass.getpass(f"{prompt}: ")
+        if getpass.getpass("again: ") != first:
+            raise AccountError("the two passwords differ")
+        return first
+    return sys.stdin.readline().rstrip("\n")
+
+
+def main(argv: Sequence[str], environ: Mapping[str, str]) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bridge accounts", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--db", type=Path, help="the accounts file (default: SENSORPIPE_ACCOUNTS_DB, or the bridge's)")
+    steps = parser.add_subparsers(dest="step", required=True)
+    steps.add_parser("list")
+    add = steps.add_parser("add")
+    add.add_argument("name")
+    add.add_argument("role", choices=ROLES)
+    role = steps.add_parser("role")
+    role.add_argument("name")
+    role.add_argument("role", choices=ROLES)
+    for step in ("password", "remove"):
+        steps.add_parser(step).add_argument("name")
+    args = parser.parse_args(argv)
+    path = args.db or Path(environ.get("SENSORPIPE_ACCOUNTS_DB") or state_folder(environ) / "accounts.sqlite")
+    store = AccountStore(path)
+    try:
+        if args.step == "list":
+            for account in store.accounts():
+                print(f"{account.name}\t{account.role}\t{account.created}")
+        elif args.step == "add":
+            account = store.add(args.name, args.role, _password(f"password for {args.name}"))
+            print(f"added {account.name} ({account.role}) to {path}")
+        elif args.step == "role":
+            store.set_role(args.name, args.role)
+            print(f"{args.name} is {args.role} now")
+        elif args.step == "password":
+            store.set_password(args.name, _password(f"new password for {args.name}"))
+            print(f"{args.name} has a new password")
+        else:
+            store.remove(args.name)
+            print(f"removed {args.name}")
+    except AccountError as exc:
+        print(f"bridge accounts: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        store.close()
+    return 0
