@@ -50,6 +50,7 @@ from common.topics import Topics
 from webui import AssetsMissing, WebAccess, WebContext, create_app, make_socketio
 from webui.access import SESSION_LIFETIME_S
 from webui.accounts import AccountStore
+from webui.audit import AuditLog
 from webui.reports import scheduled_report
 
 # Seconds a connection may take to send a request's head, or stay idle between requests.
@@ -199,6 +200,7 @@ def serve(settings: BridgeSettings) -> int:
         reports=WebReports(
             ReportReader(influx, settings.influx_measurement, rollups=lambda: settings.rollups and writer.reads_back())
         ),
+        audit=AuditLog(settings.accounts_db),
         site=settings.site_name,
         zone=settings.timezone,
     )
@@ -290,6 +292,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return rebuild.main(args[2:], os.environ)
     if args[:1] == ["accounts"]:  # the dashboard's accounts, not the bridge
         return accounts_cli.main(args[1:], os.environ)
+    if args[:1] == ["audit"]:
+        return accounts_cli.audit_main(args[1:], os.environ)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     try:
         settings = load_settings(args, os.environ)

@@ -5,6 +5,7 @@
     python -m bridge accounts role NAME ROLE
     python -m bridge accounts password NAME
     python -m bridge accounts remove NAME
+    python -m bridge audit verify | list       (the audit log: webui/audit.py)
 
 The file is SENSORPIPE_ACCOUNTS_DB (or --db), as the bridge has it: run it as the user the
 bridge runs as (sudo -u sensorpipe) so the file stays theirs. A running bridge sees changes
@@ -16,12 +17,14 @@ from __future__ import annotations
 
 import argparse
 import getpass
+import json
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from common.settings import state_folder
 from webui.accounts import ROLES, AccountError, AccountStore
+from webui.audit import AuditLog
 
 
 def _password(prompt: str) -> str:
@@ -50,25 +53,58 @@ def main(argv: Sequence[str], environ: Mapping[str, str]) -> int:
     args = parser.parse_args(argv)
     path = args.db or Path(environ.get("SENSORPIPE_ACCOUNTS_DB") or state_folder(environ) / "accounts.sqlite")
     store = AccountStore(path)
+    audit = AuditLog(path)
+    who = f"{getpass.getuser()} (command line)"
     try:
         if args.step == "list":
             for account in store.accounts():
                 print(f"{account.name}\t{account.role}\t{account.created}")
         elif args.step == "add":
             account = store.add(args.name, args.role, _password(f"password for {args.name}"))
+            audit.record(who, "account.added", {"name": account.name, "role": account.role})
             print(f"added {account.name} ({account.role}) to {path}")
         elif args.step == "role":
             store.set_role(args.name, args.role)
+            audit.record(who, "account.role", {"name": args.name, "role": args.role})
             print(f"{args.name} is {args.role} now")
         elif args.step == "password":
             store.set_password(args.name, _password(f"new password for {args.name}"))
+            audit.record(who, "account.password", {"name": args.name})
             print(f"{args.name} has a new password")
         else:
             store.remove(args.name)
+            audit.record(who, "account.removed", {"name": args.name})
             print(f"removed {args.name}")
     except AccountError as exc:
         print(f"bridge accounts: {exc}", file=sys.stderr)
         return 2
     finally:
         store.close()
+        audit.close()
     return 0
+
+
+def audit_main(argv: Sequence[str], environ: Mapping[str, str]) -> int:
+    """`python -m bridge audit verify` (exit status 1 when the chain is broken) or `list`."""
+    parser = argparse.ArgumentParser(prog="python -m bridge audit", description="The audit log of who changed what.")
+    parser.add_argument("--db", type=Path, help="the accounts file (default: SENSORPIPE_ACCOUNTS_DB, or the bridge's)")
+    parser.add_argument("step", choices=["verify", "list"])
+    args = parser.parse_args(argv)
+    path = args.db or Path(environ.get("SENSORPIPE_ACCOUNTS_DB") or state_folder(environ) / "accounts.sqlite")
+    if not path.exists():
+        print(f"bridge audit: no accounts file {path}", file=sys.stderr)
+        return 2
+    log = AuditLog(path)
+    try:
+        if args.step == "list":
+            for entry in log.entries():
+                print(f"{entry.n}\t{entry.at}\t{entry.who}\t{entry.action}\t{json.dumps(entry.detail)}")
+            return 0
+        verdict = log.verify()
+        if verdict.broken_at is not None:
+            print(f"bridge audit: BROKEN at entry {verdict.broken_at}: {verdict.reason}", file=sys.stderr)
+            return 1
+        print(f"{verdict.entries} entries, newest hash {verdict.head}: the chain holds")
+        return 0
+    finally:
+        log.close()

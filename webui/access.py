@@ -198,6 +198,12 @@ class WebAccess:
             return "admin"
         return None
 
+    def actor(self) -> str:
+        """Who the current request is, for the audit log."""
+        if not self.enabled:
+            return "anyone (sign-in is off)"
+        return self.who() or "the shared password"
+
     def who(self) -> str | None:
         """The signed-in account's name (None: no account, the shared password or none)."""
         user = session.get("user")

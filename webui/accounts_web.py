@@ -10,6 +10,7 @@ from flask import Blueprint, Response, current_app, jsonify, render_template, re
 
 from webui.access import WebAccess
 from webui.accounts import AccountError, AccountStore
+from webui.audited import audit
 
 accounts = Blueprint("accounts", __name__)
 
@@ -65,6 +66,7 @@ def list_accounts() -> Response:
 def add_account() -> tuple[Response, int]:
     body = _body()
     account = _store().add(_text(body, "name") or "", _text(body, "role") or "", _text(body, "password") or "")
+    audit("account.added", {"name": account.name, "role": account.role})
     return jsonify(vars(account)), 201
 
 
@@ -78,8 +80,10 @@ def change_account(name: str) -> Response:
         if role != "admin":
             _keeps_an_admin(store, name)
         store.set_role(name, role)
+        audit("account.role", {"name": name, "role": role})
     if password is not None:
         store.set_password(name, password)
+        audit("account.password", {"name": name})
     return jsonify(name=name, role=store.role_of(name))
 
 
@@ -90,4 +94,5 @@ def remove_account(name: str) -> Response:
         raise AccountError(f"no account {name!r}")
     _keeps_an_admin(store, name)
     store.remove(name)
+    audit("account.removed", {"name": name})
     return jsonify(removed=name)

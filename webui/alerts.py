@@ -9,6 +9,7 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from common.reading import now_us, text_problem
 from common.topics import DEVICE_ID
 from webui.api import RANGE, UNIT_S
+from webui.audited import audit
 from webui.context import AlertConflict, AlertRuleError, AlertsUnavailable, AlertsView, WebContext
 
 alerts_api = Blueprint("alerts", __name__)
@@ -100,7 +101,9 @@ def acknowledge(alert_id: str) -> Response | tuple[Response, int]:
     if view is None:
         return _error(f"no alert {alert_id!r}", 404)
     try:
-        return jsonify(view.acknowledge(alert_id, by, comment))
+        acknowledged = view.acknowledge(alert_id, by, comment)
+        audit("alert.acknowledged", {"alert": alert_id, "by": by, "comment": comment})
+        return jsonify(acknowledged)
     except KeyError:
         return _error(f"no alert {alert_id!r}", 404)
     except AlertConflict as exc:
@@ -146,6 +149,7 @@ def _put_rule(rule_id: str | None) -> Response | tuple[Response, int]:
         return _error(str(exc), 409)
     except KeyError:
         return _error(f"no rule {rule_id!r}", 404)
+    audit("rule.created" if rule_id is None else "rule.changed", rule)
     return (jsonify(rule), 201) if rule_id is None else jsonify(rule)
 
 
@@ -160,4 +164,5 @@ def delete_rule(rule_id: str) -> Response | tuple[Response, int]:
         return _error(f"no rule {rule_id!r}", 404)
     except AlertConflict as exc:
         return _error(str(exc), 409)
+    audit("rule.deleted", {"id": rule_id})
     return jsonify(deleted=rule_id)

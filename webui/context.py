@@ -9,6 +9,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from webui.audit import AuditLog
+
 
 class HistoryUnavailable(Exception):
     """The store of history cannot answer now (503): the message says why."""
@@ -108,5 +110,6 @@ class WebContext:
     pipeline: Callable[[], dict[str, int]]
     alerts: AlertsView | None = None
     reports: ReportsView | None = None
+    audit: AuditLog | None = None  # who changed what (webui/audit.py)
     site: str = "sensorpipe"  # the site's name, on every report
     zone: str = "UTC"  # the reports' time zone unless one is asked for

@@ -168,7 +168,16 @@ def build(context: WebContext, args: MultiDict[str, str]) -> dict[str, Any]:
                 "alerts": [entry for entry in reversed(history) if entry["at"] < span.end_us / 1000],
             }
         )
+    audit = None
+    if context.audit is not None:
+        verdict = context.audit.verify()
+        audit = {
+            "entries": [vars(e) for e in context.audit.entries(_utc(span.day_starts_us[0]), _utc(span.end_us))],
+            "chain": {"entries": verdict.entries, "head": verdict.head, "broken_at": verdict.broken_at,
+                      "reason": verdict.reason},
+        }  # fmt: skip
     return {
+        "audit": audit,
         "site": context.site,
         "zone": span.zone.key,
         "from": span.first.isoformat(),
@@ -177,6 +186,11 @@ def build(context: WebContext, args: MultiDict[str, str]) -> dict[str, Any]:
         "version": VERSION,
         "devices": devices,
     }
+
+
+def _utc(us: int) -> str:
+    """As the audit log writes its times: RFC 3339 UTC to the millisecond."""
+    return datetime.fromtimestamp(us / 1e6, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def _context() -> WebContext:
