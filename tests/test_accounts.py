@@ -5,6 +5,8 @@ removed account's session ended, the last admin kept, and the accounts page in C
 
 from __future__ import annotations
 
+import csv
+import io
 import subprocess
 import sys
 from collections.abc import Callable
@@ -160,3 +162,44 @@ def test_an_admin_signs_in_by_name_and_adds_an_account_on_the_page(
     page.click('#accounts tr[data-name="carol"] button')
     page.wait_for_selector('#accounts tr[data-name="carol"]', state="detached")
     assert "carol" not in accounts(db, "list").stdout
+
+
+def test_an_excursion_on_the_report_with_its_peak_and_who_acknowledged_it(
+    guarded: tuple[BridgeProcess, Path], mqtt_client: Mqtt, prefix: str
+) -> None:
+    bridge, _ = guarded
+    otto = signed_in(bridge, "otto")
+    start = now_us() - 40_000_000
+
+    def reading(offset_s: int, value: float) -> None:
+        ts = format_ts(start + offset_s * 1_000_000)
+        mqtt_client.publish(f"{prefix}/cold/reading", {"ts": ts, "seq": offset_s, "temperature": value})
+
+    reading(0, 4.0)
+    reading(10, 9.0)
+    reading(20, 9.5)
+    wait_until(lambda: otto.get(bridge.url + "/api/alerts", timeout=10).json()["alerts"], 20, "the alert firing")
+    [alert] = otto.get(bridge.url + "/api/alerts", timeout=10).json()["alerts"]
+    assert otto.post(f"{bridge.url}/api/alerts/{alert['id']}/ack", json={"comment": "door was open"}, timeout=10).ok
+    reading(30, 4.0)
+    wait_until(lambda: not otto.get(bridge.url + "/api/alerts", timeout=10).json()["alerts"], 20, "the alert resolved")
+    report = otto.get(bridge.url + "/api/report?device=cold", timeout=30).json()
+    [excursion] = report["devices"][0]["excursions"]
+    assert excursion == {
+        "rule": "warm",
+        "metric": "temperature",
+        "threshold": 8.0,
+        "start_ms": (start + 10_000_000) / 1000,
+        "end_ms": (start + 30_000_000) / 1000,
+        "peak": 9.5,
+        "acknowledged_by": "otto",
+        "comment": "door was open",
+    }
+    text = otto.get(bridge.url + "/api/report.csv?device=cold", timeout=30).text
+    [row] = [row for row in csv.DictReader(io.StringIO(text)) if row["record"] == "excursion"]
+    assert (row["rule"], row["peak"], row["acknowledged_by"], row["comment"]) == (
+        "warm",
+        "9.5",
+        "otto",
+        "door was open",
+    )

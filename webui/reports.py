@@ -158,6 +158,7 @@ def build(context: WebContext, args: MultiDict[str, str]) -> dict[str, Any]:
         for gap in numbers["gaps"]:
             gap["explained"] = CAUSES[gap["cause"]]
         history = context.alerts.history(span.day_starts_us[0], device) if context.alerts else []
+        changes = [entry for entry in reversed(history) if entry["at"] < span.end_us / 1000]
         devices.append(
             {
                 **numbers,
@@ -165,7 +166,8 @@ def build(context: WebContext, args: MultiDict[str, str]) -> dict[str, Any]:
                 "sensor": info.get("sensor"),
                 "calibration": health.get("calibration") or {},
                 "rules": rules,
-                "alerts": [entry for entry in reversed(history) if entry["at"] < span.end_us / 1000],
+                "alerts": changes,
+                "excursions": excursions(changes),
             }
         )
     audit = None
@@ -186,6 +188,41 @@ def build(context: WebContext, args: MultiDict[str, str]) -> dict[str, Any]:
         "version": VERSION,
         "devices": devices,
     }
+
+
+def excursions(changes: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The alerts' changes (oldest first) joined into excursions: from firing to resolved
+    (`end_ms` None: still firing at the period's end), the peak the alert saw, who
+    acknowledged it and their comment."""
+    open_: dict[str, dict[str, Any]] = {}
+    done: list[dict[str, Any]] = []
+    for change in changes:
+        alert, state = change["id"], change["state"]
+        if state in ("firing", "acknowledged"):
+            current = open_.setdefault(
+                alert,
+                {
+                    "rule": change["rule"],
+                    "metric": change.get("metric"),
+                    "threshold": change.get("threshold"),
+                    "start_ms": change.get("since") or change["at"],
+                    "end_ms": None,
+                    "peak": change.get("peak"),
+                    "acknowledged_by": None,
+                    "comment": None,
+                },
+            )
+            if change.get("peak") is not None:
+                current["peak"] = change["peak"]
+            if state == "acknowledged":
+                current["acknowledged_by"], current["comment"] = change.get("by"), change.get("comment")
+        elif state == "ok" and alert in open_:
+            finished = open_.pop(alert)
+            finished["end_ms"] = change["at"]
+            if change.get("peak") is not None:
+                finished["peak"] = change["peak"]
+            done.append(finished)
+    return sorted([*done, *open_.values()], key=lambda e: e["start_ms"])
 
 
 def _utc(us: int) -> str:
@@ -226,7 +263,8 @@ def local_time(ms: float | None, zone: ZoneInfo) -> str:
 
 CSV_COLUMNS = (
     "record", "device", "day", "metric", "count", "mean", "min", "min_at", "max", "max_at",
-    "rule", "readings_outside", "minutes_outside", "start", "end", "cause", "missing",
+    "rule", "readings_outside", "minutes_outside", "start", "end", "cause", "missing", "peak", "acknowledged_by",
+    "comment",
 )  # fmt: skip
 
 
@@ -276,6 +314,20 @@ def to_csv(report: dict[str, Any]) -> str:
                         "minutes_outside": "" if outside["minutes"] is None else outside["minutes"],
                     }
                 )
+        for excursion in device["excursions"]:
+            writer.writerow(
+                {
+                    "record": "excursion",
+                    "device": name,
+                    "rule": excursion["rule"],
+                    "metric": excursion["metric"],
+                    "start": local_time(excursion["start_ms"], zone),
+                    "end": local_time(excursion["end_ms"], zone),
+                    "peak": "" if excursion["peak"] is None else excursion["peak"],
+                    "acknowledged_by": excursion["acknowledged_by"] or "",
+                    "comment": excursion["comment"] or "",
+                }
+            )
         for gap in device["gaps"]:
             writer.writerow(
                 {
