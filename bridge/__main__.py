@@ -25,6 +25,7 @@ from bridge.alerts.rules import RuleError
 from bridge.alerts.service import AlertService
 from bridge.alerts.shared import RedisJournal, SharedAlertService
 from bridge.alerts.web import WebAlerts
+from bridge.device_events import DeviceEvents
 from bridge.devices import DeviceRegistry
 from bridge.health import PING_TIMEOUT_S, Stages, check_health, ingest_totals, pipeline_counts
 from bridge.history import HistoryReader, WebHistory
@@ -116,6 +117,23 @@ def build_alerts(settings: BridgeSettings, topics: Topics, shared: redis.Redis |
     return AlertService(local, notifier(local), topics, rules, devices, stuck_after_s=stuck)
 
 
+def build_report_schedule(settings: BridgeSettings, app: Flask) -> ReportSchedule:
+    """The scheduled reports (bridge/report_schedule.py), sent to their own targets or the alerts'."""
+    schedules = [s for s in (settings.report_daily, settings.report_weekly) if s is not None]
+    targets = parse_targets(settings.report_notify.reveal() or settings.alert_notify.reveal())
+    if schedules and not targets:
+        log.warning(
+            "scheduled reports are set, but no SENSORPIPE_REPORT_NOTIFY or SENSORPIPE_ALERT_NOTIFY to send them to"
+        )
+    return ReportSchedule(
+        schedules,
+        ZoneInfo(settings.timezone),
+        targets,
+        functools.partial(scheduled_report, app),
+        settings.alert_db.with_name(f"reports-sent-{settings.mqtt_client_id}.json"),
+    )
+
+
 def build_stages(
     settings: BridgeSettings,
     topics: Topics,
@@ -181,7 +199,9 @@ def serve(settings: BridgeSettings) -> int:
         print(f"bridge: alerts ({settings.alert_db}): {exc}", file=sys.stderr)
         return 2
     alerts.on_change(live.alert)
-    stages = build_stages(settings, topics, influx, writer, devices, [live, rejections, alerts], registry)
+    # Status and health as they come, for the reports' gaps (1.x, where the rollups are kept too).
+    events = DeviceEvents(influx, settings.influx_measurement, enabled=writer.reads_back)
+    stages = build_stages(settings, topics, influx, writer, devices, [live, rejections, alerts, events], registry)
     registry.register(BridgeCollector(stages, rejections, devices, lambda: live.clients))
     registry.register(AlertCollector(alerts))
     totals: Callable[[], dict[str, int]] = functools.partial(ingest_totals, stages)
@@ -220,24 +240,14 @@ def serve(settings: BridgeSettings) -> int:
         return 1
     prepare_influx(influx, history, devices, settings.raw_retention)
     warn_of_unwatched(alerts, devices)
-    schedules = [s for s in (settings.report_daily, settings.report_weekly) if s is not None]
-    report_targets = parse_targets(settings.report_notify.reveal() or settings.alert_notify.reveal())
-    if schedules and not report_targets:
-        log.warning(
-            "scheduled reports are set, but no SENSORPIPE_REPORT_NOTIFY or SENSORPIPE_ALERT_NOTIFY to send them to"
-        )
-    reports = ReportSchedule(
-        schedules,
-        ZoneInfo(settings.timezone),
-        report_targets,
-        functools.partial(scheduled_report, app),
-        settings.alert_db.with_name(f"reports-sent-{settings.mqtt_client_id}.json"),
-    )
+    reports = build_report_schedule(settings, app)
     reports.start()
+    events.start()
     try:
         return run(app, socketio, settings, stages, alerts, influx)
     finally:
         reports.stop()
+        events.stop()
 
 
 def run(

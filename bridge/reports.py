@@ -22,10 +22,11 @@ from __future__ import annotations
 import logging
 import statistics
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
-from bridge.influx import InfluxRejected, InfluxUnavailable, InfluxV1, quote_ident, quote_string
+from bridge.device_events import events_measurement
+from bridge.influx import ROLLUP_RP, InfluxRejected, InfluxUnavailable, InfluxV1, quote_ident, quote_string
 from bridge.rollups import HOUR_US, MINUTE_US, rollup_measurement
 from webui.context import HistoryFailed, HistoryUnavailable
 
@@ -35,6 +36,8 @@ NOT_METRICS = frozenset({"seq"})
 DEFAULT_GAP_US = 5 * 60 * 1_000_000  # with no interval known: a gap is five minutes without a reading
 GAP_INTERVALS = 3  # with an interval known: more than this many intervals without a reading
 STATEMENTS_PER_REQUEST = 60
+STATUS_SLACK_MS = 1_000
+DAY_US = 86_400_000_000  # how far around the range the device's events are looked for
 
 
 @dataclass(frozen=True)
@@ -73,6 +76,9 @@ class Gap:
     missing: int | None  # readings that would have been there: seq numbers, or intervals
     seq_from: int | None = None  # the seq numbers that never arrived, for seq_missing
     seq_to: int | None = None
+    # What the device said then (bridge/device_events.py): {"at_ms", "what": offline, online,
+    # read_failures or outbox_dropped, "count" for the last two}.
+    events: list[dict[str, Any]] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -115,10 +121,61 @@ class ReportReader:
     ) -> DeviceReport:
         """The report of `device` over [day_starts_us[0], end_us), one Day per start."""
         use_rollups = self._rollups() if callable(self._rollups) else self._rollups
-        if use_rollups:
-            report = self._from_rollups(device, day_starts_us, end_us, interval_s, thresholds)
-            if report is not None:
-                return report
+        report = self._from_rollups(device, day_starts_us, end_us, interval_s, thresholds) if use_rollups else None
+        if report is None:
+            report = self._from_raw(device, day_starts_us, end_us, interval_s, thresholds)
+        if not report.gaps:
+            return report
+        return replace(report, gaps=self._explained(device, report.gaps, day_starts_us[0], end_us))
+
+    def _explained(self, device: str, gaps: list[Gap], start_us: int, end_us: int) -> list[Gap]:
+        """Each gap with what the device said during it: status changes, and how many failed
+        reads and dropped readings its health counted from before the gap to after it."""
+        measurement = f"{quote_ident(ROLLUP_RP)}.{quote_ident(events_measurement(self._name))}"
+        [answer] = self._influx.query_many(
+            [f'SELECT * FROM {measurement} WHERE "device" = {quote_string(device)} '
+             f"AND time >= {(start_us - DAY_US) * 1000} AND time < {(end_us + DAY_US) * 1000}"],
+            epoch="ms",
+        )  # fmt: skip
+        rows = [dict(zip(s["columns"], values, strict=True)) for s in answer for values in s["values"]]
+        rows.sort(key=lambda row: row["time"])
+        health = [row for row in rows if row.get("kind") == "health"]
+        explained = []
+        told: set[int] = set()  # each status change goes to one gap only
+        for gap in gaps:
+            said: list[dict[str, Any]] = []
+            for index, row in enumerate(rows):
+                if row.get("kind") != "status" or index in told:
+                    continue
+                # The status comes a moment after the first reading it announces (another topic,
+                # the bridge's clock): an "online" just after the gap is still the gap's.
+                until = gap.end_ms + (STATUS_SLACK_MS if row["online"] else 0)
+                if gap.start_ms < row["time"] <= until:
+                    told.add(index)
+                    said.append({"at_ms": row["time"], "what": "online" if row["online"] else "offline"})
+            before = next((row for row in reversed(health) if row["time"] <= gap.start_ms), None)
+            after = next((row for row in health if row["time"] >= gap.end_ms), None) or next(
+                (row for row in reversed(health) if row["time"] <= gap.end_ms), None
+            )
+            for key, what in (("reads_failed", "read_failures"), ("outbox_dropped", "outbox_dropped")):
+                if after is None or after.get(key) is None or after is before:
+                    continue
+                start = before.get(key) if before is not None else None
+                # A publisher that started again counts from 0: then its count is the gap's.
+                count = after[key] - start if start is not None and after[key] >= start else after[key]
+                if count > 0:
+                    said.append({"at_ms": after["time"], "what": what, "count": int(count)})
+            explained.append(replace(gap, events=said))
+        return explained
+
+    def _from_raw(
+        self,
+        device: str,
+        day_starts_us: Sequence[int],
+        end_us: int,
+        interval_s: float | None,
+        thresholds: Sequence[Threshold],
+    ) -> DeviceReport:
         start_us = day_starts_us[0]
         bounds = list(zip(day_starts_us, [*day_starts_us[1:], end_us], strict=True))
         where_device = f'FROM {self._measurement} WHERE "device" = {quote_string(device)}'

@@ -16,6 +16,7 @@ import itertools
 import math
 import random
 import subprocess
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
@@ -433,3 +434,46 @@ def test_without_an_interval_the_rollups_still_find_every_gap(
     assert [(g.start_ms, g.end_ms, g.cause) for g in report.gaps] == [
         (start, end, cause) for start, end, cause, _ in reference_gaps(points)
     ]
+
+
+def test_gaps_say_what_the_device_said_then(
+    start_bridge: Callable[..., BridgeProcess], run_publisher: Callable[..., Any], influx: InfluxV1
+) -> None:
+    """Real publishers and bridge: a publisher that stops and starts again leaves a gap with
+    its status going offline and online in it (nothing lost: seq goes on); one whose sensor
+    fails most reads leaves gaps with the failed reads its health counted."""
+    bridge = start_bridge()
+    first = run_publisher("shed", SENSORPIPE_INTERVAL="0.2", SENSORPIPE_COUNT="10", SENSORPIPE_HEALTH_INTERVAL="0.5")
+    assert first.process.wait(60) == 0, first.log()
+    wait_until(lambda: bridge.get("/api/devices?device=shed")[0]["online"] is False, 20, "the status offline")
+    # Down for longer than three intervals: a gap, whatever the machine's speed.
+    last_seen = bridge.get("/api/devices?device=shed")[0]["last_seen"]
+    wait_until(lambda: time.time() * 1000 - last_seen > 2000, 10, "two seconds since its last reading")
+    again = run_publisher(
+        "shed",
+        SENSORPIPE_INTERVAL="0.2",
+        SENSORPIPE_COUNT="10",
+        SENSORPIPE_HEALTH_INTERVAL="0.5",
+        SENSORPIPE_SIM_FAIL_RATE="0.7",
+    )
+    assert again.process.wait(120) == 0, again.log()
+
+    def report() -> dict[str, Any]:
+        [device] = requests.get(f"{bridge.url}/api/report?device=shed&tz=UTC", timeout=30).json()["devices"]
+        assert isinstance(device, dict)
+        return device
+
+    def explained() -> bool:
+        gaps = report()["gaps"]
+        whats = [{event["what"] for event in gap["events"]} for gap in gaps]
+        return any(what >= {"offline", "online"} for what in whats) and any("read_failures" in w for w in whats)
+
+    wait_until(explained, 30, "the gaps explained by the device's status and health")
+    gaps = report()["gaps"]
+    restart = next(gap for gap in gaps if {e["what"] for e in gap["events"]} >= {"offline", "online"})
+    assert restart["cause"] == "not_taken"
+    failing = [gap for gap in gaps if any(e["what"] == "read_failures" for e in gap["events"])]
+    assert all(gap["cause"] == "not_taken" for gap in failing)
+    assert all(e["count"] > 0 for gap in failing for e in gap["events"] if e["what"] == "read_failures")
+    page = requests.get(f"{bridge.url}/report?device=shed&tz=UTC", timeout=30).text
+    assert "went offline" in page and "failed reads" in page
