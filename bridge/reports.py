@@ -234,17 +234,7 @@ class ReportReader:
         gaps = self._gaps(span(start_us, end_us), start_us, end_us, interval_s) if stored else []
         if not stored:
             gaps = [Gap(start_us / 1000, end_us / 1000, "none_stored", _intervals(end_us - start_us, interval_s))]
-        return DeviceReport(
-            device=device,
-            start_ms=start_us / 1000,
-            end_ms=end_us / 1000,
-            interval_s=interval_s,
-            stored=stored,
-            expected=None if not interval_s else int((end_us - start_us) / 1e6 // interval_s),
-            missing_seq=sum(gap.missing or 0 for gap in gaps if gap.cause == "seq_missing"),
-            days=days,
-            gaps=gaps,
-        )
+        return _report(device, start_us, end_us, interval_s, stored, days, gaps)
 
     def _from_rollups(
         self,
@@ -331,17 +321,7 @@ class ReportReader:
             days.append(Day(a / 1000, b / 1000, per_metric, outside))
         stored = sum(per_hour.values())
         gaps = self._gaps_near(device_is, per_hour, start_us, end_us, interval_s)
-        return DeviceReport(
-            device=device,
-            start_ms=start_us / 1000,
-            end_ms=end_us / 1000,
-            interval_s=interval_s,
-            stored=stored,
-            expected=None if not interval_s else int((end_us - start_us) / 1e6 // interval_s),
-            missing_seq=sum(gap.missing or 0 for gap in gaps if gap.cause == "seq_missing"),
-            days=days,
-            gaps=gaps,
-        )
+        return _report(device, start_us, end_us, interval_s, stored, days, gaps)
 
     def _hours(self, device_is: str, start_us: int, end_us: int) -> tuple[dict[int, int], list[str]]:
         """Every hour of the range from the 1-hour rollups: its readings (the most of any
@@ -453,6 +433,22 @@ class ReportReader:
         [answer] = self._influx.query_many([f'SELECT "seq" {where} AND time = {at_us * 1000}'], epoch="u")
         value = _row(answer).get("seq")
         return None if value is None else int(value)
+
+
+def _report(
+    device: str, start_us: int, end_us: int, interval_s: float | None, stored: int, days: list[Day], gaps: list[Gap]
+) -> DeviceReport:
+    return DeviceReport(
+        device=device,
+        start_ms=start_us / 1000,
+        end_ms=end_us / 1000,
+        interval_s=interval_s,
+        stored=stored,
+        expected=None if not interval_s else int((end_us - start_us) / 1e6 // interval_s),
+        missing_seq=sum(gap.missing or 0 for gap in gaps if gap.cause == "seq_missing"),
+        days=days,
+        gaps=gaps,
+    )
 
 
 def _row(series: Any) -> dict[str, Any]:

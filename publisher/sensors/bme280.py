@@ -12,7 +12,7 @@ from typing import Any
 
 from common.reading import now_us
 from publisher.sensors.base import Measurement, SensorReadError
-from publisher.sensors.i2c import import_library, open_bus, open_chip, parse_address
+from publisher.sensors.i2c import open_i2c_sensor, parse_address
 
 ADDRESSES = (0x76, 0x77)  # SDO to ground, SDO to VDDIO (Adafruit's breakout)
 # The datasheet's operating range (section 1): pressure in hPa.
@@ -25,9 +25,15 @@ address_option = parse_address("BME280", ADDRESSES)
 
 def open_bme280(addresses: tuple[int, ...], bus: Any = None) -> Bme280Sensor:
     """The sensor at the first of `addresses` that answers; `bus` is Blinka's unless a test gives one."""
-    library = import_library("bme280", "adafruit_bme280.basic")
-    i2c = open_bus("bme280") if bus is None else bus
-    return Bme280Sensor(open_chip("bme280", addresses, lambda address: library.Adafruit_BME280_I2C(i2c, address)))
+    return Bme280Sensor(
+        open_i2c_sensor(
+            "bme280",
+            "adafruit_bme280.basic",
+            addresses,
+            bus,
+            lambda library, i2c, address: library.Adafruit_BME280_I2C(i2c, address),
+        )
+    )
 
 
 class Bme280Sensor:

@@ -67,3 +67,13 @@ def parse_address(chip: str, allowed: Sequence[int]) -> Callable[[str], tuple[in
         return (address,)
 
     return parse
+
+
+def open_i2c_sensor(
+    driver: str, module: str, addresses: Sequence[int], bus: Any, build: Callable[[Any, Any, int], Any]
+) -> Any:
+    """The chip library `module` imported, the bus opened (Blinka's unless `bus` is given: the
+    tests' fake), and `build(library, bus, address)` at the first address that answers."""
+    library = import_library(driver, module)
+    i2c = open_bus(driver) if bus is None else bus
+    return open_chip(driver, addresses, lambda address: build(library, i2c, address))

@@ -10,7 +10,7 @@ from typing import Any
 
 from common.reading import now_us
 from publisher.sensors.base import Measurement, SensorReadError
-from publisher.sensors.i2c import import_library, open_bus, open_chip, parse_address
+from publisher.sensors.i2c import open_i2c_sensor, parse_address
 
 ADDRESSES = (0x44, 0x45, 0x46)  # SHT4x-A (the usual), -B and -C parts
 # The datasheet's ranges; below 0 or above 100 % the library clamps the formula's result.
@@ -22,15 +22,13 @@ address_option = parse_address("SHT4x", ADDRESSES)
 
 def open_sht4x(addresses: tuple[int, ...], bus: Any = None) -> Sht4xSensor:
     """The sensor at the first of `addresses` that answers; `bus` is Blinka's unless a test gives one."""
-    library = import_library("sht4x", "adafruit_sht4x")
-    i2c = open_bus("sht4x") if bus is None else bus
 
-    def build(address: int) -> Any:
+    def build(library: Any, i2c: Any, address: int) -> Any:
         chip = library.SHT4x(i2c, address)
         _ = chip.serial_number  # a CRC-checked answer: this is an SHT4x, not just anything at the address
         return chip
 
-    return Sht4xSensor(open_chip("sht4x", addresses, build))
+    return Sht4xSensor(open_i2c_sensor("sht4x", "adafruit_sht4x", addresses, bus, build))
 
 
 class Sht4xSensor:
