@@ -285,7 +285,7 @@ def test_the_report_page_in_chromium(reporting: Reporting, page: Any, artifacts:
     page.wait_for_selector("#report")
     assert "Lab 3 cold room" in page.text_content("#report-title")
     third = (FIRST_DAY + timedelta(days=2)).isoformat()
-    assert page.text_content(f'tr[data-day="{third}"][data-metric="temperature"] td:nth-child(5)') == "9.00"
+    assert page.text_content(f'tr[data-day="{third}"][data-metric="temperature"] td:nth-child(3)') == "9.00 at 10:22:00"
     failed = (FIRST_DAY + timedelta(days=5)).isoformat()
     assert "no readings stored" in page.text_content(f'tr[data-day="{failed}"].empty')
     causes = page.evaluate("() => [...document.querySelectorAll('.gaps li')].map((li) => li.dataset.cause)")
@@ -311,8 +311,10 @@ def test_the_report_as_pdf_holds_the_same_numbers(reporting: Reporting, artifact
         label = datetime.fromtimestamp(want["start_ms"] / 1000, ZONE).date().isoformat()
         for metric, e in want["metrics"].items():
             at = [datetime.fromtimestamp(e[k] / 1000, ZONE).strftime("%H:%M:%S") for k in ("min_at_ms", "max_at_ms")]
-            line = f"{label} {metric} {e['min']:.2f} {at[0]} {e['max']:.2f} {at[1]} {e['mean']:.2f} {e['count']}"
-            assert line in lines, line
+            line = f"{label} {e['min']:.2f} at {at[0]} {e['max']:.2f} at {at[1]} {e['mean']:.2f} {e['count']}"
+            # In its metric's table: after that table's heading, before the next one's.
+            table = flat.split(f"{metric} min, at max, at mean readings", 1)[1].split(" min, at max, at mean", 1)[0]
+            assert line in lines and line in table, line
     assert "readings taken but never stored (their seq numbers never arrived), 20 readings" in flat
 
 
@@ -382,7 +384,7 @@ def test_the_daily_report_arrives_by_e_mail_with_its_pdf_and_only_once(
         values = [p.temperature for p in points]
         low, high = min(values), max(values)
         mean = sum(values) / len(values)
-        assert f"{yesterday.isoformat()} temperature {low:.2f}" in text and f"{high:.2f}" in text
+        assert f"{yesterday.isoformat()} {low:.2f} at " in text and f"{high:.2f} at " in text
         assert f"{mean:.2f} {len(points)}" in text
         assert "readings taken but never stored (their seq numbers never arrived), 1 reading" in text
         body = next(p for p in mail.walk() if p.get_content_type() == "text/plain").get_payload(decode=True)

@@ -168,6 +168,7 @@ def build(context: WebContext, args: MultiDict[str, str]) -> dict[str, Any]:
                 "rules": rules,
                 "alerts": changes,
                 "excursions": excursions(changes),
+                "metric_names": sorted({metric for day in numbers["days"] for metric in day["metrics"]}),
             }
         )
     audit = None
