@@ -631,6 +631,13 @@ def test_acknowledge_on_the_page_and_another_browser_sees_it_at_once(
         page.wait_for_selector('#active tr[data-id="warm:cold"][data-state="acknowledged"]')
         assert "by ana <b>: door was open" in page.inner_text('#active tr[data-id="warm:cold"]')
         page.wait_for_selector('#history tr[data-state="acknowledged"]')
+        assert "9.5 °C" in page.inner_text('#active tr[data-id="warm:cold"]')
+        # The viewer's °F, chosen on the overview, reaches this page too (values and levels).
+        page.evaluate("() => localStorage.setItem('sensorpipe.temperature-unit', 'F')")
+        page.reload()
+        page.wait_for_selector('#active tr[data-id="warm:cold"]')
+        text = page.inner_text('#active tr[data-id="warm:cold"]')
+        assert "49.1 °F" in text and "temperature above 46.4 °F" in text
 
         # The overview in the other browser follows without a reload.
         other.wait_for_selector('article[data-device="cold"][data-alert="acknowledged"]')

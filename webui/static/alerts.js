@@ -1,7 +1,7 @@
 // The alerts page: what fires now (with a form to acknowledge it) and the last week's
 // changes; it reloads both whenever the server sends an `alert` event (an ES module).
 // Every string that comes from a device or a person is set with textContent, never as HTML.
-import { formatTime, getJson, toLogin } from "./common.js";
+import { formatTime, getJson, shown, toLogin, unit } from "./common.js";
 import { connectLive } from "./live.js";
 
 {
@@ -18,9 +18,17 @@ import { connectLive } from "./live.js";
     for (const text of cells) row.insertCell().textContent = text == null ? "" : String(text);
   }
 
-  const number = (value) => (typeof value === "number" ? String(value) : "");
+  // Values and levels in the viewer's unit (°F when chosen), with it; rules stay in °C.
+  const inUnit = (metric, value) => {
+    if (typeof value !== "number") return "";
+    const converted = shown(metric, value);
+    const text = converted === value ? String(value) : converted.toFixed(1);
+    return unit(metric) ? `${text} ${unit(metric)}` : text;
+  };
   const describe = (alert) =>
-    alert.kind === "no_data" ? `no reading for ${alert.threshold} s` : `${alert.metric} ${alert.kind} ${alert.threshold}`;
+    alert.kind === "no_data"
+      ? `no reading for ${alert.threshold} s`
+      : `${alert.metric} ${alert.kind} ${inUnit(alert.metric, alert.threshold)}`;
 
   function ackForm(alert) {
     const form = /** @type {HTMLFormElement} */ (formTemplate.content.firstElementChild.cloneNode(true));
@@ -52,7 +60,7 @@ import { connectLive } from "./live.js";
       row.dataset.id = alert.id;
       const state = alert.state + (alert.late ? " (late)" : "");
       const by = alert.acknowledged_by ? ` by ${alert.acknowledged_by}: ${alert.comment || ""}` : "";
-      addCells(row, [state + by, alert.rule, alert.device, number(alert.value), describe(alert), formatTime(alert.since)]);
+      addCells(row, [state + by, alert.rule, alert.device, inUnit(alert.metric, alert.value), describe(alert), formatTime(alert.since)]);
       const cell = row.insertCell();
       if (alert.state === "firing") cell.append(ackForm(alert));
     }
@@ -64,7 +72,7 @@ import { connectLive } from "./live.js";
       const row = historyBody.insertRow();
       row.dataset.state = change.state;
       const became = change.repeat ? "reminder" : `${change.previous} → ${change.state}${change.late ? " (late)" : ""}`;
-      addCells(row, [formatTime(change.found), change.id, became, formatTime(change.at), number(change.value), change.by, change.comment]);
+      addCells(row, [formatTime(change.found), change.id, became, formatTime(change.at), inUnit(change.metric, change.value), change.by, change.comment]);
     }
   }
 
