@@ -366,7 +366,7 @@ def report_pdf() -> Response | tuple[Response, int]:
     answer = _answer(request.args)
     if isinstance(answer, tuple):
         return jsonify(error=answer[0]), answer[1]
-    html = _render(answer, request.query_string.decode())
+    html = _render(answer, request.query_string.decode(), pdf=True)
     try:
         pdf = render_pdf(html)
     except PdfUnavailable as exc:
@@ -390,12 +390,14 @@ def _page_context() -> dict[str, Any]:
     }
 
 
-def _render(report: dict[str, Any], query: str) -> str:
+def _render(report: dict[str, Any], query: str, pdf: bool = False) -> str:
+    """The report page; `pdf`: as the PDF lays it out (the day tables as fixed-width text)."""
     zone = ZoneInfo(report["zone"])
     return render_template(
         "report.html",
         report=report,
         error=None,
+        pdf=pdf,
         when=lambda ms: local_time(ms, zone).replace("T", " "),
         csv_query=query,
         **_page_context(),
@@ -419,7 +421,7 @@ def scheduled_report(app: Flask, first: date, last: date) -> tuple[str, str, byt
     with app.test_request_context(f"/api/report.pdf?{query}"):
         context = _context()
         report = build(context, request.args)
-        pdf = render_pdf(_render(report, query))
+        pdf = render_pdf(_render(report, query, pdf=True))
     period = first.isoformat() if first == last else f"{first.isoformat()} to {last.isoformat()}"
     lines = [f"{report['site']}: the report of {period} ({report['zone']}) is attached.", ""]
     for device in report["devices"]:
