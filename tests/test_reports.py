@@ -292,6 +292,11 @@ def test_the_report_page_in_chromium(reporting: Reporting, page: Any, artifacts:
     assert causes == ["seq_missing", "not_taken"]
     assert "temperature × 1.0 − 0.3 since 2026-10-01T08:00:00Z" in page.text_content(".calibration")
     page.screenshot(path=str(artifacts / "report.png"), full_page=True)
+    page.click("#shortcuts >> text=yesterday")  # the same device, another range
+    page.wait_for_selector("#report")
+    yesterday = (datetime.now(ZONE).date() - timedelta(days=1)).isoformat()
+    assert f"{yesterday} to {yesterday}" in page.text_content("#report-title")
+    assert page.locator('.report-device[data-device="cold-room"]').count() == 1
 
 
 def test_the_report_as_pdf_holds_the_same_numbers(reporting: Reporting, artifacts: Path) -> None:

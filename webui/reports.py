@@ -18,6 +18,7 @@ import io
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
+from urllib.parse import urlencode
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, render_template, request
@@ -378,10 +379,32 @@ def report_pdf() -> Response | tuple[Response, int]:
     )
 
 
+def quick_ranges(today: date) -> list[tuple[str, date, date]]:
+    """The form's shortcuts: (label, from, to)."""
+    first_of_month = today.replace(day=1)
+    last_month_end = first_of_month - timedelta(days=1)
+    return [
+        ("today", today, today),
+        ("yesterday", today - timedelta(days=1), today - timedelta(days=1)),
+        ("last 7 days", today - timedelta(days=6), today),
+        ("last month", last_month_end.replace(day=1), last_month_end),
+    ]
+
+
 def _page_context() -> dict[str, Any]:
     context = _context()
     snapshot = context.devices.snapshot()
+    try:
+        zone = ZoneInfo(request.args.get("tz", "") or context.zone)
+    except (ValueError, ZoneInfoNotFoundError):
+        zone = ZoneInfo(context.zone)
+    which = {k: v for k, v in request.args.items(multi=True) if k in ("device", "location", "all", "tz")}
+    shortcuts = [
+        (label, urlencode([*which.items(), ("from", first.isoformat()), ("to", last.isoformat())]))
+        for label, first, last in quick_ranges(datetime.now(zone).date())
+    ]
     return {
+        "shortcuts": shortcuts if which else [],
         "known": sorted(info["device"] for info in snapshot),
         "locations": sorted({info["location"] for info in snapshot if info.get("location")}),
         "args": request.args,
