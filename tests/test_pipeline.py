@@ -87,7 +87,9 @@ def test_history_is_downsampled_on_the_server_into_bucket_means(
         buckets.setdefault(ts_us // 600_000_000 * 600_000, []).append(value)
     filled = [row for row in coarse["points"] if row[1] is not None]
     expected = [[start + 300_000, sum(vs) / len(vs), min(vs), max(vs)] for start, vs in sorted(buckets.items())]
-    assert filled == expected and len(expected) == 3  # all 20 readings are in the hour: no bucket lost
+    # All 20 readings are in the hour: no bucket lost. Twenty minutes span two 10-minute buckets
+    # when they start on a ten-minute mark (one run in ten, by the clock), else three.
+    assert filled == expected and len(expected) in (2, 3)
     assert len(coarse["points"]) <= 6
     # The empty buckets may sit on either side of the filled ones (the bucket holding "now" is
     # empty when the last reading fell in the previous one); each is a whole null row.
