@@ -127,7 +127,7 @@ class WebAccess:
     def enabled(self) -> bool:
         """Sign-in is on: a shared password is set, or an account exists (asked each time:
         `python -m bridge accounts add` may have made the first one meanwhile)."""
-        return self.password is not None or (self.accounts is not None and bool(self.accounts.accounts()))
+        return self.password is not None or (self.accounts is not None and self.accounts.any())
 
     def secret_key(self) -> bytes:
         """The cookie-signing key: from the password, so a new password ends every session,
@@ -264,7 +264,7 @@ def _safe_next(target: str | None) -> str:
 
 def _has_accounts() -> bool:
     accounts = _access().accounts
-    return accounts is not None and bool(accounts.accounts())
+    return accounts is not None and accounts.any()
 
 
 @access.get("/login")
