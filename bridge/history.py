@@ -224,18 +224,20 @@ class WebHistory:
         self._reader = reader
 
     def series(self, device: str, metric: str, start_us: int, end_us: int, points: int) -> dict[str, Any]:
-        return _answer(lambda: self._reader.series(device, metric, start_us, end_us, points))
+        return web_answer(lambda: self._reader.series(device, metric, start_us, end_us, points))
 
     def sparklines(self, devices: list[str], start_us: int, end_us: int, points: int) -> dict[str, Any]:
-        return _answer(lambda: self._reader.sparklines(devices, start_us, end_us, points))
+        return web_answer(lambda: self._reader.sparklines(devices, start_us, end_us, points))
 
 
-def _answer(query: Callable[[], Series | Sparklines]) -> dict[str, Any]:
-    """The query's answer as JSON-ready dicts; InfluxDB's failures as the web app's errors."""
+def web_answer(query: Callable[[], Any], what: str = "history") -> dict[str, Any]:
+    """The query's answer (a dataclass) as JSON-ready dicts; InfluxDB's failures as the web
+    app's errors (webui.context). `what` names the query in the log."""
     try:
-        return asdict(query())
+        answer: dict[str, Any] = asdict(query())
+        return answer
     except InfluxUnavailable as exc:
         raise HistoryUnavailable(f"InfluxDB: {exc}") from None
     except InfluxRejected as exc:  # a query of ours InfluxDB cannot run: a bug, not the caller's
-        log.error("a history query was refused by InfluxDB: %s", exc)
+        log.error("a %s query was refused by InfluxDB: %s", what, exc)
         raise HistoryFailed("InfluxDB could not answer this query (the bridge's log says why)") from None

@@ -19,18 +19,15 @@ metric per day, all days of a device in one request.
 
 from __future__ import annotations
 
-import logging
 import statistics
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from bridge.device_events import events_measurement
-from bridge.influx import ROLLUP_RP, InfluxRejected, InfluxUnavailable, InfluxV1, quote_ident, quote_string
+from bridge.history import web_answer
+from bridge.influx import ROLLUP_RP, InfluxV1, quote_ident, quote_string
 from bridge.rollups import HOUR_US, MINUTE_US, rollup_measurement
-from webui.context import HistoryFailed, HistoryUnavailable
-
-log = logging.getLogger(__name__)
 
 NOT_METRICS = frozenset({"seq"})
 DEFAULT_GAP_US = 5 * 60 * 1_000_000  # with no interval known: a gap is five minutes without a reading
@@ -479,10 +476,4 @@ class WebReports:
         thresholds: Sequence[dict[str, Any]] = (),
     ) -> dict[str, Any]:
         levels = [Threshold(t["rule"], t["metric"], t["kind"], float(t["level"])) for t in thresholds]
-        try:
-            return asdict(self._reader.device(device, day_starts_us, end_us, interval_s, levels))
-        except InfluxUnavailable as exc:
-            raise HistoryUnavailable(f"InfluxDB: {exc}") from None
-        except InfluxRejected as exc:
-            log.error("a report query was refused by InfluxDB: %s", exc)
-            raise HistoryFailed("InfluxDB could not answer this query (the bridge's log says why)") from None
+        return web_answer(lambda: self._reader.device(device, day_starts_us, end_us, interval_s, levels), "report")

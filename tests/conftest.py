@@ -104,6 +104,22 @@ def prefix() -> str:
 # --- our programs ----------------------------------------------------------------------
 
 
+def run_program(program: str, *args: str, input: str | None = None, **env: str) -> subprocess.CompletedProcess[str]:
+    """`python -m <program> args` to its end, with none of this shell's SENSORPIPE_* settings
+    (only those in `env`), `input` on its stdin; its exit status and output."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("SENSORPIPE_")}
+    return subprocess.run(
+        [sys.executable, "-m", program, *args],
+        env={**clean, **env},
+        input=input,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
 @dataclass
 class Program:
     """One of our programs running as a child process (`python -m ...`)."""

@@ -8,7 +8,6 @@ from __future__ import annotations
 import csv
 import io
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,7 +16,7 @@ import pytest
 import requests
 
 from common.reading import format_ts, now_us
-from tests.conftest import ROOT, BridgeProcess, Mqtt
+from tests.conftest import BridgeProcess, Mqtt, run_program
 from tests.waiting import wait_until
 
 PASSWORDS = {"vera": "viewer-pass-1", "otto": "operator-pass-2", "ada": "admin-pass-3"}
@@ -26,14 +25,8 @@ RULES = '[[rule]]\nid = "warm"\ndevices = ["cold"]\nmetric = "temperature"\nabov
 
 
 def accounts(db: Path, *args: str, password: str | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "bridge", "accounts", "--db", str(db), *args],
-        input=None if password is None else password + "\n",
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=60,
-        check=False,
+    return run_program(
+        "bridge", "accounts", "--db", str(db), *args, input=None if password is None else password + "\n"
     )
 
 

@@ -5,25 +5,17 @@ from __future__ import annotations
 
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 
 import requests
 
-from tests.conftest import ROOT, BridgeProcess, Mqtt
+from tests.conftest import BridgeProcess, Mqtt, run_program
 from tests.test_accounts import accounts, guarded, signed_in  # noqa: F401 (guarded: the fixture)
 from tests.waiting import wait_until
 
 
 def audit(db: Path, step: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "bridge", "audit", "--db", str(db), step],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=60,
-        check=False,
-    )
+    return run_program("bridge", "audit", "--db", str(db), step)
 
 
 def test_changes_are_recorded_with_who_made_them_and_tampering_is_found(

@@ -6,14 +6,13 @@ EIO), a device that goes away, and a device that is not there (a bad setting).""
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from publisher.sensors import SensorContext, SensorReadError, open_sensors, parse_sensor
 from publisher.sensors.dht_kernel import DhtKernelSensor, find_iio_device
+from tests.conftest import run_program
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -74,7 +73,7 @@ def test_the_device_is_found_by_its_driver_and_a_wrong_one_is_named(tmp_path: Pa
     with pytest.raises(ValueError, match=r"no dht11 IIO device iio:device0 \(there: iio:device1\)"):
         find_iio_device("iio:device0", root)
     two = fake_iio(tmp_path / "two", ("iio:device0", "dht11@4"), ("iio:device1", "dht11@17"))
-    with pytest.raises(ValueError, match="name the device: there are 2"):
+    with pytest.raises(ValueError, match="name the dht11 IIO device: there are 2"):
         find_iio_device("", two)
     with pytest.raises(ValueError, match="dtoverlay=dht11"):
         find_iio_device("", tmp_path / "none")
@@ -83,18 +82,9 @@ def test_the_device_is_found_by_its_driver_and_a_wrong_one_is_named(tmp_path: Pa
 
 
 def test_a_device_that_is_not_there_is_a_bad_setting(tmp_path: Path) -> None:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("SENSORPIPE_")}
-    result = subprocess.run(
-        [sys.executable, "-m", "publisher", "--sensor", "dht-kernel", "--iio-devices", str(tmp_path)],
-        env=clean,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    result = run_program("publisher", "--sensor", "dht-kernel", "--iio-devices", str(tmp_path))
     assert result.returncode == 2, result.stderr
     assert result.stderr.strip().splitlines() == [
-        f"publisher: bad setting: SENSORPIPE_SENSOR (--sensor): name the device: there are 0 dht11 IIO devices "
+        f"publisher: bad setting: SENSORPIPE_SENSOR (--sensor): name the dht11 IIO device: there are 0 "
         f"(none in {tmp_path} (is dtoverlay=dht11,gpiopin=N in config.txt?))"
     ]

@@ -5,9 +5,7 @@ driver writes them: the scratchpad's nine bytes with the CRC verdict, then with 
 
 from __future__ import annotations
 
-import os
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -16,7 +14,7 @@ import pytest
 from bridge.influx import InfluxV1
 from publisher.sensors import SensorContext, SensorReadError, open_sensors, parse_sensor
 from publisher.sensors.ds18b20 import crc8, parse_w1_slave
-from tests.conftest import ROOT, BridgeProcess, Program
+from tests.conftest import BridgeProcess, Program, run_program
 from tests.waiting import wait_until
 
 PROBE = "28-0316a2794aff"
@@ -83,25 +81,19 @@ def test_bad_reads_are_read_errors(tmp_path: Path) -> None:
 
 
 def _publisher(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("SENSORPIPE_")}
-    return subprocess.run(
-        [sys.executable, "-m", "publisher", *args],
-        env=clean | {"SENSORPIPE_SENSOR": "ds18b20", "SENSORPIPE_INTERVAL": "1"} | env,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    return run_program("publisher", *args, **({"SENSORPIPE_SENSOR": "ds18b20", "SENSORPIPE_INTERVAL": "1"} | env))
 
 
 def test_a_probe_that_is_not_there_is_a_bad_setting(tmp_path: Path) -> None:
     empty = fake_bus(tmp_path / "empty")
     two = fake_bus(tmp_path / "two", PROBE, "28-0316a2794b00")
     cases = [
-        ({"SENSORPIPE_W1_DEVICES": str(empty)}, "the bus has 0 DS18B20 (none in"),
-        ({"SENSORPIPE_W1_DEVICES": str(two)}, f"the bus has 2 DS18B20 ({PROBE}, 28-0316a2794b00)"),
-        ({"SENSORPIPE_W1_DEVICES": str(two), "SENSORPIPE_ONEWIRE_ID": "28-000000000000"}, "no such probe"),
+        ({"SENSORPIPE_W1_DEVICES": str(empty)}, "name the DS18B20 probe: there are 0 (none in"),
+        ({"SENSORPIPE_W1_DEVICES": str(two)}, f"there are 2 ({PROBE}, 28-0316a2794b00)"),
+        (
+            {"SENSORPIPE_W1_DEVICES": str(two), "SENSORPIPE_ONEWIRE_ID": "28-000000000000"},
+            "no DS18B20 probe 28-000000000000 (there:",
+        ),
         ({"SENSORPIPE_ONEWIRE_ID": "28-xyz"}, "a DS18B20's id is 28- and 12 hex digits"),
     ]
     for env, says in cases:

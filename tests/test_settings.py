@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -12,7 +9,7 @@ import pytest
 from bridge.settings import OPTIONS as BRIDGE_OPTIONS
 from bridge.settings import load_settings as bridge_settings
 from publisher.settings import OPTIONS as PUBLISHER_OPTIONS
-from tests.conftest import ROOT
+from tests.conftest import run_program
 
 CONTRACT_SETTINGS = {
     "publisher": {
@@ -35,17 +32,7 @@ CONTRACT_SETTINGS = {
 }
 
 
-def run(program: str, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
-    clean = {k: v for k, v in os.environ.items() if not k.startswith("SENSORPIPE_")}
-    return subprocess.run(
-        [sys.executable, "-m", program, *args],
-        env={**clean, **env},
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+run = run_program
 
 
 @pytest.mark.parametrize("program", ["publisher", "bridge"])

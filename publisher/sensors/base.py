@@ -56,3 +56,16 @@ class Spacing:
             if wait > 0:
                 self._sleep(wait)
         self._last = self._clock()
+
+
+def choose(present: list[str], wanted: str, what: str, nothing: str) -> str:
+    """The one `what` the kernel lists that a setting names (`wanted`), or with none named the
+    only one there; ValueError saying what is there otherwise. `nothing`: what to say when
+    there is none at all (the overlay that makes them)."""
+    if not wanted:
+        if len(present) != 1:
+            raise ValueError(f"name the {what}: there are {len(present)} ({', '.join(present) or nothing})")
+        return present[0]
+    if wanted not in present:
+        raise ValueError(f"no {what} {wanted} (there: {', '.join(present) or 'none'})")
+    return wanted

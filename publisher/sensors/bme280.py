@@ -10,9 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from common.reading import now_us
-from publisher.sensors.base import Measurement, SensorReadError
-from publisher.sensors.i2c import open_i2c_sensor, parse_address
+from publisher.sensors.i2c import ChipSensor, open_i2c_sensor, parse_address
 
 ADDRESSES = (0x76, 0x77)  # SDO to ground, SDO to VDDIO (Adafruit's breakout)
 # The datasheet's operating range (section 1): pressure in hPa.
@@ -36,29 +34,13 @@ def open_bme280(addresses: tuple[int, ...], bus: Any = None) -> Bme280Sensor:
     )
 
 
-class Bme280Sensor:
-    """One BME280; `chip` is the library's object."""
+class Bme280Sensor(ChipSensor):
+    """One BME280."""
 
     min_interval_s = MIN_INTERVAL_S
     ranges = RANGES
 
-    def __init__(self, chip: Any) -> None:
-        self._chip = chip
-
-    def read(self) -> Measurement:
-        ts_us = now_us()
-        try:
-            # The temperature first: the other two are compensated with its t_fine.
-            temperature = self._chip.temperature
-            humidity = self._chip.humidity
-            pressure = self._chip.pressure
-        except OSError as exc:  # the bus failed mid-read (errno 121: the chip did not acknowledge)
-            raise SensorReadError(f"I2C read failed: {exc}") from None
-        # The chip resolves 0.01 °C, 0.008 % and 0.18 Pa: more digits would only be noise.
-        return Measurement(
-            ts_us,
-            {"temperature": round(temperature, 2), "humidity": round(humidity, 2), "pressure": round(pressure, 2)},
-        )
-
-    def close(self) -> None:
-        pass  # the chip sleeps between forced conversions; Blinka closes the bus at exit
+    def _measure(self) -> dict[str, float]:
+        # The temperature first: the other two are compensated with its t_fine.
+        temperature = self._chip.temperature
+        return {"temperature": temperature, "humidity": self._chip.humidity, "pressure": self._chip.pressure}

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 from common.reading import now_us
-from publisher.sensors.base import Measurement, SensorReadError, Spacing
+from publisher.sensors.base import Measurement, SensorReadError, Spacing, choose
 from publisher.sensors.dht import RANGES
 
 IIO_DEVICES = Path("/sys/bus/iio/devices")
@@ -32,14 +32,8 @@ def find_iio_device(device: str, root: Path = IIO_DEVICES) -> Path:
     """The IIO device's folder: `device` (e.g. iio:device0) or, when empty, the one device of
     the dht11 driver. Raises ValueError naming what is there when it is not."""
     present = sorted(path.name for path in root.glob("iio:device*") if _is_dht(path)) if root.is_dir() else []
-    if not device:
-        if len(present) != 1:
-            found = ", ".join(present) or f"none in {root} (is dtoverlay=dht11,gpiopin=N in config.txt?)"
-            raise ValueError(f"name the device: there are {len(present)} dht11 IIO devices ({found})")
-        device = present[0]
-    elif device not in present:
-        raise ValueError(f"no dht11 IIO device {device} (there: {', '.join(present) or 'none'})")
-    return root / device
+    nothing = f"none in {root} (is dtoverlay=dht11,gpiopin=N in config.txt?)"
+    return root / choose(present, device, "dht11 IIO device", nothing)
 
 
 def _is_dht(path: Path) -> bool:

@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 
 from common.reading import now_us
-from publisher.sensors.base import Measurement, SensorReadError
+from publisher.sensors.base import Measurement, SensorReadError, choose
 
 W1_DEVICES = Path("/sys/bus/w1/devices")
 # Family 28: DS18B20 (and MAX31820); 12 hex digits of serial number.
@@ -61,14 +61,8 @@ def find_device(device_id: str, root: Path = W1_DEVICES) -> Path:
     """The probe's w1_slave file; for an empty id the one probe on the bus. Raises
     ValueError naming what is there when the probe is not (for the setting's one line)."""
     present = sorted(path.name for path in root.glob("28-*")) if root.is_dir() else []
-    if not device_id:
-        if len(present) != 1:
-            found = ", ".join(present) or f"none in {root} (is dtoverlay=w1-gpio set?)"
-            raise ValueError(f"name the probe: the bus has {len(present)} DS18B20 ({found})")
-        device_id = present[0]
-    elif device_id not in present:
-        raise ValueError(f"no such probe on the bus (there: {', '.join(present) or 'none'})")
-    return root / device_id / "w1_slave"
+    chosen = choose(present, device_id, "DS18B20 probe", f"none in {root} (is dtoverlay=w1-gpio set?)")
+    return root / chosen / "w1_slave"
 
 
 class Ds18b20Sensor:

@@ -12,7 +12,8 @@ import importlib
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from publisher.sensors.base import SensorReadError
+from common.reading import now_us
+from publisher.sensors.base import Measurement, SensorReadError
 
 I2C_ENABLE = "switch I2C on: sudo raspi-config nonint do_i2c 0, or dtparam=i2c_arm=on in config.txt"
 
@@ -77,3 +78,30 @@ def open_i2c_sensor(
     library = import_library(driver, module)
     i2c = open_bus(driver) if bus is None else bus
     return open_chip(driver, addresses, lambda address: build(library, i2c, address))
+
+
+class ChipSensor:
+    """A sensor that is one chip on the bus, read through its library's object `chip`: a
+    subclass says what `_measure()` reads. A bus that fails mid-read (errno 121: the chip did
+    not acknowledge, a loose wire) is a read error; values keep 2 decimals, what these chips
+    resolve (0.01 °C; more digits would be noise)."""
+
+    min_interval_s: float
+    ranges: dict[str, tuple[float, float]]
+
+    def __init__(self, chip: Any) -> None:
+        self._chip = chip
+
+    def _measure(self) -> dict[str, float]:
+        raise NotImplementedError
+
+    def read(self) -> Measurement:
+        ts_us = now_us()
+        try:
+            metrics = self._measure()
+        except OSError as exc:
+            raise SensorReadError(f"I2C read failed: {exc}") from None
+        return Measurement(ts_us, {name: round(value, 2) for name, value in metrics.items()})
+
+    def close(self) -> None:
+        pass  # the chip idles between measurements; Blinka closes the bus at exit

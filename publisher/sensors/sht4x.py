@@ -8,9 +8,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from common.reading import now_us
-from publisher.sensors.base import Measurement, SensorReadError
-from publisher.sensors.i2c import open_i2c_sensor, parse_address
+from publisher.sensors.base import SensorReadError
+from publisher.sensors.i2c import ChipSensor, open_i2c_sensor, parse_address
 
 ADDRESSES = (0x44, 0x45, 0x46)  # SHT4x-A (the usual), -B and -C parts
 # The datasheet's ranges; below 0 or above 100 % the library clamps the formula's result.
@@ -31,24 +30,15 @@ def open_sht4x(addresses: tuple[int, ...], bus: Any = None) -> Sht4xSensor:
     return Sht4xSensor(open_i2c_sensor("sht4x", "adafruit_sht4x", addresses, bus, build))
 
 
-class Sht4xSensor:
-    """One SHT4x; `chip` is the library's object."""
+class Sht4xSensor(ChipSensor):
+    """One SHT4x."""
 
     min_interval_s = MIN_INTERVAL_S
     ranges = RANGES
 
-    def __init__(self, chip: Any) -> None:
-        self._chip = chip
-
-    def read(self) -> Measurement:
-        ts_us = now_us()
+    def _measure(self) -> dict[str, float]:
         try:
             temperature, humidity = self._chip.measurements
         except RuntimeError as exc:  # "Invalid CRC calculated"
             raise SensorReadError(f"SHT4x answer failed its CRC check ({exc})") from None
-        except OSError as exc:
-            raise SensorReadError(f"I2C read failed: {exc}") from None
-        return Measurement(ts_us, {"temperature": round(temperature, 2), "humidity": round(humidity, 2)})
-
-    def close(self) -> None:
-        pass  # nothing held: the chip idles between measurements
+        return {"temperature": temperature, "humidity": humidity}
