@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import faulthandler
 import functools
 import logging
 import os
 import signal
 import sqlite3
 import sys
+import threading
+import time
 from collections.abc import Callable, Sequence
 from types import FrameType
 from urllib.parse import quote
@@ -56,6 +59,12 @@ from webui.reports import scheduled_report
 
 # Seconds a connection may take to send a request's head, or stay idle between requests.
 WEB_IDLE_TIMEOUT_S = 10
+# A stop that takes longer than this prints every thread's stack to stderr (the log): the
+# service manager kills a stuck bridge in the end, and the stacks say where it was stuck.
+STOP_STUCK_S = 15
+# Once ingest has stopped (all written and acknowledged, the broker disconnected), how long
+# the web server's last threads may take to end before the bridge exits without them.
+STRAGGLERS_S = 3
 
 log = logging.getLogger("bridge")
 
@@ -285,6 +294,7 @@ def run(
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         log.info("stopping")
+        faulthandler.dump_traceback_later(STOP_STUCK_S)
         stages.pipeline.stop()  # first: what has arrived is written and acknowledged on this connection
         alerts.stop()
         stages.inbox.stop()
@@ -311,7 +321,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         exit_bad_setting("bridge", exc)
     signal.signal(signal.SIGTERM, _interrupt)
     signal.signal(signal.SIGINT, _interrupt)  # also when started with SIGINT ignored
-    return serve(settings)
+    code = serve(settings)
+    stragglers = _wait_for_threads(STRAGGLERS_S)
+    if stragglers:
+        # Python would wait for them at exit, for as long as a dead client's read takes;
+        # nothing they hold is a reading, so the bridge leaves without them.
+        log.warning("exiting with %d web thread(s) still busy: %s", len(stragglers), ", ".join(stragglers))
+        logging.shutdown()
+        os._exit(code)
+    return code
+
+
+def _wait_for_threads(timeout: float) -> list[str]:
+    """Wait up to `timeout` s for the other non-daemon threads to end; the names of those that
+    did not."""
+    deadline = time.monotonic() + timeout
+    others = [t for t in threading.enumerate() if not t.daemon and t is not threading.current_thread()]
+    for thread in others:
+        thread.join(max(0.0, deadline - time.monotonic()))
+    return [t.name for t in others if t.is_alive()]
 
 
 if __name__ == "__main__":

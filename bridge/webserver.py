@@ -23,8 +23,9 @@ So the bridge runs one gunicorn worker itself, in its main thread:
   browsers, or of connections pretending to be browsers, cannot starve the page; a browser
   over the limit gets 503 and its Socket.IO client tries again later;
 - SIGTERM and SIGINT stop it gracefully: the browsers are disconnected first (they
-  reconnect to the next bridge, or to this one when it is back), requests in progress get
-  up to 10 s, then `serve` returns and the caller stops the ingest in order;
+  reconnect to the next bridge, or to this one when it is back), each websocket's
+  connection ended once its closing frame went out, requests in progress get up to 10 s,
+  then `serve` returns and the caller stops the ingest in order;
 - SIGHUP calls `on_hup` (the bridge rereads its alert rules).
 """
 
@@ -38,6 +39,7 @@ import signal
 import socket
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from functools import partial
 from types import FrameType
@@ -69,6 +71,11 @@ class ClientTooSlow(ConnectionResetError):
 # thread may still send the websocket's closing frame. simple-websocket takes a broken pipe
 # there for the end it is, but not EBADF, which would end that thread with a traceback.
 CLOSED_ALREADY = "the connection is closed already"
+# The first byte of a websocket's closing frame.
+WEBSOCKET_CLOSE = b"\x88"
+# When the bridge stops, how long the closing frames sent to the browsers may take to go out
+# before their connections are ended anyway.
+CLOSE_FRAMES_S = 2
 
 
 class TimedSocket(socket.socket):
@@ -80,6 +87,11 @@ class TimedSocket(socket.socket):
     (a plain timeout would be logged by gunicorn as an error with a traceback); raised while
     the application reads a request body, the client gets 408.
     """
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        # Set once nothing more is sent on it: a websocket's closing frame went out, or it closed.
+        self.done_sending = threading.Event()
 
     def setblocking(self, flag: bool) -> None:
         if flag:
@@ -93,13 +105,32 @@ class TimedSocket(socket.socket):
         except TimeoutError as exc:
             raise ClientTooSlow(errno.ECONNRESET, "no data from the client in time") from exc
 
-    def send(self, *args: Any) -> int:
+    def send(self, data: Any, *args: Any) -> int:
         with _sending():
-            return super().send(*args)
+            sent = super().send(data, *args)
+        self._sent(data)
+        return sent
 
-    def sendall(self, *args: Any) -> None:
+    def sendall(self, data: Any, *args: Any) -> None:
         with _sending():
-            super().sendall(*args)
+            super().sendall(data, *args)
+        self._sent(data)
+
+    def _sent(self, data: Any) -> None:
+        # simple-websocket sends each closing frame (FIN and opcode 8: 0x88) in a send of its own.
+        if bytes(data[:1]) == WEBSOCKET_CLOSE:
+            self.done_sending.set()
+
+    def close(self) -> None:
+        # Another thread may be blocked reading this socket (simple-websocket's reader, when
+        # the server ended the websocket): close() alone does not wake it, shutdown() does.
+        # Left blocked, it would read on until IO_TIMEOUT_S from a descriptor number that a
+        # new connection may have taken meanwhile, and keep the process from exiting.
+        if self.fileno() != -1:
+            with contextlib.suppress(OSError):  # not connected, or the client reset it
+                self.shutdown(socket.SHUT_RDWR)
+        super().close()
+        self.done_sending.set()
 
 
 @contextlib.contextmanager
@@ -121,7 +152,8 @@ def live_limit(threads: int) -> int:
 
 
 class _LiveLimit:
-    """WSGI middleware: at most `limit` Socket.IO requests at once, the rest answered 503.
+    """WSGI middleware: at most `limit` Socket.IO requests at once, the rest answered 503;
+    and the connections of the websockets open now, to end them when the bridge stops.
 
     A websocket's request lasts as long as the websocket (the worker's thread serves it all
     that time), a long poll up to Socket.IO's ping interval.
@@ -132,6 +164,24 @@ class _LiveLimit:
         self._limit = limit
         self._live = 0
         self._lock = threading.Lock()
+        self._websockets: set[TimedSocket] = set()
+
+    def end_websockets(self) -> None:
+        """Once each websocket's closing frame went out (CLOSE_FRAMES_S at most), shut its
+        connection down.
+
+        Socket.IO's disconnect has each browser sent the closing frame (by the websocket's
+        writer thread, a moment later), but the thread reading a websocket goes on reading
+        until the browser answers, for ever if it sends a byte now and then and never
+        answers: the bridge would never exit.
+        """
+        with self._lock:
+            websockets = list(self._websockets)
+        deadline = time.monotonic() + CLOSE_FRAMES_S
+        for sock in websockets:
+            sock.done_sending.wait(max(0.0, deadline - time.monotonic()))
+            with contextlib.suppress(OSError):  # closed or reset already
+                sock.shutdown(socket.SHUT_RDWR)
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         if not environ.get("PATH_INFO", "").startswith("/socket.io"):
@@ -147,6 +197,10 @@ class _LiveLimit:
                 [("Content-Type", "application/json"), ("Content-Length", str(len(body))), ("Retry-After", "5")],
             )
             return [body]
+        websocket = environ.get("gunicorn.socket")
+        if environ.get("HTTP_UPGRADE", "").lower() == "websocket" and isinstance(websocket, TimedSocket):
+            with self._lock:
+                self._websockets.add(websocket)
         try:
             # The response is complete when this returns: a websocket has closed by then, and
             # Socket.IO's polls answer with one body.
@@ -154,6 +208,7 @@ class _LiveLimit:
         finally:
             with self._lock:
                 self._live -= 1
+                self._websockets.discard(websocket)
 
 
 class _Config(BaseApplication):  # type: ignore[misc]  # gunicorn has no type hints
@@ -180,6 +235,8 @@ class _Worker(ThreadWorker):  # type: ignore[misc]
         self._on_stop = on_stop
         self._on_hup = on_hup
         self._stopping = False
+        # Every client socket not yet garbage: those still open when the worker is done.
+        self.client_sockets: weakref.WeakSet[TimedSocket] = weakref.WeakSet()
 
     def init_signals(self) -> None:
         super().init_signals()
@@ -230,6 +287,7 @@ class _Worker(ThreadWorker):  # type: ignore[misc]
             return  # the client went away between the poller's event and accept()
         self.nr_conns += 1
         client = TimedSocket(client.family, client.type, client.proto, fileno=client.detach())
+        self.client_sockets.add(client)
         conn = TConn(self.cfg, client, address, listener.getsockname())  # non-blocking
         conn.timeout = time.monotonic() + self.cfg.keepalive
         self.pending_conns.append(conn)
@@ -277,8 +335,14 @@ def serve(
     # 1 MiB is far more than a request here needs (set for the threads started from now on).
     threading.stack_size(THREAD_STACK)
     listener = socket.create_server((host, port), backlog=2048)  # OSError if the port is taken
+    live = _LiveLimit(app, live_limit(threads))
+
+    def stop_live() -> None:
+        on_stop()  # the browsers are told first
+        live.end_websockets()
+
     config = _Config(
-        _LiveLimit(app, live_limit(threads)),
+        live,
         {
             "worker_class": "gthread",
             "threads": threads,
@@ -297,5 +361,19 @@ def serve(
     cfg = config.cfg
     glog = cfg.logger_class(cfg)
     sockets = [TCPSocket((host, port), cfg, glog, fd=listener.detach())]
-    worker = _Worker(1, 0, sockets, config, 0, cfg, glog, on_stop=on_stop, on_hup=on_hup)
+    worker = _Worker(1, 0, sockets, config, 0, cfg, glog, on_stop=stop_live, on_hup=on_hup)
     worker.init_process()  # runs until the stop signal and the grace period are over
+    _end_stragglers(worker.client_sockets)
+
+
+def _end_stragglers(sockets: weakref.WeakSet[TimedSocket]) -> None:
+    """Shut down the connections still open after the grace period.
+
+    A thread blocked reading a connection (simple-websocket's reader, a request waiting for
+    its body) is woken by shutdown(), not by close(), and would otherwise keep the process
+    from exiting until its read times out (IO_TIMEOUT_S).
+    """
+    for sock in list(sockets):
+        if sock.fileno() != -1:
+            with contextlib.suppress(OSError):  # the client is gone already
+                sock.shutdown(socket.SHUT_RDWR)

@@ -10,8 +10,11 @@ test waits a fixed time.
 from __future__ import annotations
 
 import base64
+import contextlib
 import os
 import socket
+import threading
+import time
 from collections.abc import Callable, Iterator
 
 import pytest
@@ -156,3 +159,53 @@ def test_a_send_on_a_connection_gunicorn_closed_is_a_broken_pipe() -> None:
     with pytest.raises(BrokenPipeError):
         timed.sendall(b"\x88\x00")
     theirs.close()
+
+
+def _server_frames(sock: socket.socket) -> list[int]:
+    """The opcodes of the websocket frames the server sends until it ends the connection."""
+    data = b""
+    while chunk := sock.recv(65536):
+        data += chunk
+    opcodes = []
+    while len(data) >= 2:
+        size, at = data[1] & 0x7F, 2
+        if size == 126:
+            size, at = int.from_bytes(data[2:4]), 4
+        elif size == 127:
+            size, at = int.from_bytes(data[2:10]), 10
+        opcodes.append(data[0] & 0x0F)
+        data = data[at + size :]
+    return opcodes
+
+
+def test_websockets_that_never_close_do_not_hold_the_stop(
+    start_bridge: Callable[..., BridgeProcess], sockets: list[socket.socket]
+) -> None:
+    """Three browsers in the middle of sending a message, a byte now and then (a phone on
+    bad Wi-Fi), that never answer the closing frame: on SIGTERM each is sent the closing
+    frame and its connection is ended, and the bridge exits 0. Before, the thread reading
+    each went on reading them for ever and the bridge never exited (a CI run saw it killed)."""
+    bridge = start_bridge()
+    sockets += [_websocket(bridge.port) for _ in range(3)]
+    for sock in sockets:
+        sock.sendall(b"\x82\xfe\x10\x00" + os.urandom(4))  # a masked binary frame of 4 KiB, begun
+    done = threading.Event()
+
+    def trickle() -> None:
+        while not done.is_set():
+            for sock in sockets:
+                with contextlib.suppress(OSError):  # that one was ended
+                    sock.sendall(b"x")
+            time.sleep(0.2)  # pacing the client, not waiting for the bridge
+
+    sender = threading.Thread(target=trickle, daemon=True)
+    sender.start()
+    try:
+        code = bridge.stop()
+    finally:
+        done.set()
+        sender.join()
+    assert code == 0, f"the bridge exited with {code}:\n{bridge.log()[-3000:]}"
+    for sock in sockets:
+        assert 0x8 in _server_frames(sock), "no closing frame before the end of the connection"
+    assert "still busy" not in bridge.log()
