@@ -28,6 +28,7 @@ from paho.mqtt.client import PUBACK
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
+from common.mqtt import disconnect
 from common.reading import now_us
 from common.settings import MqttUrl
 from common.topics import Topics
@@ -153,8 +154,7 @@ class MqttInbox:
         """Send what acknowledgements are ready and disconnect; the rest stays with the broker."""
         self._stopping = True
         self.flush_acks()
-        self._client.disconnect()
-        self._client.loop_stop()
+        disconnect(self._client)
 
     # --- the pipeline's side --------------------------------------------------------------
 

@@ -92,3 +92,17 @@ class AckTracker:
         while self._acked:
             self._pending.discard(self._acked.popleft())
         return len(self._pending)
+
+
+def disconnect(client: mqtt.Client) -> None:
+    """Disconnect cleanly and wait for the network thread of `loop_start()` to end.
+
+    paho 2.2's `loop_stop()` raises AttributeError when that thread ends between its check
+    and its join, which a `disconnect()` just before makes it do at any moment
+    (eclipse-paho/paho.mqtt.python#872, open): a publisher ended its run with that traceback.
+    """
+    client.disconnect()
+    try:
+        client.loop_stop()
+    except AttributeError:
+        log.debug("paho's network thread had ended already (paho #872)")

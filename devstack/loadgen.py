@@ -15,6 +15,7 @@ import paho.mqtt.client as mqtt
 import requests
 from paho.mqtt.enums import CallbackAPIVersion
 
+from common.mqtt import disconnect
 from common.reading import Reading, encode_reading, now_us
 from devstack.servers import free_port
 
@@ -67,8 +68,7 @@ def join_session(port: int, client_id: str, topic: str) -> None:
     client.loop_start()
     client.subscribe(topic, qos=1)
     time.sleep(0.5)
-    client.disconnect()
-    client.loop_stop()
+    disconnect(client)
 
 
 def publish_backlog(port: int, prefix: str, readings: int, devices: int) -> float:
@@ -93,8 +93,7 @@ def publish_backlog(port: int, prefix: str, readings: int, devices: int) -> floa
     assert last is not None
     last.wait_for_publish(60)
     elapsed = time.monotonic() - started
-    client.disconnect()
-    client.loop_stop()
+    disconnect(client)
     return elapsed
 
 

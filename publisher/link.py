@@ -22,7 +22,7 @@ from typing import Any
 import paho.mqtt.client as mqtt
 
 from common.health import Refusal, parse_refusal
-from common.mqtt import make_client
+from common.mqtt import disconnect, make_client
 from common.reading import RejectedMessage, decode_object
 from common.settings import MqttUrl
 from common.topics import STATUS_OFFLINE, STATUS_ONLINE, Topics
@@ -109,8 +109,7 @@ class ReadingLink:
                 info.wait_for_publish(timeout)
             except (RuntimeError, ValueError) as exc:  # lost the connection meanwhile: the will says it
                 log.warning("could not publish the offline status: %s", exc)
-        self._client.disconnect()
-        self._client.loop_stop()
+        disconnect(self._client)
 
     # --- the sender thread ----------------------------------------------------------------
 

@@ -24,6 +24,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from playwright.sync_api import sync_playwright
 
 from bridge.influx import InfluxTarget, InfluxV1
+from common.mqtt import disconnect
 from devstack.browser import chromium_executable
 from devstack.servers import (
     SHIPPED_CONFIG_DIR,
@@ -317,8 +318,7 @@ class Mqtt:
         subscribe_acked(self.client, topic)
 
     def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+        disconnect(self.client)
 
 
 @pytest.fixture
@@ -426,8 +426,7 @@ class Client:
         return not self.connack.is_failure
 
     def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+        disconnect(self.client)
 
 
 def credentials(url: str) -> tuple[str, str]:

@@ -11,7 +11,7 @@ import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
 from bridge.influx import InfluxV1
-from common.mqtt import AckTracker
+from common.mqtt import AckTracker, disconnect
 from common.reading import Reading, encode_reading, now_us
 from tests.waiting import wait_until
 
@@ -171,8 +171,7 @@ class SteadyPublisher:
         return False
 
     def close(self) -> None:
-        self._client.disconnect()
-        self._client.loop_stop()
+        disconnect(self._client)
 
 
 # --- the 20,000-reading run of the fault and scale-out tests ------------------------------

@@ -26,7 +26,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from bridge.influx import InfluxV1
-from common.mqtt import MAX_INFLIGHT
+from common.mqtt import MAX_INFLIGHT, disconnect
 from devstack.servers import Server
 from tests.conftest import ROOT, BridgeProcess, Mqtt, Program, base_env
 from tests.waiting import wait_until
@@ -70,8 +70,7 @@ class OrderWatcher:
         return len(arrived) - n
 
     def close(self) -> None:
-        self.client.disconnect()
-        self.client.loop_stop()
+        disconnect(self.client)
 
 
 @pytest.fixture
