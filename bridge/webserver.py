@@ -205,6 +205,13 @@ class _LiveLimit:
             # The response is complete when this returns: a websocket has closed by then, and
             # Socket.IO's polls answer with one body.
             return self._app(environ, start_response)
+        except OSError as exc:
+            if exc.errno is not None:
+                raise
+            # engine.io raises a bare OSError when it sends on a websocket the browser has
+            # closed (a page left during the upgrade answers its probe into the void), which
+            # gunicorn would log as an error with a traceback: it is the client gone.
+            raise ConnectionResetError(errno.ECONNRESET, "the browser closed the websocket") from exc
         finally:
             with self._lock:
                 self._live -= 1

@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import json
 import os
 import socket
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -47,13 +49,13 @@ def _answered(sock: socket.socket) -> bytes:
         return b""
 
 
-def _websocket(port: int) -> socket.socket:
+def _websocket(port: int, query: str = "") -> socket.socket:
     """A Socket.IO websocket, handshake completed, that will never send or read again."""
     key = base64.b64encode(os.urandom(16)).decode()
     sock = _connect(
         port,
         (
-            f"GET /socket.io/?EIO=4&transport=websocket HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
+            f"GET /socket.io/?EIO=4&transport=websocket{query} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n"
             f"Origin: http://127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
             f"Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
         ).encode(),
@@ -209,3 +211,24 @@ def test_websockets_that_never_close_do_not_hold_the_stop(
     for sock in sockets:
         assert 0x8 in _server_frames(sock), "no closing frame before the end of the connection"
     assert "still busy" not in bridge.log()
+
+
+def _client_frame(opcode: int, payload: bytes) -> bytes:
+    """A websocket frame as a browser sends it (masked), of a payload under 126 bytes."""
+    mask = os.urandom(4)
+    return bytes([0x80 | opcode, 0x80 | len(payload)]) + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+def test_a_browser_gone_during_the_websocket_upgrade_is_no_error(start_bridge: Callable[..., BridgeProcess]) -> None:
+    """A page left while its Socket.IO connection moves from long polling to a websocket: the
+    probe and the closing frame arrive together, and engine.io's answer to the probe goes
+    into a closed websocket. That is the browser gone, not an error with a traceback in the
+    log (seen in a suite run)."""
+    bridge = start_bridge()
+    opened = requests.get(bridge.url + "/socket.io/", params={"EIO": "4", "transport": "polling"}, timeout=30)
+    sid = json.loads(opened.text[1:])["sid"]  # the open packet: "0" and JSON
+    sock = _websocket(bridge.port, f"&sid={sid}")
+    sock.sendall(_client_frame(0x1, b"2probe") + _client_frame(0x8, struct.pack("!H", 1000)))
+    sock.close()
+    assert bridge.stop() == 0
+    assert "Traceback" not in bridge.log(), bridge.log()
