@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import random
 import shutil
 import signal
 import socket
@@ -29,14 +30,25 @@ REDIS_SERVER = shutil.which("redis-server") or "/usr/bin/redis-server"
 SHIPPED_LIMITS = ("max_queued_messages", "max_queued_bytes", "max_inflight_messages", "autosave_interval")
 
 
+# Where free_port looks: above the well-known and most registered services' ports.
+PORTS_FROM = 20000
+
+
 class ServerError(RuntimeError):
     """A private server did not start."""
 
 
 def free_port(preferred: int | None = None, host: str = "127.0.0.1") -> int:
-    """`preferred` if nothing listens there on `host`, otherwise a free port the OS picks."""
-    candidates = ([preferred] if preferred else []) + [0]
-    for port in candidates:
+    """`preferred` if nothing listens there on `host`, otherwise a free port below the
+    kernel's ephemeral range.
+
+    Not a port the kernel picks (bind to 0): those come from the range it also gives every
+    outgoing connection, so between this check and the server's own bind a client's
+    connection could take it (a bridge in a suite run exited with "address already in use").
+    """
+    below = max(_ephemeral_start(), PORTS_FROM + 1000)
+    candidates = ([preferred] if preferred else []) + [random.randrange(PORTS_FROM, below) for _ in range(50)]
+    for port in [*candidates, 0]:
         with socket.socket() as sock:
             # As the servers do: a port with only closed connections lingering is free.
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -46,6 +58,14 @@ def free_port(preferred: int | None = None, host: str = "127.0.0.1") -> int:
                 continue
             return int(sock.getsockname()[1])
     raise ServerError("no free port")  # unreachable: port 0 always binds
+
+
+def _ephemeral_start() -> int:
+    """The lowest port the kernel gives outgoing connections (Linux's default: 32768)."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
 
 
 def _wait_for_port(port: int, process: subprocess.Popen[bytes], log_path: Path, timeout: float) -> None:
