@@ -43,6 +43,12 @@ from tests.waiting import wait_until
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The slow tests first: each worker takes the next test as it finishes one, so a long
+    test started last would run on alone while the other workers idle."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
+
+
 # --- servers ---------------------------------------------------------------------------
 
 

@@ -847,6 +847,7 @@ def test_two_replicas_show_the_same_alerts_and_notify_each_change_once(
     assert [h["state"] for h in other.get("/api/alerts/history?device=shed")["history"]] == ["ok", "firing"]
 
 
+@pytest.mark.slow
 def test_an_excursion_inside_a_broker_outage_is_told_late_once_the_outbox_drains(
     start_bridge: Callable[..., BridgeProcess],
     run_publisher: Callable[..., Program],

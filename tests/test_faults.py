@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
 
 from bridge.influx import InfluxTarget, InfluxV1
@@ -39,6 +40,7 @@ def test_bridge_killed_with_sigkill_and_restarted(
     assert_exactly_all_stored(influx, 60)
 
 
+@pytest.mark.slow
 def test_influxdb_stopped_for_30_s(
     start_bridge: Callable[..., BridgeProcess],
     steady: Callable[[Server], SteadyPublisher],
@@ -85,6 +87,7 @@ def test_mosquitto_restarted_with_sigterm(
     assert bridge.process.poll() is None
 
 
+@pytest.mark.slow
 def test_bridge_cut_off_from_the_broker_for_60_s(
     start_bridge: Callable[..., BridgeProcess],
     steady: Callable[[Server], SteadyPublisher],

@@ -188,6 +188,7 @@ def clean_machine() -> Iterator[None]:
     install("--remove", "--purge", "--no-systemctl")
 
 
+@pytest.mark.slow
 def test_the_pi_server_installs_runs_and_removes(clean_machine: None, tmp_path: Path) -> None:
     mqtt_port, web_port = free_port(), free_port()
     influx_port = free_port()

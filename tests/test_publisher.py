@@ -96,6 +96,7 @@ def wait_all_stored(influx: InfluxV1, device: str, n: int, timeout: float = 60) 
     assert seqs_stored(influx, device) == list(range(n)), "missing or doubled seq"
 
 
+@pytest.mark.slow
 def test_broker_down_for_30_s_loses_nothing_and_keeps_the_order(
     start_bridge: Callable[..., BridgeProcess],
     run_publisher: Callable[..., Program],

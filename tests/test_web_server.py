@@ -105,6 +105,7 @@ def test_connections_still_sending_their_request_hold_no_thread(
     wait_until(lambda: not any(_open_by_server(sock) for sock in sockets), 60, "the bridge to close them")
 
 
+@pytest.mark.slow
 def test_a_stalled_request_body_gives_its_thread_back(
     start_bridge: Callable[..., BridgeProcess], sockets: list[socket.socket]
 ) -> None:
