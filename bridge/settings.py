@@ -8,7 +8,6 @@ import socket
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from bridge.alerts.notify import NotifyError, parse_targets
 from bridge.alerts.rules import RuleError, load_rules_file
@@ -34,6 +33,7 @@ from common.settings import (
     parse_switch,
     setting,
     state_folder,
+    time_zone,
 )
 
 NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}")
@@ -143,11 +143,8 @@ def _site_name(raw: str) -> str:
 
 
 def _timezone(raw: str) -> str:
-    if raw:
-        try:
-            ZoneInfo(raw)
-        except (ValueError, ZoneInfoNotFoundError):
-            raise ValueError("not a time zone this machine knows (an IANA name such as Europe/Berlin)") from None
+    if raw and time_zone(raw) is None:
+        raise ValueError("not a time zone this machine knows (an IANA name such as Europe/Berlin)")
     return raw
 
 
@@ -344,11 +341,7 @@ def machine_timezone(localtime: Path = Path("/etc/localtime")) -> str:
     except OSError:
         return "UTC"
     name = target.split("/zoneinfo/", 1)[1] if "/zoneinfo/" in target else "UTC"
-    try:
-        ZoneInfo(name)
-    except (ValueError, ZoneInfoNotFoundError):
-        return "UTC"
-    return name
+    return name if time_zone(name) is not None else "UTC"
 
 
 def load_settings(argv: Sequence[str], environ: Mapping[str, str]) -> BridgeSettings:

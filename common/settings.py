@@ -19,6 +19,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 from urllib.parse import unquote, urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from common.topics import DEFAULT_PREFIX, check_prefix
 
@@ -370,3 +371,17 @@ def parse_http_url(raw: str) -> str:
     except ValueError:
         raise ValueError("has a port that is not a number") from None
     return raw.rstrip("/")
+
+
+def time_zone(name: str) -> ZoneInfo | None:
+    """The IANA time zone `name` (Europe/Berlin) as this machine knows it; None when it knows
+    none of that name.
+
+    ZoneInfo raises more than its own not-found error for names that are no zone: a
+    ValueError for paths and files that are not zone data, and an OSError for a folder of
+    zones (`Europe`) or a name longer than a file name may be.
+    """
+    try:
+        return ZoneInfo(name)
+    except (ValueError, OSError, ZoneInfoNotFoundError):
+        return None

@@ -5,9 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from flask import Flask
+from flask import Flask, Response, jsonify, request
 from flask.json.provider import DefaultJSONProvider
 from flask_socketio import SocketIO
+from werkzeug.exceptions import HTTPException
 
 from webui.access import WebAccess, install
 from webui.accounts_web import accounts
@@ -61,6 +62,7 @@ def create_app(
     app.register_blueprint(alerts_api)
     app.register_blueprint(reports)
     app.register_blueprint(accounts)
+    app.register_error_handler(HTTPException, _api_errors_as_json)
     # With `message_queue` (a redis:// URL), an emit from any bridge reaches the browsers
     # of every bridge on the same queue and `channel`. Given here, at init_app, not to the
     # constructor: there it would build a second, write-only server first.
@@ -70,6 +72,18 @@ def create_app(
         # Outside Socket.IO's middleware, so its handshakes see the client's address too.
         app.wsgi_app = ForwardedFrom(app.wsgi_app, proxies, proxy_from)  # type: ignore[method-assign]
     return app
+
+
+def _api_errors_as_json(error: HTTPException) -> HTTPException | tuple[Response, int]:
+    """Under /api/, Flask's own refusals (no such route, a method it does not take) in JSON
+    like the API's others, `{"error": ...}`; elsewhere its page as ever."""
+    if not request.path.startswith("/api/") or error.code is None:
+        return error
+    answer = jsonify(error=f"{error.name}: {error.description}")
+    allowed = getattr(error, "valid_methods", None)  # a 405 says which methods it would take
+    if allowed:
+        answer.headers["Allow"] = ", ".join(allowed)
+    return answer, error.code
 
 
 def make_socketio(

@@ -19,12 +19,13 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from urllib.parse import urlencode
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from flask import Blueprint, Flask, Response, current_app, jsonify, render_template, request
 from werkzeug.datastructures import MultiDict
 
 from common.reading import now_us
+from common.settings import time_zone
 from common.topics import DEVICE_ID
 from common.version import VERSION
 from webui.context import HistoryFailed, HistoryUnavailable, WebContext
@@ -33,6 +34,9 @@ from webui.pdf import PdfUnavailable, render_pdf
 reports = Blueprint("reports", __name__)
 
 MAX_DAYS = 366
+# No reading is older (a reading's ts is refused before 1970), and InfluxDB cannot take a time
+# before 1677 in a query.
+EARLIEST = date(1970, 1, 1)
 MAX_DEVICES = 50
 CAUSES = {
     "seq_missing": "readings taken but never stored (their seq numbers never arrived)",
@@ -76,10 +80,9 @@ def _date(args: MultiDict[str, str], key: str, default: date) -> date:
 def period(args: MultiDict[str, str], default_zone: str, now: int) -> Period:
     """The days asked for (`from`, `to`: dates; `tz`: a zone), checked; BadReport otherwise."""
     name = args.get("tz", "") or default_zone
-    try:
-        zone = ZoneInfo(name)
-    except (ValueError, ZoneInfoNotFoundError):
-        raise BadReport(f"tz: {name[:60]!r} is no time zone (an IANA name such as Europe/Berlin)") from None
+    zone = time_zone(name)
+    if zone is None:
+        raise BadReport(f"tz: {name[:60]!r} is no time zone (an IANA name such as Europe/Berlin)")
     today = datetime.fromtimestamp(now / 1e6, zone).date()
     last = _date(args, "to", today)
     first = _date(args, "from", last)
@@ -89,6 +92,8 @@ def period(args: MultiDict[str, str], default_zone: str, now: int) -> Period:
         )
     if first > last:
         raise BadReport("from is after to")
+    if first < EARLIEST:
+        raise BadReport(f"the range starts before {EARLIEST.isoformat()}: no reading is that old")
     if (last - first).days + 1 > MAX_DAYS:
         raise BadReport(f"at most {MAX_DAYS} days in one report")
     days = [first + timedelta(days=n) for n in range((min(last, today) - first).days + 1)]
@@ -394,10 +399,7 @@ def quick_ranges(today: date) -> list[tuple[str, date, date]]:
 def _page_context() -> dict[str, Any]:
     context = _context()
     snapshot = context.devices.snapshot()
-    try:
-        zone = ZoneInfo(request.args.get("tz", "") or context.zone)
-    except (ValueError, ZoneInfoNotFoundError):
-        zone = ZoneInfo(context.zone)
+    zone = time_zone(request.args.get("tz", "") or context.zone) or ZoneInfo(context.zone)
     which = {k: v for k, v in request.args.items(multi=True) if k in ("device", "location", "all", "tz")}
     shortcuts = [
         (label, urlencode([*which.items(), ("from", first.isoformat()), ("to", last.isoformat())]))
