@@ -26,6 +26,7 @@ from common.settings import (
     parse_nonempty,
     parse_nonnegative_float,
     parse_optional_path,
+    parse_path,
     parse_port,
     parse_positive_float,
     parse_retention,
@@ -92,7 +93,7 @@ def _rules_file(raw: str) -> Path | None:
     """The rules file, checked in full now: a bad rule stops the bridge, naming it."""
     if raw.strip() == "":
         return None
-    path = Path(raw).expanduser()
+    path = parse_path(raw)
     try:
         load_rules_file(path)
     except RuleError as exc:  # the setting's line names the file already

@@ -198,7 +198,15 @@ def state_folder(environ: Mapping[str, str]) -> Path:
 
 def parse_optional_path(raw: str) -> Path | None:
     """A file's path (`~` expanded), or None when empty (the program picks the default)."""
-    return Path(raw).expanduser() if raw else None
+    return parse_path(raw) if raw else None
+
+
+def parse_path(raw: str) -> Path:
+    """A path, `~` and `~user` expanded; ValueError for a user without a home here."""
+    try:
+        return Path(raw).expanduser()
+    except RuntimeError:  # pathlib's word for a ~user it cannot find
+        raise ValueError(f"{raw.split('/', 1)[0][:40]!r}: no such user's home on this machine") from None
 
 
 def parse_port(raw: str) -> int:

@@ -97,6 +97,7 @@ def test_help_lists_every_setting_with_its_variable_and_flag(program: str) -> No
         # A Latin-1 byte in an env file: Python sees U+DCFC, which no encoding can store.
         ("publisher", [], {"SENSORPIPE_LOCATION": "K\udcfcche"}, "SENSORPIPE_LOCATION"),
         ("publisher", ["--outbox", "/dev/null/outbox.sqlite"], {}, "SENSORPIPE_OUTBOX"),
+        ("publisher", ["--outbox", "~nobody-here/outbox.sqlite"], {}, "SENSORPIPE_OUTBOX"),
         ("publisher", ["--sim-fail-rate", "1.5"], {}, "SENSORPIPE_SIM_FAIL_RATE"),
         ("publisher", ["--max-jump-temperature", "-1"], {}, "SENSORPIPE_MAX_JUMP_TEMPERATURE"),
         ("publisher", ["--ha-discovery", "maybe"], {}, "SENSORPIPE_HA_DISCOVERY"),
@@ -121,6 +122,9 @@ def test_help_lists_every_setting_with_its_variable_and_flag(program: str) -> No
         ("bridge", ["--stall-after-s", "0"], {}, "SENSORPIPE_STALL_AFTER_S"),
         ("bridge", ["--max-devices", "0"], {}, "SENSORPIPE_MAX_DEVICES"),
         ("bridge", ["--timezone", "Mars/Olympus"], {}, "SENSORPIPE_TIMEZONE"),
+        ("bridge", ["--timezone", "Europe"], {}, "SENSORPIPE_TIMEZONE"),  # a folder of zones
+        ("bridge", ["--accounts-db", "~nobody-here/accounts.sqlite"], {}, "SENSORPIPE_ACCOUNTS_DB"),
+        ("bridge", ["--alert-rules", "~nobody-here/rules.toml"], {}, "SENSORPIPE_ALERT_RULES"),
         ("bridge", ["--report-daily", "7am"], {}, "SENSORPIPE_REPORT_DAILY"),
         ("bridge", ["--report-weekly", "monday 07:00"], {}, "SENSORPIPE_REPORT_WEEKLY"),
         ("bridge", ["--report-notify", "nonsense"], {}, "SENSORPIPE_REPORT_NOTIFY"),
