@@ -184,10 +184,9 @@ def serve(settings: BridgeSettings) -> int:
     namespace = f"sensorpipe:{settings.topic_prefix}"
     redis_url = settings.redis_url.reveal() if settings.redis_url else None
     shared = connect_redis(redis_url) if redis_url else None
-    if shared:
-        devices: DeviceRegistry = RedisDeviceRegistry(shared, namespace, settings.max_devices)
-    else:
-        devices = DeviceRegistry(settings.max_devices)
+    devices: DeviceRegistry = (
+        RedisDeviceRegistry(shared, namespace, settings.max_devices) if shared else DeviceRegistry(settings.max_devices)
+    )
     rejections = RedisRejectionLog(shared, namespace) if shared else RejectionLog()
     writer = make_writer(settings.influx_api, influx, settings.influx_org)
     # Rollups are read where they are kept: on 1.x (which the writer learns from the server).
@@ -195,7 +194,12 @@ def serve(settings: BridgeSettings) -> int:
         influx, settings.influx_measurement, rollups=lambda: settings.rollups and writer.reads_back()
     )
     ended = RedisEndedSessions(shared, namespace, SESSION_LIFETIME_S) if shared else None
-    accounts = AccountStore(settings.accounts_db)
+    try:
+        accounts = AccountStore(settings.accounts_db)
+        audit = AuditLog(settings.accounts_db)
+    except (OSError, sqlite3.Error) as exc:  # a folder, another program's file, no room
+        print(f"bridge: accounts ({settings.accounts_db}): {exc}", file=sys.stderr)
+        return 2
     web_access = WebAccess(settings.web_password.reveal(), settings.web_secret.reveal(), ended, accounts)
     # Readings reach the browsers before InfluxDB: a page keeps what its history lacks from
     # the replay of the last few write intervals (webui/live.py).
@@ -229,7 +233,7 @@ def serve(settings: BridgeSettings) -> int:
         reports=WebReports(
             ReportReader(influx, settings.influx_measurement, rollups=lambda: settings.rollups and writer.reads_back())
         ),
-        audit=AuditLog(settings.accounts_db),
+        audit=audit,
         site=settings.site_name,
         zone=settings.timezone,
     )

@@ -18,11 +18,12 @@ from __future__ import annotations
 import argparse
 import getpass
 import json
+import sqlite3
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from common.settings import state_folder
+from common.settings import parse_path, state_folder
 from webui.accounts import ROLES, AccountError, AccountStore
 from webui.audit import AuditLog
 
@@ -37,9 +38,16 @@ def _password(prompt: str) -> str:
     return sys.stdin.readline().rstrip("\n")
 
 
+def _path(given: str | None, environ: Mapping[str, str]) -> Path:
+    """The accounts file: --db, else SENSORPIPE_ACCOUNTS_DB as the bridge reads it (`~`
+    expanded), else the bridge's default. ValueError for a ~user without a home."""
+    raw = given or environ.get("SENSORPIPE_ACCOUNTS_DB", "")
+    return parse_path(raw) if raw else state_folder(environ) / "accounts.sqlite"
+
+
 def main(argv: Sequence[str], environ: Mapping[str, str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bridge accounts", description=__doc__.split("\n\n")[0])
-    parser.add_argument("--db", type=Path, help="the accounts file (default: SENSORPIPE_ACCOUNTS_DB, or the bridge's)")
+    parser.add_argument("--db", help="the accounts file (default: SENSORPIPE_ACCOUNTS_DB, or the bridge's)")
     steps = parser.add_subparsers(dest="step", required=True)
     steps.add_parser("list")
     add = steps.add_parser("add")
@@ -51,9 +59,13 @@ def main(argv: Sequence[str], environ: Mapping[str, str]) -> int:
     for step in ("password", "remove"):
         steps.add_parser(step).add_argument("name")
     args = parser.parse_args(argv)
-    path = args.db or Path(environ.get("SENSORPIPE_ACCOUNTS_DB") or state_folder(environ) / "accounts.sqlite")
-    store = AccountStore(path)
-    audit = AuditLog(path)
+    try:
+        path = _path(args.db, environ)
+        store = AccountStore(path)
+        audit = AuditLog(path)
+    except (ValueError, OSError, sqlite3.Error) as exc:  # a folder, another program's file
+        print(f"bridge accounts: cannot open the accounts file: {exc}", file=sys.stderr)
+        return 2
     who = f"{getpass.getuser()} (command line)"
     try:
         if args.step == "list":
@@ -75,7 +87,7 @@ def main(argv: Sequence[str], environ: Mapping[str, str]) -> int:
             store.remove(args.name)
             audit.record(who, "account.removed", {"name": args.name})
             print(f"removed {args.name}")
-    except AccountError as exc:
+    except (AccountError, sqlite3.Error) as exc:  # sqlite3: locked by a bridge for too long, disk full
         print(f"bridge accounts: {exc}", file=sys.stderr)
         return 2
     finally:
@@ -87,14 +99,18 @@ def main(argv: Sequence[str], environ: Mapping[str, str]) -> int:
 def audit_main(argv: Sequence[str], environ: Mapping[str, str]) -> int:
     """`python -m bridge audit verify` (exit status 1 when the chain is broken) or `list`."""
     parser = argparse.ArgumentParser(prog="python -m bridge audit", description="The audit log of who changed what.")
-    parser.add_argument("--db", type=Path, help="the accounts file (default: SENSORPIPE_ACCOUNTS_DB, or the bridge's)")
+    parser.add_argument("--db", help="the accounts file (default: SENSORPIPE_ACCOUNTS_DB, or the bridge's)")
     parser.add_argument("step", choices=["verify", "list"])
     args = parser.parse_args(argv)
-    path = args.db or Path(environ.get("SENSORPIPE_ACCOUNTS_DB") or state_folder(environ) / "accounts.sqlite")
-    if not path.exists():
-        print(f"bridge audit: no accounts file {path}", file=sys.stderr)
+    try:
+        path = _path(args.db, environ)
+        if not path.is_file():
+            print(f"bridge audit: no accounts file {path}", file=sys.stderr)
+            return 2
+        log = AuditLog(path)
+    except (ValueError, OSError, sqlite3.Error) as exc:
+        print(f"bridge audit: cannot open the accounts file: {exc}", file=sys.stderr)
         return 2
-    log = AuditLog(path)
     try:
         if args.step == "list":
             for entry in log.entries():

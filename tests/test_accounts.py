@@ -196,3 +196,42 @@ def test_an_excursion_on_the_report_with_its_peak_and_who_acknowledged_it(
         "otto",
         "door was open",
     )
+
+
+@pytest.mark.parametrize("kind", ["a folder", "not SQLite"])
+def test_an_accounts_file_that_cannot_be_opened_is_one_line(tmp_path: Path, kind: str) -> None:
+    """The bridge, the accounts command and the audit command each say so in one line, exit
+    status 2 (they ended with sqlite3's traceback)."""
+    db = tmp_path / "accounts.sqlite"
+    if kind == "a folder":
+        db.mkdir()
+    else:
+        db.write_text("these are not the accounts\n")
+    unreachable = {"SENSORPIPE_MQTT_URL": "mqtt://127.0.0.1:1", "SENSORPIPE_INFLUX_URL": "http://127.0.0.1:1"}
+    for args, env in (
+        ([], {**unreachable, "SENSORPIPE_ACCOUNTS_DB": str(db), "SENSORPIPE_ALERT_DB": str(tmp_path / "a.sqlite")}),
+        (["accounts", "--db", str(db), "list"], {}),
+        (["audit", "--db", str(db), "verify"], {}),
+    ):
+        result = run_program("bridge", *args, **env)
+        lines = result.stderr.strip().splitlines()
+        assert result.returncode == 2 and len(lines) == 1, (args, result.stderr)
+        assert str(db) in lines[0] or "accounts file" in lines[0], lines
+
+
+def test_the_accounts_command_finds_the_file_the_bridge_uses(tmp_path: Path) -> None:
+    """SENSORPIPE_ACCOUNTS_DB=~/... is the same file for the command as for the bridge (the
+    command took the ~ literally, as a folder named ~ where it was run)."""
+    home = tmp_path / "home"
+    made = run_program(
+        "bridge",
+        "accounts",
+        "add",
+        "ada",
+        "admin",
+        input="admin-pass-3\n",
+        HOME=str(home),
+        SENSORPIPE_ACCOUNTS_DB="~/lab/accounts.sqlite",
+    )
+    assert made.returncode == 0, made.stderr
+    assert "ada\tadmin" in accounts(home / "lab" / "accounts.sqlite", "list").stdout
