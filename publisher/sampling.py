@@ -76,6 +76,7 @@ class Sampler:
         self._on_stored = on_stored
         self._clock = clock
         self._calibration = dict(calibration or {})
+        self._unexpected: set[tuple[str, str]] = set()  # (sensor, exception type) logged with a traceback
 
     def run(self, stop: threading.Event, every_slot: Callable[[], None] = lambda: None) -> None:
         """Sample until `stop` is set or `count` readings are stored; `every_slot` runs after each."""
@@ -162,8 +163,8 @@ class Sampler:
                     continue
                 try:
                     measurement = channel.sensor.read()
-                except SensorReadError as exc:
-                    channel.failed(str(exc))
+                except Exception as exc:  # the loop outlives any driver: see _failure
+                    channel.failed(self._failure(channel, exc))
                     after = max(now, time.monotonic())
                     if after + delay >= deadline:
                         del tries[channel]
@@ -178,6 +179,19 @@ class Sampler:
             if stop.wait(max(0.0, wake - now)):
                 return measured
             now = max(time.monotonic(), wake)
+
+    def _failure(self, channel: Channel, exc: Exception) -> str:
+        """A failed read's text. A driver says SensorReadError; anything else is its library
+        raising what it should not (an OSError from the GPIO library, a bad calibration's
+        ArithmeticError): that too is this sensor's failed read, counted in health, and the
+        loop and the other sensors go on. Its traceback is logged once per kind."""
+        if isinstance(exc, SensorReadError):
+            return str(exc)
+        kind = (channel.spec.key, type(exc).__name__)
+        if kind not in self._unexpected:
+            self._unexpected.add(kind)
+            log.error("%s: the driver raised %s (counted as a failed read)", channel.spec.key, kind[1], exc_info=exc)
+        return f"{type(exc).__name__}: {exc}"
 
     def _take(self, measured: list[tuple[Channel, Measurement]]) -> None:
         """One reading from what the sensors measured, judged, corrected and named by each."""

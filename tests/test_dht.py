@@ -27,6 +27,8 @@ from publisher.sensors.dht import DhtSensor, check_gpio
 NOT_FOUND = "DHT sensor not found, check wiring"
 SHORT = "A full buffer was not returned. Try again."
 CHECKSUM = "Checksum did not validate. Try again."
+# What the fake device does at each measurement: values, the library's error message, or an OSError.
+Script = list[tuple[Any, Any] | str | OSError]
 
 
 class FakeClock:
@@ -45,9 +47,10 @@ class FakeClock:
 
 
 class FakeAdafruitDht:
-    """Scripted like adafruit_dht.DHT22/DHT11: each script item is (t, h) or an error message."""
+    """Scripted like adafruit_dht.DHT22/DHT11: each script item is (t, h), an error message (the
+    library's RuntimeError) or an OSError (from the GPIO library beneath it)."""
 
-    def __init__(self, script: list[tuple[Any, Any] | str], clock: FakeClock) -> None:
+    def __init__(self, script: Script, clock: FakeClock) -> None:
         self._script = list(script)
         self._clock = clock
         self._last_called = 0.0
@@ -63,6 +66,8 @@ class FakeAdafruitDht:
             outcome = self._script.pop(0)
             if isinstance(outcome, str):
                 raise RuntimeError(outcome)
+            if isinstance(outcome, OSError):
+                raise outcome
             self._temperature, self._humidity = outcome
 
     @property
@@ -79,7 +84,7 @@ class FakeAdafruitDht:
         self.exited = True
 
 
-def sensor(model: str, script: list[tuple[Any, Any] | str]) -> tuple[DhtSensor, FakeAdafruitDht, FakeClock]:
+def sensor(model: str, script: Script) -> tuple[DhtSensor, FakeAdafruitDht, FakeClock]:
     clock = FakeClock()
     device = FakeAdafruitDht(script, clock)
     return DhtSensor(model, device, clock=clock, sleep=clock.sleep), device, clock
@@ -117,7 +122,7 @@ def test_dht11_whole_numbers_become_floats_and_close_releases_the_pin() -> None:
 
 def test_the_loop_retries_failed_reads_counts_them_and_publishes_only_good_plausible_ones(tmp_path: Any) -> None:
     # interval 60 s: a failed read is retried within the slot; the fake clock makes it instant.
-    script: list[tuple[Any, Any] | str] = [CHECKSUM, NOT_FOUND, (21.0, 45.0), (21.1, 45.1), (85.0, 45.0), (21.2, 45.0)]
+    script: Script = [CHECKSUM, NOT_FOUND, (21.0, 45.0), (21.1, 45.1), (85.0, 45.0), (21.2, 45.0)]
     dht, _, _ = sensor("dht22", script)
     outbox = Outbox(tmp_path / "o.sqlite", "desk", 100)
     config = SamplerConfig("desk", "dht22", interval=60, location=None, count=3)
@@ -160,3 +165,24 @@ def test_without_a_gpio_chip_the_sensor_does_not_open(tmp_path: Path) -> None:
     with pytest.raises(SensorReadError, match=r"gpiochip0: this user may not open it \(put the user in group gpio\)"):
         check_gpio(tmp_path, access=lambda path, mode: False)  # as for a user not in group gpio
     check_gpio(tmp_path, access=lambda path, mode: path == chip)  # no error
+
+
+def test_an_error_the_driver_did_not_expect_is_a_failed_read_and_the_loop_goes_on(
+    tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The GPIO library under adafruit_dht raising OSError (the line taken by another program)
+    ended the sampling loop, and with it the publisher; now it is a failed read like the
+    library's own, counted in health, its traceback logged once."""
+    busy = OSError(16, "Device or resource busy")
+    dht, _, _ = sensor("dht22", [(21.0, 45.0), busy, busy, (21.1, 45.1), (21.2, 45.2)])
+    outbox = Outbox(tmp_path / "o.sqlite", "desk", 100)
+    config = SamplerConfig("desk", "dht22", interval=60, location=None, count=3)
+    sampler = Sampler(config, [Channel(parse_sensor("dht22"), dht, Plausibility(dht.ranges, {}))], outbox, lambda: None)
+    stop = threading.Event()
+    stop.wait = lambda timeout=None: False  # type: ignore[method-assign]  # the slots pass at once
+    sampler.run(stop)
+    health = sampler.health()
+    assert (health.reads_ok, health.reads_failed) == (3, 2)
+    assert health.last_error == "OSError: [Errno 16] Device or resource busy"
+    assert len(outbox.after(-1, 10)) == 3
+    assert sum("Traceback" in (record.exc_text or "") or record.exc_info is not None for record in caplog.records) == 1
