@@ -91,6 +91,30 @@ MUTATIONS = (
         "((document.body.dataset.once = '1'), loadAll())).catch(",
         ("tests/test_dashboard.py", "tests/test_dashboard_pages.py"),
     ),
+    Mutation(
+        "driver-error-ends-loop",
+        "a sensor's unexpected error is a failed read: the sampling loop and the other sensors go on",
+        "publisher/sampling.py",
+        "                except Exception as exc:  # the loop outlives any driver: see _failure\n",
+        "                except SensorReadError as exc:\n",
+        ("tests/test_dht.py",),
+    ),
+    Mutation(
+        "api-errors-as-html",
+        "every refusal under /api/ is JSON with the reason",
+        "webui/__init__.py",
+        "    app.register_error_handler(HTTPException, _api_errors_as_json)\n",
+        "",
+        ("tests/test_web_fuzz.py",),
+    ),
+    Mutation(
+        "zone-oserror",
+        "a time zone this machine has not is a clear refusal, whatever the name (tz=Europe)",
+        "common/settings.py",
+        "    except (ValueError, OSError, ZoneInfoNotFoundError):\n        return None\n",
+        "    except (ValueError, ZoneInfoNotFoundError):\n        return None\n",
+        ("tests/test_web_fuzz.py", "tests/test_settings.py"),
+    ),
 )
 
 

@@ -43,6 +43,10 @@ class CuttableProxy:
                 client.close()
                 continue
             with self._lock:
+                if listener.fileno() == -1:  # cut() while this one was being connected: dropped too
+                    client.close()
+                    upstream.close()
+                    return
                 self._sockets += [client, upstream]
             for source, sink in ((client, upstream), (upstream, client)):
                 threading.Thread(target=self._pump, args=(source, sink), daemon=True).start()
